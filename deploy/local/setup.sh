@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the system packages Reprise builds and tests with (Debian/Ubuntu).
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+packages=(protobuf-compiler libprotobuf-dev libpcap-dev pkg-config python3 python3-pip curl tcpdump wrk)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "setup: installing ${missing[*]}" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: no Rust toolchain found. Install Rust 1.89 or newer with rustup, then run this again." >&2
+    exit 1
+fi

@@ -1,0 +1,31 @@
+//! The storage boundary of Reprise, shared by every daemon.
+//!
+//! * [`log`]: the traffic log, an append-only partitioned log of captured HTTP messages
+//!   addressed by `(partition, offset)`. Kafka in production, files for one machine.
+//! * [`catalog`]: the small, strongly consistent store of recordings, workers, capture
+//!   nodes and replays, with leases, watches and leader election. etcd in production,
+//!   files for one machine.
+//! * [`schema`]: the documents kept in the catalog.
+//! * [`traffic`]: decoding of stored traffic records, skipping (and counting) garbage.
+//!
+//! Both boundaries are chosen by URL (`kafka://`, `etcd://`, `file://`) so that daemons,
+//! tests and the embedded demo run the same code against either implementation.
+
+pub mod catalog;
+pub mod log;
+pub mod schema;
+pub mod traffic;
+mod url;
+
+pub use catalog::{Catalog, CatalogError, Lease};
+pub use log::{LogError, LogRecord, NewRecord, RangeSpec, TrafficLog, Watermarks, open_log};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    now_ns() / 1_000_000
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}

@@ -1,0 +1,299 @@
+//! The Kafka-backed traffic log (`kafka://host:port[,host:port]/topic`), the production path.
+//!
+//! URL query parameters are passed to librdkafka as client properties (for example
+//! `?security.protocol=ssl`), except Reprise's own `replication_factor` (topic creation,
+//! default 1) and `timeout_ms` (metadata and admin calls, default 10000).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::future::join_all;
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use tokio::sync::{OnceCell, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{LogError, LogRecord, NewRecord, Position, RangeSpec, RecordStream, TrafficLog, Watermarks, check_range};
+use crate::url::StoreUrl;
+
+/// How long a range reader waits for the next record before giving up: the broker has
+/// the records (the range was checked against the watermarks), so silence means trouble.
+const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct KafkaLog {
+    url: String,
+    topic: String,
+    config: ClientConfig,
+    replication_factor: i32,
+    timeout: Duration,
+    /// Metadata, watermark and timestamp queries (blocking librdkafka calls).
+    meta: Arc<BaseConsumer>,
+    producer: OnceCell<FutureProducer>,
+}
+
+impl KafkaLog {
+    pub(crate) fn open(url: &str, parsed: &StoreUrl) -> Result<Self, LogError> {
+        let invalid = |reason: String| LogError::InvalidUrl { url: url.to_string(), reason };
+        if parsed.path.is_empty() || parsed.path.contains('/') {
+            return Err(invalid("expected kafka://host:port[,host:port]/topic".into()));
+        }
+        let mut params: BTreeMap<String, String> = parsed.params.clone();
+        let parse_param = |params: &mut BTreeMap<String, String>, name: &str, default: i64| {
+            params
+                .remove(name)
+                .map_or(Ok(default), |v| v.parse::<i64>().map_err(|_| invalid(format!("{name}={v:?} is not a number"))))
+        };
+        let replication_factor = parse_param(&mut params, "replication_factor", 1)? as i32;
+        let timeout = Duration::from_millis(parse_param(&mut params, "timeout_ms", 10_000)?.max(1) as u64);
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", parsed.hosts.join(","));
+        for (k, v) in &params {
+            config.set(k, v);
+        }
+        let meta: BaseConsumer = reader_config(&config).create()?;
+        Ok(KafkaLog {
+            url: url.to_string(),
+            topic: parsed.path.clone(),
+            config,
+            replication_factor,
+            timeout,
+            meta: Arc::new(meta),
+            producer: OnceCell::new(),
+        })
+    }
+
+    async fn producer(&self) -> Result<&FutureProducer, LogError> {
+        self.producer
+            .get_or_try_init(|| async {
+                let mut config = self.config.clone();
+                for (k, v) in
+                    [("acks", "all"), ("linger.ms", "5"), ("compression.type", "lz4"), ("message.timeout.ms", "30000")]
+                {
+                    if config.get(k).is_none() {
+                        config.set(k, v);
+                    }
+                }
+                Ok(config.create::<FutureProducer>()?)
+            })
+            .await
+    }
+
+    /// Runs a blocking librdkafka query on the metadata client.
+    async fn query<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&BaseConsumer, &str, Duration) -> Result<T, LogError> + Send + 'static,
+    ) -> Result<T, LogError> {
+        let (meta, topic, timeout) = (self.meta.clone(), self.topic.clone(), self.timeout);
+        tokio::task::spawn_blocking(move || f(&meta, &topic, timeout)).await.expect("kafka query panicked")
+    }
+
+    async fn partition_count(&self) -> Result<i32, LogError> {
+        let url = self.url.clone();
+        self.query(move |meta, topic, timeout| partition_count(meta, topic, timeout, &url)).await
+    }
+}
+
+/// Properties of every consumer: no group membership, no commits, and an error
+/// instead of a silent jump when an offset is out of range.
+fn reader_config(base: &ClientConfig) -> ClientConfig {
+    let mut config = base.clone();
+    for (k, v) in [
+        ("group.id", "reprise-reader"),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "error"),
+        ("allow.auto.create.topics", "false"),
+        // Bounds librdkafka's prefetch per reader: memory must not grow with the recording.
+        ("queued.max.messages.kbytes", "8192"),
+    ] {
+        if config.get(k).is_none() {
+            config.set(k, v);
+        }
+    }
+    config
+}
+
+fn partition_count(meta: &BaseConsumer, topic: &str, timeout: Duration, url: &str) -> Result<i32, LogError> {
+    let metadata = meta.fetch_metadata(Some(topic), timeout)?;
+    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Err(LogError::NoTopic(url.to_string()));
+    };
+    match t.error() {
+        None if !t.partitions().is_empty() => Ok(t.partitions().len() as i32),
+        None => Err(LogError::NoTopic(url.to_string())),
+        Some(code) if RDKafkaErrorCode::from(code) == RDKafkaErrorCode::UnknownTopicOrPartition => {
+            Err(LogError::NoTopic(url.to_string()))
+        }
+        Some(code) => Err(LogError::Kafka(KafkaError::MetadataFetch(code.into()))),
+    }
+}
+
+fn to_log_record(message: &impl Message) -> LogRecord {
+    LogRecord {
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+        key: message.key().map(Bytes::copy_from_slice),
+        payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+    }
+}
+
+#[async_trait]
+impl TrafficLog for KafkaLog {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn ensure_topic(&self, partitions: i32) -> Result<i32, LogError> {
+        match self.partition_count().await {
+            Ok(n) => return Ok(n),
+            Err(LogError::NoTopic(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let admin: AdminClient<DefaultClientContext> = self.config.create()?;
+        let topic = NewTopic::new(&self.topic, partitions.max(1), TopicReplication::Fixed(self.replication_factor));
+        let options = AdminOptions::new().operation_timeout(Some(Timeout::After(self.timeout)));
+        for result in admin.create_topics([&topic], &options).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(LogError::Kafka(KafkaError::AdminOp(code))),
+            }
+        }
+        // Metadata catches up with a new topic shortly after creation.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match self.partition_count().await {
+                Err(LogError::NoTopic(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn watermarks(&self) -> Result<Vec<Watermarks>, LogError> {
+        let url = self.url.clone();
+        self.query(move |meta, topic, timeout| {
+            (0..partition_count(meta, topic, timeout, &url)?)
+                .map(|partition| {
+                    let (low, high) = meta.fetch_watermarks(topic, partition, timeout)?;
+                    Ok(Watermarks { partition, low, high })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn offsets_for_time(&self, timestamp_ms: i64) -> Result<Vec<Position>, LogError> {
+        let url = self.url.clone();
+        self.query(move |meta, topic, timeout| {
+            let partitions = partition_count(meta, topic, timeout, &url)?;
+            let mut request = TopicPartitionList::new();
+            for partition in 0..partitions {
+                request.add_partition_offset(topic, partition, Offset::Offset(timestamp_ms))?;
+            }
+            let found = meta.offsets_for_times(request, timeout)?;
+            (0..partitions)
+                .map(|partition| {
+                    let elem = found.find_partition(topic, partition).ok_or_else(|| LogError::Timeout {
+                        after: timeout,
+                        what: format!("looking up partition {partition} by timestamp"),
+                    })?;
+                    elem.error()?;
+                    let offset = match elem.offset() {
+                        Offset::Offset(o) => o,
+                        // No record at or after the timestamp: the end of the partition.
+                        _ => meta.fetch_watermarks(topic, partition, timeout)?.1,
+                    };
+                    Ok(Position { partition, offset })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn append(&self, records: Vec<NewRecord>) -> Result<Vec<Position>, LogError> {
+        let producer = self.producer().await?;
+        let sends = records.iter().map(|r| {
+            let record =
+                FutureRecord::to(&self.topic).key(&r.key[..]).payload(&r.payload[..]).timestamp(r.timestamp_ms);
+            producer.send(record, Timeout::After(self.timeout))
+        });
+        join_all(sends)
+            .await
+            .into_iter()
+            .map(|result| match result {
+                Ok(delivery) => Ok(Position { partition: delivery.partition, offset: delivery.offset }),
+                Err((e, _)) => Err(LogError::Kafka(e)),
+            })
+            .collect()
+    }
+
+    async fn read_range(&self, range: RangeSpec, read_ahead: usize) -> Result<RecordStream, LogError> {
+        let partition = range.partition;
+        let url = self.url.clone();
+        let marks = self
+            .query(move |meta, topic, timeout| {
+                let partitions = partition_count(meta, topic, timeout, &url)?;
+                if partition < 0 || partition >= partitions {
+                    return Err(LogError::NoPartition { partition, partitions });
+                }
+                let (low, high) = meta.fetch_watermarks(topic, partition, timeout)?;
+                Ok(Watermarks { partition, low, high })
+            })
+            .await?;
+        check_range(&range, marks)?;
+        let (tx, rx) = mpsc::channel(read_ahead.max(1));
+        if range.is_empty() {
+            return Ok(Box::pin(ReceiverStream::new(rx)));
+        }
+        let consumer: StreamConsumer = reader_config(&self.config).create()?;
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(&self.topic, partition, Offset::Offset(range.start))?;
+        consumer.assign(&assignment)?;
+        tokio::spawn(async move {
+            if let Err(e) = pump_range(&consumer, range, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+/// Moves the selected records of `range` from the consumer into `tx`, in offset order,
+/// until the range is done or the receiver is dropped.
+async fn pump_range(
+    consumer: &StreamConsumer,
+    range: RangeSpec,
+    tx: &mpsc::Sender<Result<LogRecord, LogError>>,
+) -> Result<(), LogError> {
+    loop {
+        let message =
+            tokio::time::timeout(READ_IDLE_TIMEOUT, consumer.recv()).await.map_err(|_| LogError::Timeout {
+                after: READ_IDLE_TIMEOUT,
+                what: format!("reading partition {} at offsets [{}, {})", range.partition, range.start, range.end),
+            })??;
+        let offset = message.offset();
+        if offset >= range.end {
+            return Ok(());
+        }
+        if range.selects(offset) && tx.send(Ok(to_log_record(&message))).await.is_err() {
+            return Ok(());
+        }
+        // Offsets can have gaps (transaction markers), so the end is detected by offset.
+        if offset + 1 >= range.end {
+            return Ok(());
+        }
+    }
+}
