@@ -1,1 +1,134 @@
+//! The Reprise controller: keeps the recording catalog, plans replays over the live
+//! workers, follows their stats, and serves the stats API and dashboard. Runs as the
+//! `reprise-controller` binary or in-process (tests, `ctl demo`) via [`Controller::start`].
 
+pub mod grpc;
+pub mod http;
+pub mod planner;
+pub mod recordings;
+pub mod replays;
+pub mod state;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use reprise_proto::v1::controller_server::ControllerServer;
+use reprise_store::Catalog;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::grpc::ControllerService;
+use crate::recordings::Recordings;
+use crate::replays::ReplayManager;
+use crate::state::ControllerState;
+
+/// Replay controller: recordings, replay planning, cluster stats.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "reprise-controller", version)]
+pub struct ControllerConfig {
+    /// TOML file with any of these settings (keys are the long flag names).
+    #[arg(long, env = "REPRISE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Catalog URL: etcd://host:port[,host:port][/prefix] or file://PATH.
+    #[arg(long, env = "REPRISE_CATALOG")]
+    pub catalog: String,
+    /// Traffic log URL: kafka://host:port[,host:port]/topic or file://PATH.
+    #[arg(long, env = "REPRISE_LOG")]
+    pub log: String,
+    /// gRPC address for ctl; port 0 picks a free port.
+    #[arg(long, env = "REPRISE_CONTROLLER_LISTEN", default_value = "0.0.0.0:7100")]
+    pub listen: SocketAddr,
+    /// HTTP address of the stats API and dashboard; port 0 picks a free port.
+    #[arg(long, env = "REPRISE_CONTROLLER_HTTP", default_value = "0.0.0.0:7180")]
+    pub http: SocketAddr,
+    /// Partitions of the traffic topic when the controller creates it.
+    #[arg(long, env = "REPRISE_PARTITIONS", default_value_t = 12)]
+    pub partitions: i32,
+    /// How far ahead of "now" a replay's common start is set, in milliseconds (time for
+    /// every worker to receive it).
+    #[arg(long, default_value_t = 2000)]
+    pub start_lead_ms: u64,
+}
+
+/// A running controller.
+pub struct Controller {
+    pub id: String,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Controller {
+    pub async fn start(config: ControllerConfig) -> anyhow::Result<Controller> {
+        if config.partitions < 1 {
+            anyhow::bail!("--partitions must be at least 1");
+        }
+        let catalog =
+            Catalog::open(&config.catalog).await.with_context(|| format!("cannot open catalog {}", config.catalog))?;
+        let log = reprise_store::open_log(&config.log)
+            .await
+            .with_context(|| format!("cannot open traffic log {}", config.log))?;
+        log.ensure_topic(config.partitions)
+            .await
+            .with_context(|| format!("cannot create the traffic topic in {}", config.log))?;
+        let grpc_listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let http_listener = tokio::net::TcpListener::bind(config.http)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http))?;
+        let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
+
+        let id = format!("c-{:08x}", rand::random::<u32>());
+        let recordings = Arc::new(Recordings::new(catalog.clone(), log.clone(), config.partitions));
+        let replays = ReplayManager::new(
+            id.clone(),
+            catalog.clone(),
+            recordings.clone(),
+            Duration::from_millis(config.start_lead_ms),
+        );
+        let state =
+            Arc::new(ControllerState { controller_id: id.clone(), catalog, recordings, replays: replays.clone() });
+        let shutdown = CancellationToken::new();
+
+        let grpc = {
+            let (state, shutdown) = (state.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+                let result = tonic::transport::Server::builder()
+                    .add_service(ControllerServer::new(ControllerService { state }))
+                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "controller gRPC server failed");
+                }
+            })
+        };
+        let http = {
+            let (router, shutdown) = (http::router(state.clone()), shutdown.clone());
+            tokio::spawn(async move {
+                let served =
+                    axum::serve(http_listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "stats API server failed");
+                }
+            })
+        };
+        let heartbeat = tokio::spawn(replays.heartbeat_loop());
+        tracing::info!(controller = %id, grpc = %grpc_addr, http = %http_addr, "controller started");
+        Ok(Controller { id, grpc_addr, http_addr, shutdown, tasks: vec![grpc, http, heartbeat] })
+    }
+
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}

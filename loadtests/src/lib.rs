@@ -1,1 +1,7 @@
+//! Load-testing tools for Reprise: an HTTP sink that counts what it receives, a
+//! synthetic traffic generator, and an in-process cluster (controller, workers, sink)
+//! for integration tests and benchmarks.
 
+pub mod cluster;
+pub mod sink;
+pub mod synth;

@@ -54,7 +54,10 @@ pub struct Recording {
     pub first_timestamp_ns: Option<i64>,
     pub last_timestamp_ns: Option<i64>,
     pub record_count: u64,
-    pub bytes: u64,
+    /// Total size of the records, when known (a capture that wrote them counts it;
+    /// a Kafka range is not read just to measure it).
+    #[serde(default)]
+    pub bytes: Option<u64>,
     pub state: RecordingState,
     #[serde(default)]
     pub missing_records: u64,

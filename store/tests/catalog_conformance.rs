@@ -1,8 +1,6 @@
 //! One conformance suite for the catalog, run against the real etcd (`etcd::*`) and the
 //! file catalog (`file::*`).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -19,7 +17,7 @@ struct Fixture {
 async fn fresh(kind: &str, name: &str) -> Fixture {
     match kind {
         "etcd" => {
-            let url = format!("etcd://{}/{}", common::service("ETCD_ENDPOINTS"), common::unique(name));
+            let url = reprise_store::testing::etcd_catalog_url(name);
             Fixture { catalog: Catalog::open(&url).await.unwrap(), _dir: None }
         }
         _ => {
@@ -40,7 +38,7 @@ fn recording(id: &str) -> Recording {
         first_timestamp_ns: Some(1),
         last_timestamp_ns: Some(2),
         record_count: 6,
-        bytes: 600,
+        bytes: Some(600),
         state: RecordingState::Complete,
         missing_records: 0,
         created_at_ms: 1,

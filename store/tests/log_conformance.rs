@@ -1,8 +1,6 @@
 //! One conformance suite for the traffic log, run against the real Kafka-compatible
 //! broker (`kafka::*`) and the file log (`file::*`).
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,7 +19,7 @@ struct Fixture {
 async fn fresh(kind: &str, name: &str) -> Fixture {
     match kind {
         "kafka" => {
-            let url = format!("kafka://{}/{}", common::service("KAFKA_BOOTSTRAP"), common::unique(name));
+            let url = reprise_store::testing::kafka_log_url(name);
             Fixture { log: open_log(&url).await.unwrap(), _dir: None }
         }
         _ => {

@@ -1,1 +1,190 @@
+//! The Reprise replay worker: registers itself in the catalog, takes assignments from
+//! the controller over gRPC, replays its share of a recording on the shared timeline,
+//! and streams its statistics back. Runs as the `reprise-worker` binary or in-process
+//! (tests, `ctl demo`) through [`Worker::start`].
 
+pub mod replay;
+pub mod request;
+pub mod sender;
+pub mod service;
+pub mod stats;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use reprise_proto::PROTOCOL_VERSION;
+use reprise_proto::v1::worker_server::WorkerServer;
+use reprise_store::Catalog;
+use reprise_store::schema::WorkerInfo;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::service::WorkerService;
+
+/// Replay worker: registers in the catalog and replays what the controller assigns.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "reprise-worker", version)]
+pub struct WorkerConfig {
+    /// TOML file with any of these settings (keys are the long flag names).
+    #[arg(long, env = "REPRISE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Catalog URL: etcd://host:port[,host:port][/prefix] or file://PATH.
+    #[arg(long, env = "REPRISE_CATALOG")]
+    pub catalog: String,
+    /// Address to serve gRPC on; port 0 picks a free port (the one bound is registered).
+    #[arg(long, env = "REPRISE_WORKER_LISTEN", default_value = "0.0.0.0:7200")]
+    pub listen: SocketAddr,
+    /// Worker id in the catalog [default: w-<random>].
+    #[arg(long, env = "REPRISE_WORKER_NAME")]
+    pub name: Option<String>,
+    /// Address the controller should dial [default: the listen address, or the host name
+    /// with the bound port when listening on all interfaces].
+    #[arg(long, env = "REPRISE_WORKER_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// A label for worker selection, KEY=VALUE; repeatable.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Stop sending when no controller has been heard for this many seconds.
+    #[arg(long, env = "REPRISE_CONTROLLER_GRACE_SECS", default_value_t = 15.0)]
+    pub controller_grace_secs: f64,
+    /// Local IP address for outgoing replay connections (for multi-IP load hosts).
+    #[arg(long, env = "REPRISE_SOURCE_IP")]
+    pub source_ip: Option<IpAddr>,
+    /// TTL of the catalog lease that keeps this worker registered.
+    #[arg(long, default_value_t = 10)]
+    pub lease_ttl_secs: u64,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("label {s:?} is not KEY=VALUE"))
+}
+
+/// A running worker.
+pub struct Worker {
+    pub id: String,
+    /// The gRPC address actually bound.
+    pub local_addr: SocketAddr,
+    service: Arc<WorkerService>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    registration: JoinHandle<()>,
+}
+
+impl Worker {
+    /// Binds, registers in the catalog, and serves until [`Worker::shutdown`].
+    pub async fn start(config: WorkerConfig) -> anyhow::Result<Worker> {
+        if config.controller_grace_secs.is_nan() || config.controller_grace_secs <= 0.0 {
+            anyhow::bail!("--controller-grace-secs must be positive");
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let id = config.name.clone().unwrap_or_else(|| format!("w-{:08x}", rand::random::<u32>()));
+        let address = match &config.advertise {
+            Some(advertise) => advertise.clone(),
+            None if local_addr.ip().is_unspecified() => format!("{}:{}", host_name(), local_addr.port()),
+            None => local_addr.to_string(),
+        };
+        let catalog =
+            Catalog::open(&config.catalog).await.with_context(|| format!("cannot open catalog {}", config.catalog))?;
+        let info = WorkerInfo {
+            id: id.clone(),
+            address,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            protocol_version: PROTOCOL_VERSION,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            max_rate: 0.0,
+            labels: config.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+            started_at_ms: reprise_store::now_ms(),
+        };
+        let ttl = Duration::from_secs(config.lease_ttl_secs.max(1));
+        let lease = catalog.lease(ttl).await.context("cannot get a catalog lease")?;
+        catalog.put_leased(&info, &lease).await.context("cannot register in the catalog")?;
+
+        let grace = Duration::from_secs_f64(config.controller_grace_secs);
+        let service = WorkerService::new(id.clone(), grace, config.source_ip);
+        let shutdown = CancellationToken::new();
+        let server = {
+            let (service, shutdown) = (service.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let result = tonic::transport::Server::builder()
+                    .add_service(WorkerServer::from_arc(service))
+                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "worker gRPC server failed");
+                }
+            })
+        };
+        let watchdog = tokio::spawn(service.clone().watchdog());
+        let registration = tokio::spawn(keep_registered(catalog, info, lease, ttl, shutdown.clone()));
+        tracing::info!(worker = %id, addr = %local_addr, "worker started");
+        Ok(Worker { id, local_addr, service, shutdown, tasks: vec![server, watchdog], registration })
+    }
+
+    /// Stops sending, deregisters, and stops serving.
+    pub async fn shutdown(self) {
+        self.service.cancel_all();
+        self.shutdown.cancel();
+        let _ = self.registration.await;
+        for task in self.tasks {
+            task.abort();
+        }
+        tracing::info!(worker = %self.id, "worker stopped");
+    }
+}
+
+/// Keeps the worker's catalog entry alive; re-registers under a new lease after the
+/// catalog was unreachable long enough to lose the old one; deregisters on shutdown.
+async fn keep_registered(
+    catalog: Catalog,
+    info: WorkerInfo,
+    mut lease: reprise_store::Lease,
+    ttl: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = lease.wait_lost() => {}
+            _ = shutdown.cancelled() => {
+                if let Err(e) = lease.revoke().await {
+                    tracing::warn!(error = %e, "could not deregister from the catalog");
+                }
+                return;
+            }
+        }
+        tracing::warn!(worker = %info.id, "catalog lease lost; re-registering");
+        lease = loop {
+            let attempt = async {
+                let lease = catalog.lease(ttl).await?;
+                catalog.put_leased(&info, &lease).await?;
+                Ok::<_, reprise_store::CatalogError>(lease)
+            };
+            match attempt.await {
+                Ok(lease) => break lease,
+                Err(e) => {
+                    tracing::warn!(error = %e, "re-registration failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        };
+        tracing::info!(worker = %info.id, "re-registered");
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "localhost".into(), |h| h.trim().to_string())
+}

@@ -1,8 +1,10 @@
-//! Where the test servers are: `KAFKA_BOOTSTRAP` / `ETCD_ENDPOINTS` from the environment,
-//! else the env file written by `deploy/local/services.sh up`.
+//! Where the real test servers are, for integration tests of every crate:
+//! `KAFKA_BOOTSTRAP` / `ETCD_ENDPOINTS` from the environment, else the env file that
+//! `deploy/local/services.sh up` writes.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// The value of a service variable; panics with how to start the servers if unknown.
 pub fn service(var: &str) -> String {
     if let Ok(value) = std::env::var(var) {
         return value;
@@ -16,9 +18,19 @@ pub fn service(var: &str) -> String {
     })
 }
 
-/// A name no other test (or earlier run) uses.
+/// A name no other test (or earlier run) uses: for topics and catalog prefixes.
 pub fn unique(name: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = crate::now_ns();
     format!("{name}-{}-{}-{}", std::process::id(), nanos % 1_000_000_000, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A fresh Kafka traffic log URL on the test broker.
+pub fn kafka_log_url(name: &str) -> String {
+    format!("kafka://{}/{}", service("KAFKA_BOOTSTRAP"), unique(name))
+}
+
+/// A fresh etcd catalog URL (own prefix) on the test etcd.
+pub fn etcd_catalog_url(name: &str) -> String {
+    format!("etcd://{}/{}", service("ETCD_ENDPOINTS"), unique(name))
 }

@@ -1,0 +1,172 @@
+//! The stats API: JSON, a live event stream (SSE), Prometheus metrics and the dashboard.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use futures::Stream;
+use reprise_store::schema::{Recording, WorkerInfo};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::replays::ReplayError;
+use crate::state::ControllerState;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+pub fn router(state: Arc<ControllerState>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(DASHBOARD) }))
+        .route("/api/replays", get(replays))
+        .route("/api/replays/{id}", get(replay))
+        .route("/api/replays/{id}/timeline", get(timeline))
+        .route("/api/replays/{id}/events", get(events))
+        .route("/api/workers", get(workers))
+        .route("/api/recordings", get(recordings))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ReplayError> for ApiError {
+    fn from(e: ReplayError) -> Self {
+        let code = match e {
+            ReplayError::UnknownReplay(_) | ReplayError::UnknownRecording(_) => StatusCode::NOT_FOUND,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+impl From<reprise_store::CatalogError> for ApiError {
+    fn from(e: reprise_store::CatalogError) -> Self {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn json<T: serde::Serialize>(value: &T) -> Response {
+    axum::Json(value).into_response()
+}
+
+async fn replays(State(state): State<Arc<ControllerState>>) -> ApiResult {
+    Ok(json(&state.replays.list().await?))
+}
+
+async fn replay(State(state): State<Arc<ControllerState>>, Path(id): Path<String>) -> ApiResult {
+    Ok(json(&state.replays.status(&id).await?))
+}
+
+async fn timeline(State(state): State<Arc<ControllerState>>, Path(id): Path<String>) -> ApiResult {
+    match state.replays.live(&id) {
+        Some(live) => Ok(json(&live.timeline())),
+        // Known but not followed here (ended before this controller started): no timeline.
+        None => state.replays.status(&id).await.map(|_| json(&Vec::<()>::new())).map_err(Into::into),
+    }
+}
+
+async fn events(
+    State(state): State<Arc<ControllerState>>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let mut subscription = state.replays.live(&id).map(|l| l.subscribe());
+    let first = state.replays.status(&id).await?;
+    let stream = async_stream(move |tx| async move {
+        let event = |data: String| Event::default().event("status").data(data);
+        let first_final = first.state.is_final();
+        let hello = serde_json::json!({ "status": first, "point": null }).to_string();
+        if tx.send(Ok(event(hello))).await.is_err() || first_final {
+            return;
+        }
+        let Some(subscription) = subscription.as_mut() else { return };
+        loop {
+            match subscription.recv().await {
+                Ok(e) => {
+                    let last = e.status.state.is_final();
+                    let data = serde_json::to_string(&e).expect("serialisable");
+                    if tx.send(Ok(event(data))).await.is_err() || last {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// A stream fed by a task through a small bounded channel.
+fn async_stream<T, F, Fut>(produce: F) -> tokio_stream::wrappers::ReceiverStream<T>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(produce(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+async fn workers(State(state): State<Arc<ControllerState>>) -> ApiResult {
+    let list: Vec<WorkerInfo> = state.catalog.list::<WorkerInfo>().await?.into_iter().map(|s| s.value).collect();
+    Ok(json(&list))
+}
+
+async fn recordings(State(state): State<Arc<ControllerState>>) -> ApiResult {
+    let list: Vec<Recording> = state.catalog.list::<Recording>().await?.into_iter().map(|s| s.value).collect();
+    Ok(json(&list))
+}
+
+/// Prometheus text format. Counters are per replay (label `replay`) for the replays
+/// this controller follows live.
+async fn metrics(State(state): State<Arc<ControllerState>>) -> ApiResult {
+    let workers = state.catalog.list::<WorkerInfo>().await?.len();
+    let statuses = state.replays.live_statuses();
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: &mut dyn Iterator<Item = (String, f64)>| {
+        let _ = writeln!(out, "# HELP reprise_{name} {help}\n# TYPE reprise_{name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "reprise_{name}{labels} {value}");
+        }
+    };
+    family("workers", "gauge", "Live registered workers.", &mut std::iter::once((String::new(), workers as f64)));
+    let per_replay = |f: fn(&crate::status::ReplayStatus) -> f64| {
+        statuses.iter().map(move |s| (format!("{{replay=\"{}\"}}", s.id), f(s))).collect::<Vec<_>>().into_iter()
+    };
+    family("replay_sent_total", "counter", "Requests sent.", &mut per_replay(|s| s.sent as f64));
+    family("replay_ok_total", "counter", "Responses with a status below 400.", &mut per_replay(|s| s.ok as f64));
+    family("replay_errors_total", "counter", "Sends without a response.", &mut per_replay(|s| s.errors as f64));
+    family(
+        "replay_http_errors_total",
+        "counter",
+        "Responses with a status of 400 or more.",
+        &mut per_replay(|s| s.http_errors as f64),
+    );
+    family("replay_records_read_total", "counter", "Records read from the log.", &mut per_replay(|s| s.read as f64));
+    family("replay_qps", "gauge", "Requests sent in the last second.", &mut per_replay(|s| s.current_qps));
+    family("replay_in_flight", "gauge", "Requests awaiting a response.", &mut per_replay(|s| s.in_flight as f64));
+    family("replay_progress_ratio", "gauge", "Share of the recording read.", &mut per_replay(|s| s.progress));
+    family(
+        "replay_latency_p99_seconds",
+        "gauge",
+        "p99 latency from the due time.",
+        &mut per_replay(|s| s.latency_ms.p99 / 1000.0),
+    );
+    family("replay_lag_p99_seconds", "gauge", "p99 schedule lag.", &mut per_replay(|s| s.lag_ms.p99 / 1000.0));
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}

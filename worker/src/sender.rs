@@ -1,0 +1,146 @@
+//! The boundary where requests leave the worker. [`HttpSender`] is the real one (hyper,
+//! pooled keep-alive connections, HTTP/1.1 or HTTP/2, https via rustls); [`DryRunSender`]
+//! does everything but the socket write, to measure the dispatch path alone.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// How one send ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response arrived: its status and body size.
+    Response {
+        status: u16,
+        body_bytes: u64,
+    },
+    Error(ErrorKind),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The connection could not be made (refused, unreachable, TLS handshake).
+    Connect,
+    /// No complete response within the request timeout.
+    Timeout,
+    /// The connection broke mid-request (reset, closed early).
+    Reset,
+    Other,
+}
+
+/// Sends one request and classifies how it ended. Never panics on a bad target.
+pub trait Sender: Clone + Send + Sync + 'static {
+    fn send(&self, request: Request<Full<Bytes>>) -> impl Future<Output = Outcome> + Send;
+}
+
+/// Sender settings from the assignment.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    pub timeout: Duration,
+    pub http2: bool,
+    pub max_idle_per_host: usize,
+    /// Local address for outgoing connections (multi-IP load hosts).
+    pub source_ip: Option<IpAddr>,
+}
+
+#[derive(Clone)]
+pub struct HttpSender {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl HttpSender {
+    pub fn new(config: &SenderConfig) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.timeout));
+        http.set_local_address(config.source_ip);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http();
+        let connector = if config.http2 {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .http2_only(config.http2)
+            .build(connector);
+        HttpSender { client, timeout: config.timeout }
+    }
+}
+
+impl Sender for HttpSender {
+    async fn send(&self, request: Request<Full<Bytes>>) -> Outcome {
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| classify_client_error(&e))?;
+            let status = response.status().as_u16();
+            // Read the whole body so the connection goes back to the pool.
+            let mut body = response.into_body();
+            let mut body_bytes = 0u64;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| classify(&e))?;
+                if let Some(data) = frame.data_ref() {
+                    body_bytes += data.len() as u64;
+                }
+            }
+            Ok::<_, ErrorKind>(Outcome::Response { status, body_bytes })
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(kind)) => Outcome::Error(kind),
+            Err(_) => Outcome::Error(ErrorKind::Timeout),
+        }
+    }
+}
+
+fn classify_client_error(e: &hyper_util::client::legacy::Error) -> ErrorKind {
+    if e.is_connect() { ErrorKind::Connect } else { classify(e) }
+}
+
+/// Finds the most telling cause in an error chain.
+fn classify(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as Io;
+            return match io.kind() {
+                Io::ConnectionRefused | Io::AddrNotAvailable | Io::HostUnreachable | Io::NetworkUnreachable => {
+                    ErrorKind::Connect
+                }
+                Io::TimedOut => ErrorKind::Timeout,
+                Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe | Io::UnexpectedEof => ErrorKind::Reset,
+                _ => ErrorKind::Other,
+            };
+        }
+        if let Some(hyper_error) = err.downcast_ref::<hyper::Error>() {
+            if hyper_error.is_timeout() {
+                return ErrorKind::Timeout;
+            }
+            if hyper_error.is_incomplete_message() || hyper_error.is_canceled() || hyper_error.is_closed() {
+                return ErrorKind::Reset;
+            }
+        }
+        cause = err.source();
+    }
+    ErrorKind::Other
+}
+
+/// Builds and "sends" nothing: every request succeeds at once with an empty 200.
+#[derive(Clone, Default)]
+pub struct DryRunSender;
+
+impl Sender for DryRunSender {
+    async fn send(&self, request: Request<Full<Bytes>>) -> Outcome {
+        std::hint::black_box(request);
+        Outcome::Response { status: 200, body_bytes: 0 }
+    }
+}

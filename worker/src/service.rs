@@ -1,0 +1,184 @@
+//! The worker's gRPC service: assignments keyed by replay id, start, control, stats
+//! streams, and the controller heartbeat that keeps replays from running away.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use reprise_proto::PROTOCOL_VERSION;
+use reprise_proto::v1::worker_server::Worker as WorkerRpc;
+use reprise_proto::v1::{
+    AssignRequest, AssignResponse, ControlAction, ControlRequest, ControlResponse, HeartbeatRequest, HeartbeatResponse,
+    StartRequest, StartResponse, StatsRequest, WorkerReplayState, WorkerStats,
+};
+use tokio_stream::wrappers::WatchStream;
+use tonic::{Request, Response, Status};
+
+use crate::replay::{Replay, ReplayError};
+
+/// How long a finished replay's final report stays available to late or re-attaching
+/// controllers.
+const KEEP_FINISHED: Duration = Duration::from_secs(600);
+
+pub struct WorkerService {
+    pub worker_id: String,
+    replays: Mutex<HashMap<String, Arc<Replay>>>,
+    /// When a controller last called (ms since the epoch).
+    last_heard_ms: AtomicI64,
+    grace: Duration,
+    source_ip: Option<std::net::IpAddr>,
+}
+
+impl WorkerService {
+    pub fn new(worker_id: String, grace: Duration, source_ip: Option<std::net::IpAddr>) -> Arc<Self> {
+        Arc::new(WorkerService {
+            worker_id,
+            replays: Mutex::new(HashMap::new()),
+            last_heard_ms: AtomicI64::new(reprise_store::now_ms()),
+            grace,
+            source_ip,
+        })
+    }
+
+    fn heard(&self) {
+        self.last_heard_ms.store(reprise_store::now_ms(), Ordering::Relaxed);
+    }
+
+    fn replay(&self, id: &str) -> Result<Arc<Replay>, Status> {
+        self.replays
+            .lock()
+            .expect("lock")
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("replay {id} is not assigned to this worker")))
+    }
+
+    /// Replays that have not ended.
+    pub fn active(&self) -> Vec<Arc<Replay>> {
+        self.replays.lock().expect("lock").values().filter(|r| !r.is_final()).cloned().collect()
+    }
+
+    /// Stops every active replay when no controller has been heard for the grace
+    /// period, and forgets replays that ended long ago. Runs until the process ends.
+    pub async fn watchdog(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let silent_ms = reprise_store::now_ms() - self.last_heard_ms.load(Ordering::Relaxed);
+            if silent_ms > self.grace.as_millis() as i64 {
+                for replay in self.active() {
+                    let error = format!("no controller heard for {} s; stopped sending", silent_ms / 1000);
+                    tracing::warn!(replay = %replay.id, "{error}");
+                    replay.cancel(Some(error));
+                }
+            }
+            let now_ns = reprise_store::now_ns();
+            self.replays.lock().expect("lock").retain(|_, r| {
+                !r.is_final() || now_ns - r.subscribe().borrow().at_unix_ns < KEEP_FINISHED.as_nanos() as i64
+            });
+        }
+    }
+
+    /// Cancels everything (clean shutdown).
+    pub fn cancel_all(&self) {
+        for replay in self.active() {
+            replay.cancel(Some("worker shutting down".into()));
+        }
+    }
+}
+
+fn check_protocol(version: u32) -> Result<(), Status> {
+    if version == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(Status::failed_precondition(format!(
+            "protocol version mismatch: controller speaks {version}, this worker speaks {PROTOCOL_VERSION}"
+        )))
+    }
+}
+
+type StatsStream = Pin<Box<dyn Stream<Item = Result<WorkerStats, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl WorkerRpc for WorkerService {
+    async fn assign(&self, request: Request<AssignRequest>) -> Result<Response<AssignResponse>, Status> {
+        self.heard();
+        let assignment = request.into_inner();
+        check_protocol(assignment.protocol_version)?;
+        let existing = self.replays.lock().expect("lock").get(&assignment.replay_id).cloned();
+        let replay = match existing {
+            Some(existing) if existing.assignment.shares == assignment.shares => existing,
+            Some(_) => {
+                return Err(Status::already_exists(format!(
+                    "replay {} is already assigned here with other shares",
+                    assignment.replay_id
+                )));
+            }
+            None => {
+                let id = assignment.replay_id.clone();
+                let replay =
+                    Replay::prepare(&self.worker_id, assignment, self.source_ip).await.map_err(|e| match e {
+                        ReplayError::Invalid(_) => Status::invalid_argument(e.to_string()),
+                        ReplayError::Log(_) => Status::unavailable(e.to_string()),
+                    })?;
+                // A concurrent identical Assign may have won the race: keep the first.
+                self.replays.lock().expect("lock").entry(id).or_insert(replay).clone()
+            }
+        };
+        tracing::info!(replay = %replay.id, shares = replay.assignment.shares.len(), records = replay.planned_records, "assigned");
+        Ok(Response::new(AssignResponse {
+            protocol_version: PROTOCOL_VERSION,
+            worker_id: self.worker_id.clone(),
+            planned_records: replay.planned_records,
+        }))
+    }
+
+    async fn start(&self, request: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
+        self.heard();
+        let request = request.into_inner();
+        let replay = self.replay(&request.replay_id)?;
+        replay.start(request.start_at_unix_ns);
+        Ok(Response::new(StartResponse {}))
+    }
+
+    async fn control(&self, request: Request<ControlRequest>) -> Result<Response<ControlResponse>, Status> {
+        self.heard();
+        let request = request.into_inner();
+        let replay = self.replay(&request.replay_id)?;
+        match request.action() {
+            ControlAction::Pause => replay.pause(true),
+            ControlAction::Resume => replay.pause(false),
+            ControlAction::Cancel => replay.cancel(None),
+            ControlAction::Unspecified => return Err(Status::invalid_argument("no control action given")),
+        }
+        Ok(Response::new(ControlResponse {}))
+    }
+
+    type StatsStream = StatsStream;
+
+    async fn stats(&self, request: Request<StatsRequest>) -> Result<Response<Self::StatsStream>, Status> {
+        self.heard();
+        let replay = self.replay(&request.into_inner().replay_id)?;
+        let is_final = |s: &WorkerStats| {
+            matches!(s.state(), WorkerReplayState::Done | WorkerReplayState::Cancelled | WorkerReplayState::Failed)
+        };
+        // Every report up to and including the final one.
+        let mut ended = false;
+        let reports = WatchStream::new(replay.subscribe()).take_while(move |report| {
+            let keep = !ended;
+            ended = is_final(report);
+            std::future::ready(keep)
+        });
+        Ok(Response::new(Box::pin(reports.map(Ok))))
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        self.heard();
+        let _ = request;
+        let replay_ids = self.active().iter().map(|r| r.id.clone()).collect();
+        Ok(Response::new(HeartbeatResponse { worker_id: self.worker_id.clone(), replay_ids }))
+    }
+}
