@@ -60,6 +60,7 @@ pub struct Controller {
     pub id: String,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    replays: Arc<ReplayManager>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -120,12 +121,13 @@ impl Controller {
                 }
             })
         };
-        let heartbeat = tokio::spawn(replays.heartbeat_loop());
+        replays.start_heartbeats();
         tracing::info!(controller = %id, grpc = %grpc_addr, http = %http_addr, "controller started");
-        Ok(Controller { id, grpc_addr, http_addr, shutdown, tasks: vec![grpc, http, heartbeat] })
+        Ok(Controller { id, grpc_addr, http_addr, replays, shutdown, tasks: vec![grpc, http] })
     }
 
     pub async fn shutdown(self) {
+        self.replays.shutdown();
         self.shutdown.cancel();
         for task in self.tasks {
             task.abort();

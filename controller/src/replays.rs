@@ -19,6 +19,7 @@ use reprise_store::{Catalog, CatalogError, now_ms};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::planner::{self, Candidate, WorkerPlan};
@@ -148,6 +149,8 @@ pub struct ReplayManager {
     start_lead: Duration,
     live: Mutex<HashMap<String, Arc<LiveReplay>>>,
     clients: Mutex<HashMap<String, WorkerClient<Channel>>>,
+    /// Ends every background task of this manager (controller shutdown).
+    shutdown: CancellationToken,
 }
 
 impl ReplayManager {
@@ -164,7 +167,25 @@ impl ReplayManager {
             start_lead,
             live: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
         })
+    }
+
+    /// Runs `task` in the background until it ends or the manager shuts down.
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = task => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+
+    /// Stops following replays and heartbeating workers (which then stop by themselves
+    /// after their grace period unless another controller takes over).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
     }
 
     fn client(&self, address: &str) -> Result<WorkerClient<Channel>, String> {
@@ -335,9 +356,9 @@ impl ReplayManager {
         });
         self.live.lock().expect("lock").insert(replay.id.clone(), live.clone());
         for plan in &plans {
-            tokio::spawn(self.clone().follow(live.clone(), plan.worker_id.clone(), plan.address.clone()));
+            self.spawn(self.clone().follow(live.clone(), plan.worker_id.clone(), plan.address.clone()));
         }
-        tokio::spawn(self.clone().tick(live.clone(), start_at_unix_ns));
+        self.spawn(self.clone().tick(live.clone(), start_at_unix_ns));
         tracing::info!(replay = %replay.id, workers = plans.len(), records = recording.record_count, "replay started");
         Ok(live.status())
     }
@@ -518,7 +539,11 @@ impl ReplayManager {
     }
 
     /// Tells every worker of an unfinished replay that this controller is alive.
-    pub async fn heartbeat_loop(self: Arc<Self>) {
+    pub fn start_heartbeats(self: &Arc<Self>) {
+        self.spawn(self.clone().heartbeat_loop());
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>) {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
             every.tick().await;

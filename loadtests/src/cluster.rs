@@ -4,12 +4,20 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use std::time::Duration;
+
+use anyhow::Context;
+use reprise_controller::status::ReplayStatus;
 use reprise_controller::{Controller, ControllerConfig};
+use reprise_proto::PROTOCOL_VERSION;
 use reprise_proto::v1::controller_client::ControllerClient;
+use reprise_proto::v1::{ReplayRef, StartRecordingRequest, StartReplayRequest, StopRecordingRequest};
+use reprise_store::schema::Recording;
 use reprise_worker::{Worker, WorkerConfig};
 use tonic::transport::Channel;
 
 use crate::sink::Sink;
+use crate::synth::{self, Profile};
 
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -17,6 +25,14 @@ pub struct ClusterConfig {
     pub log: String,
     pub workers: usize,
     pub partitions: i32,
+    /// Workers stop sending after this long without hearing from the controller.
+    pub controller_grace_secs: f64,
+}
+
+impl ClusterConfig {
+    pub fn new(catalog: String, log: String, workers: usize) -> Self {
+        ClusterConfig { catalog, log, workers, partitions: 6, controller_grace_secs: 15.0 }
+    }
 }
 
 pub struct Cluster {
@@ -54,7 +70,7 @@ impl Cluster {
                     name: Some(format!("worker-{i}")),
                     advertise: None,
                     labels: vec![("index".into(), i.to_string())],
-                    controller_grace_secs: 15.0,
+                    controller_grace_secs: config.controller_grace_secs,
                     source_ip: Some(worker_source_ip(i)),
                     lease_ttl_secs: 10,
                 })
@@ -77,11 +93,69 @@ impl Cluster {
         Ok(ControllerClient::connect(self.controller_url()).await?)
     }
 
+    /// Records `profile` through the controller: start a recording, write the traffic
+    /// into `log_url` (as a capture node would), stop it.
+    pub async fn record(&self, log_url: &str, profile: &Profile) -> anyhow::Result<Recording> {
+        let mut client = self.client().await?;
+        let request = StartRecordingRequest {
+            protocol_version: PROTOCOL_VERSION,
+            name: "synthetic".into(),
+            labels: Default::default(),
+        };
+        let started: Recording = serde_json::from_str(&client.start_recording(request).await?.into_inner().json)?;
+        let log = reprise_store::open_log(log_url).await?;
+        synth::write(&log, profile).await?;
+        let stopped = client.stop_recording(StopRecordingRequest { id: started.id }).await?.into_inner();
+        Ok(serde_json::from_str(&stopped.json)?)
+    }
+
+    /// Starts a replay; returns its id.
+    pub async fn replay(&self, request: StartReplayRequest) -> anyhow::Result<String> {
+        let reply = self.client().await?.start_replay(request).await?.into_inner();
+        Ok(serde_json::from_str::<ReplayStatus>(&reply.json)?.id)
+    }
+
+    /// Follows a replay to its end (at most `limit`); returns the final status.
+    pub async fn wait_final(&self, id: &str, limit: Duration) -> anyhow::Result<ReplayStatus> {
+        let mut client = self.client().await?;
+        let mut stream = client.watch_replay(ReplayRef { id: id.into() }).await?.into_inner();
+        let follow = async {
+            let mut last = None;
+            while let Some(reply) = stream.message().await? {
+                let status: ReplayStatus = serde_json::from_str(&reply.json)?;
+                let done = status.state.is_final();
+                last = Some(status);
+                if done {
+                    break;
+                }
+            }
+            last.context("the watch ended without a status")
+        };
+        tokio::time::timeout(limit, follow)
+            .await
+            .with_context(|| format!("replay {id} did not end within {limit:?}"))?
+    }
+
     pub async fn stop(self) {
         for worker in self.workers {
             worker.shutdown().await;
         }
         self.controller.shutdown().await;
         self.sink.stop();
+    }
+}
+
+/// A replay of `recording` to `target` at original pace, with test-friendly bounds.
+pub fn replay_request(recording: &str, target: &str, multiple: u32) -> StartReplayRequest {
+    StartReplayRequest {
+        protocol_version: PROTOCOL_VERSION,
+        recording_id: recording.into(),
+        target: target.into(),
+        multiple,
+        speed: 1.0,
+        pacing: 1,
+        max_in_flight: 256,
+        request_timeout_ms: 5_000,
+        ..Default::default()
     }
 }

@@ -1,6 +1,7 @@
 //! An HTTP/1.1 and h2c server that answers every request with `200 ok` and counts what
 //! arrives: in total, per client IP, and per (second, client IP). Workers bound to
-//! distinct loopback addresses (`--source-ip`) are thus told apart.
+//! distinct loopback addresses (`--source-ip`) are thus told apart. `GET /_sink/report`
+//! answers the counts as JSON (and is not counted).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -70,26 +71,32 @@ impl Sink {
     }
 
     pub fn report(&self) -> SinkReport {
-        let per_ip_second = self.counts.per_ip_second.lock().expect("lock").clone();
+        self.counts.report()
+    }
+
+    pub fn stop(&self) {
+        self.server.abort();
+    }
+}
+
+impl SinkCounts {
+    pub fn report(&self) -> SinkReport {
+        let per_ip_second = self.per_ip_second.lock().expect("lock").clone();
         let mut per_ip = BTreeMap::new();
         let mut per_second: BTreeMap<i64, BTreeMap<IpAddr, u64>> = BTreeMap::new();
         for ((second, ip), n) in per_ip_second {
             *per_ip.entry(ip).or_default() += n;
             *per_second.entry(second).or_default().entry(ip).or_default() += n;
         }
-        let arrivals = *self.counts.arrivals.lock().expect("lock");
+        let arrivals = *self.arrivals.lock().expect("lock");
         SinkReport {
-            requests: self.counts.requests.load(Ordering::Relaxed),
-            body_bytes: self.counts.body_bytes.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            body_bytes: self.body_bytes.load(Ordering::Relaxed),
             per_ip,
             per_second,
             first_arrival_ns: arrivals.map(|a| a.0),
             last_arrival_ns: arrivals.map(|a| a.1),
         }
-    }
-
-    pub fn stop(&self) {
-        self.server.abort();
     }
 }
 
@@ -104,6 +111,10 @@ async fn handle(
     peer: IpAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if request.uri().path() == "/_sink/report" {
+        let report = serde_json::to_vec(&counts.report()).expect("serialisable");
+        return Ok(Response::new(Full::new(Bytes::from(report))));
+    }
     let body = request.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
     let now = reprise_store::now_ns();
     counts.requests.fetch_add(1, Ordering::Relaxed);

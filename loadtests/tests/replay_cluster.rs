@@ -4,16 +4,12 @@
 
 use std::time::Duration;
 
-use reprise_controller::status::ReplayStatus;
-use reprise_loadtests::cluster::{Cluster, ClusterConfig, worker_source_ip};
-use reprise_loadtests::synth::{self, Profile};
-use reprise_proto::PROTOCOL_VERSION;
-use reprise_proto::v1::controller_client::ControllerClient;
-use reprise_proto::v1::{ReplayRef, StartRecordingRequest, StartReplayRequest, StopRecordingRequest};
-use reprise_store::schema::{Recording, ReplayState};
-use tonic::transport::Channel;
+use reprise_loadtests::cluster::{Cluster, ClusterConfig, replay_request, worker_source_ip};
+use reprise_loadtests::synth::Profile;
+use reprise_store::schema::ReplayState;
 
 const WORKERS: usize = 3;
+const LIMIT: Duration = Duration::from_secs(60);
 
 struct Setup {
     cluster: Cluster,
@@ -32,53 +28,8 @@ async fn setup(kind: &str, name: &str) -> Setup {
             (format!("file://{root}/catalog"), format!("file://{root}/log"), Some(dir))
         }
     };
-    let config = ClusterConfig { catalog, log: log.clone(), workers: WORKERS, partitions: 6 };
+    let config = ClusterConfig::new(catalog, log.clone(), WORKERS);
     Setup { cluster: Cluster::start(&config).await.unwrap(), log_url: log, _dir: dir }
-}
-
-/// Records `profile` through the controller: start, write the traffic, stop.
-async fn record(client: &mut ControllerClient<Channel>, log_url: &str, profile: &Profile) -> Recording {
-    let request =
-        StartRecordingRequest { protocol_version: PROTOCOL_VERSION, name: "test".into(), labels: Default::default() };
-    let started: Recording =
-        serde_json::from_str(&client.start_recording(request).await.unwrap().into_inner().json).unwrap();
-    let log = reprise_store::open_log(log_url).await.unwrap();
-    synth::write(&log, profile).await.unwrap();
-    let stopped = client.stop_recording(StopRecordingRequest { id: started.id }).await.unwrap().into_inner();
-    let recording: Recording = serde_json::from_str(&stopped.json).unwrap();
-    assert_eq!(recording.record_count, profile.requests);
-    recording
-}
-
-fn replay_request(recording: &str, target: &str, multiple: u32) -> StartReplayRequest {
-    StartReplayRequest {
-        protocol_version: PROTOCOL_VERSION,
-        recording_id: recording.into(),
-        target: target.into(),
-        multiple,
-        speed: 1.0,
-        pacing: 1,
-        max_in_flight: 256,
-        request_timeout_ms: 5_000,
-        ..Default::default()
-    }
-}
-
-async fn wait_final(client: &mut ControllerClient<Channel>, id: &str) -> ReplayStatus {
-    let mut stream = client.watch_replay(ReplayRef { id: id.into() }).await.unwrap().into_inner();
-    let watch = async {
-        let mut last = None;
-        while let Some(reply) = stream.message().await.unwrap() {
-            let status: ReplayStatus = serde_json::from_str(&reply.json).unwrap();
-            let done = status.state.is_final();
-            last = Some(status);
-            if done {
-                break;
-            }
-        }
-        last.unwrap()
-    };
-    tokio::time::timeout(Duration::from_secs(60), watch).await.expect("replay must end within a minute")
 }
 
 fn profile(requests: u64, span: Duration) -> Profile {
@@ -93,15 +44,13 @@ fn profile(requests: u64, span: Duration) -> Profile {
 
 async fn multiple_five_delivers_every_request_five_times_spread_over_workers(kind: &str) {
     let Setup { cluster, log_url, _dir } = setup(kind, "multiple").await;
-    let mut client = cluster.client().await.unwrap();
     let n = 600;
     let span = Duration::from_secs(3);
-    let recording = record(&mut client, &log_url, &profile(n, span)).await;
+    let recording = cluster.record(&log_url, &profile(n, span)).await.unwrap();
+    assert_eq!(recording.record_count, n);
 
-    let started =
-        client.start_replay(replay_request(&recording.id, &cluster.sink_url(), 5)).await.unwrap().into_inner();
-    let id = serde_json::from_str::<ReplayStatus>(&started.json).unwrap().id;
-    let status = wait_final(&mut client, &id).await;
+    let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 5)).await.unwrap();
+    let status = cluster.wait_final(&id, LIMIT).await.unwrap();
     let sink = cluster.sink.report();
 
     assert_eq!(status.state, ReplayState::Done, "{status:?}");
@@ -137,23 +86,82 @@ async fn multiple_five_delivers_every_request_five_times_spread_over_workers(kin
 
 async fn two_replays_of_one_recording_run_at_once(kind: &str) {
     let Setup { cluster, log_url, _dir } = setup(kind, "concurrent").await;
-    let mut client = cluster.client().await.unwrap();
     let n = 300;
-    let recording = record(&mut client, &log_url, &profile(n, Duration::from_secs(2))).await;
+    let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(2))).await.unwrap();
     let mut ids = Vec::new();
     for multiple in [1, 2] {
-        let reply = client.start_replay(replay_request(&recording.id, &cluster.sink_url(), multiple)).await.unwrap();
-        ids.push(serde_json::from_str::<ReplayStatus>(&reply.into_inner().json).unwrap().id);
+        ids.push(cluster.replay(replay_request(&recording.id, &cluster.sink_url(), multiple)).await.unwrap());
     }
-    let (a, b) = {
-        let mut other = cluster.client().await.unwrap();
-        tokio::join!(wait_final(&mut client, &ids[0]), wait_final(&mut other, &ids[1]))
-    };
+    let (a, b) = tokio::join!(cluster.wait_final(&ids[0], LIMIT), cluster.wait_final(&ids[1], LIMIT));
+    let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!((a.state, b.state), (ReplayState::Done, ReplayState::Done));
     assert_eq!((a.sent, b.sent), (n, 2 * n));
     assert_eq!(cluster.sink.report().requests, 3 * n);
     // Both overlapped in time: the second started before the first ended.
     assert!(b.started_at_ms.unwrap() < a.finished_at_ms.unwrap());
+    cluster.stop().await;
+}
+
+/// A plain HTTP/1.1 GET on loopback; the body once the server closes.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut response)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+async fn stats_api_serves_json_sse_metrics_and_dashboard(kind: &str) {
+    let Setup { cluster, log_url, _dir } = setup(kind, "api").await;
+    let http = cluster.controller.http_addr;
+    let recording = cluster.record(&log_url, &profile(300, Duration::from_secs(2))).await.unwrap();
+    let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 2)).await.unwrap();
+
+    // The live event stream runs until the replay ends; its last event is final.
+    let (code, sse) = http_get(http, &format!("/api/replays/{id}/events")).await;
+    assert_eq!(code, 200);
+    let events: Vec<serde_json::Value> =
+        sse.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| serde_json::from_str(d.trim()).unwrap()).collect();
+    assert!(events.len() >= 3, "one event a second: {events:?}");
+    let last = &events.last().unwrap()["status"];
+    assert_eq!(last["state"], "done");
+    assert_eq!(last["sent"], 600);
+    assert!(events.iter().any(|e| e["point"]["qps"].as_f64().unwrap_or(0.0) > 0.0), "live points carry the rate");
+
+    let json = |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap();
+    let (code, one) = http_get(http, &format!("/api/replays/{id}")).await;
+    assert_eq!((code, json(&one)["sent"].as_u64()), (200, Some(600)));
+    let (_, list) = http_get(http, "/api/replays").await;
+    assert_eq!(json(&list)[0]["id"], id.as_str());
+    let (_, timeline) = http_get(http, &format!("/api/replays/{id}/timeline")).await;
+    let points = json(&timeline);
+    let total: u64 = points
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["workers"].as_object().unwrap().values())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 600, "the per-worker timeline accounts for every send");
+    let (_, workers) = http_get(http, "/api/workers").await;
+    assert_eq!(json(&workers).as_array().unwrap().len(), WORKERS);
+    let (_, recordings) = http_get(http, "/api/recordings").await;
+    assert_eq!(json(&recordings)[0]["record_count"], 300);
+    let (code, missing) = http_get(http, "/api/replays/rep-nope").await;
+    assert_eq!(code, 404);
+    assert!(json(&missing)["error"].as_str().unwrap().contains("rep-nope"));
+
+    let (_, metrics) = http_get(http, "/metrics").await;
+    assert!(metrics.contains(&format!("reprise_workers {WORKERS}")), "{metrics}");
+    assert!(metrics.contains(&format!("reprise_replay_sent_total{{replay=\"{id}\"}} 600")), "{metrics}");
+    let (code, page) = http_get(http, "/").await;
+    assert_eq!(code, 200);
+    assert!(page.contains("api/replays") && page.contains("EventSource"), "the dashboard reads the same API");
     cluster.stop().await;
 }
 
@@ -172,5 +180,6 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     multiple_five_delivers_every_request_five_times_spread_over_workers,
-    two_replays_of_one_recording_run_at_once
+    two_replays_of_one_recording_run_at_once,
+    stats_api_serves_json_sse_metrics_and_dashboard,
 );

@@ -101,7 +101,7 @@ impl Replay {
             };
             planned_records += range.len();
             let raw = log.read_range(range, READ_AHEAD).await?;
-            streams.push(Box::pin(decode_stream(raw, stats.records_skipped.clone())));
+            streams.push(Box::pin(decode_stream(raw, stats.records_undecodable.clone())));
         }
         let (reports, _) = watch::channel(WorkerStats::default());
         let replay = Arc::new(Replay {
@@ -251,7 +251,7 @@ impl Replay {
             };
             let Some(next) = next else { break };
             let (share, located) = next.map_err(|e| e.to_string())?;
-            self.stats.records_read.fetch_add(1, Ordering::Relaxed);
+            self.stats.records_decoded.fetch_add(1, Ordering::Relaxed);
             if located.record.kind() != MessageKind::Request {
                 self.stats.checkpoint(share, located.offset + 1);
                 continue;
@@ -312,7 +312,7 @@ impl Replay {
         match with_uri {
             Ok(ok) => Some(ok),
             Err(error) => {
-                self.stats.records_skipped.fetch_add(1, Ordering::Relaxed);
+                self.stats.records_unreplayable.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(replay = %self.id, %error, "skipping a record that is not a replayable request");
                 None
             }

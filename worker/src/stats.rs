@@ -33,9 +33,12 @@ struct Histograms {
 }
 
 pub struct Stats {
-    pub records_read: AtomicU64,
-    /// Shared with the decoder, which counts undecodable log messages.
-    pub records_skipped: Arc<AtomicU64>,
+    /// Records decoded from the log.
+    pub records_decoded: AtomicU64,
+    /// Shared with the decoder, which counts log messages that are not traffic records.
+    pub records_undecodable: Arc<AtomicU64>,
+    /// Records that are not a replayable HTTP request.
+    pub records_unreplayable: AtomicU64,
     pub sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub in_flight: AtomicU64,
@@ -52,8 +55,9 @@ pub struct Stats {
 impl Stats {
     pub fn new(shares: &[PartitionShare]) -> Self {
         Stats {
-            records_read: AtomicU64::new(0),
-            records_skipped: Arc::new(AtomicU64::new(0)),
+            records_decoded: AtomicU64::new(0),
+            records_undecodable: Arc::new(AtomicU64::new(0)),
+            records_unreplayable: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -143,8 +147,8 @@ impl Stats {
             seq,
             at_unix_ns: reprise_store::now_ns(),
             state: state as i32,
-            records_read: load(&self.records_read),
-            records_skipped: load(&self.records_skipped),
+            records_read: load(&self.records_decoded) + load(&self.records_undecodable),
+            records_skipped: load(&self.records_undecodable) + load(&self.records_unreplayable),
             sent: load(&self.sent),
             status_1xx: load(&self.status[0]),
             status_2xx: load(&self.status[1]),

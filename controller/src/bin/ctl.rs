@@ -75,10 +75,10 @@ enum RecordCommand {
         #[arg(long)]
         name: String,
         /// Start of the window: RFC 3339, Unix seconds or milliseconds, "now", or "-5m".
-        #[arg(long, value_parser = parse_time)]
+        #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
         from: i64,
         /// End of the window, same forms as --from.
-        #[arg(long, value_parser = parse_time)]
+        #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
         to: i64,
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,

@@ -1,0 +1,133 @@
+//! `ctl` as a user runs it, against a real controller (file catalog and file log):
+//! listings, recordings, and one clear error line for every kind of wrong input.
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use bytes::Bytes;
+use reprise_controller::{Controller, ControllerConfig};
+use reprise_proto::v1::{MessageKind, TrafficRecord};
+use reprise_store::log::NewRecord;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn ctl(controller: &str, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_ctl"))
+        .arg("--controller")
+        .arg(controller)
+        .args(args)
+        .env_remove("REPRISE_CONTROLLER")
+        .output()
+        .expect("ctl runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A failure reported as one clear line, without a panic or a backtrace.
+fn assert_clear_error(run: &Run, expected: &str) {
+    assert_ne!(run.code, 0, "must fail: {}", run.stdout);
+    assert!(run.stderr.contains(expected), "stderr {:?} must mention {expected:?}", run.stderr);
+    assert!(!run.stderr.contains("panicked") && !run.stderr.contains("backtrace"), "{}", run.stderr);
+}
+
+async fn controller(dir: &std::path::Path) -> Controller {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    Controller::start(ControllerConfig {
+        config: None,
+        catalog: format!("file://{}/catalog", dir.display()),
+        log: format!("file://{}/log", dir.display()),
+        listen: loopback,
+        http: loopback,
+        partitions: 2,
+        start_lead_ms: 500,
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_manages_recordings_and_explains_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = controller(dir.path()).await;
+    let url = format!("http://{}", controller.grpc_addr);
+    let ctl = |args: &[&str]| {
+        let url = url.clone();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || ctl(&url, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+
+    let empty = ctl(&["workers", "--json"]).await.unwrap();
+    assert_eq!(empty.code, 0, "{}", empty.stderr);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&empty.stdout).unwrap(), serde_json::json!([]));
+
+    // A recording with traffic in it.
+    let started = ctl(&["record", "start", "--name", "cli", "--json"]).await.unwrap();
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    let id = serde_json::from_str::<serde_json::Value>(&started.stdout).unwrap()["id"].as_str().unwrap().to_string();
+    let log = reprise_store::open_log(&format!("file://{}/log", dir.path().display())).await.unwrap();
+    let record = TrafficRecord {
+        format_version: 1,
+        connection_id: "c1".into(),
+        kind: MessageKind::Request as i32,
+        timestamp_ns: reprise_store::now_ns(),
+        http: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ..Default::default()
+    };
+    let payload = Bytes::from(prost::Message::encode_to_vec(&record));
+    log.append(vec![NewRecord { key: Bytes::from_static(b"c1"), timestamp_ms: reprise_store::now_ms(), payload }])
+        .await
+        .unwrap();
+    let stopped = ctl(&["record", "stop", &id]).await.unwrap();
+    assert_eq!(stopped.code, 0, "{}", stopped.stderr);
+    assert!(stopped.stdout.contains("1 records"), "{}", stopped.stdout);
+    let listed = ctl(&["recordings", "--json"]).await.unwrap();
+    let recordings: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(recordings[0]["id"], id.as_str());
+    assert_eq!(recordings[0]["record_count"], 1);
+
+    assert_clear_error(&ctl(&["record", "stop", &id]).await.unwrap(), "already stopped");
+    let target = "http://127.0.0.1:9";
+    assert_clear_error(&ctl(&["replay", "--recording", &id, "--target", target]).await.unwrap(), "no live workers");
+    assert_clear_error(
+        &ctl(&["replay", "--recording", "rec-nope", "--target", target]).await.unwrap(),
+        "no recording rec-nope",
+    );
+    assert_clear_error(
+        &ctl(&["replay", "--recording", &id, "--target", "ftp://x"]).await.unwrap(),
+        "http:// or https://",
+    );
+    assert_clear_error(&ctl(&["status", "rep-nope"]).await.unwrap(), "no replay rep-nope");
+    assert_clear_error(
+        &ctl(&["replay", "--recording", &id, "--target", target, "--speed", "0"]).await.unwrap(),
+        "--speed",
+    );
+    assert_clear_error(
+        &ctl(&["replay", "--recording", &id, "--target", target, "--multiple", "0"]).await.unwrap(),
+        "--multiple",
+    );
+    assert_clear_error(&ctl(&["replay", "--target", target]).await.unwrap(), "--recording");
+    assert_clear_error(
+        &ctl(&["record", "cut", "--name", "w", "--from", "-1m", "--to", "-2m"]).await.unwrap(),
+        "must be before",
+    );
+    assert_clear_error(
+        &ctl(&["record", "cut", "--name", "w", "--from", "yesterday", "--to", "now"]).await.unwrap(),
+        "not a time",
+    );
+    controller.shutdown().await;
+}
+
+#[test]
+fn an_unreachable_controller_is_one_clear_line() {
+    let run = ctl("http://127.0.0.1:9", &["workers"]);
+    assert_clear_error(&run, "cannot reach the controller at http://127.0.0.1:9");
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    assert_clear_error(&ctl("not a url", &["workers"]), "not a controller URL");
+}

@@ -1,0 +1,29 @@
+//! `reprise-sink`: an HTTP/1.1 + h2c server that answers `200 ok` and counts requests.
+//! `GET /_sink/report` returns the counts as JSON; the report is also printed on exit.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use reprise_loadtests::sink::Sink;
+
+/// Counting HTTP sink for replays and benchmarks.
+#[derive(Parser, Debug)]
+#[command(name = "reprise-sink", version)]
+struct Cli {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let sink = Sink::start(cli.listen).await?;
+    println!("sink listening on http://{}/ (report: /_sink/report)", sink.addr);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    println!("{}", serde_json::to_string(&sink.report())?);
+    Ok(())
+}

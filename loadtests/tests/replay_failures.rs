@@ -1,0 +1,201 @@
+//! Replays under bad conditions: garbage in the log, a dead or silent target, a user
+//! pausing and cancelling, and a controller that disappears mid-replay. Run on the real
+//! broker + etcd (`kafka_etcd::*`) and on the file twins (`file::*`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reprise_loadtests::cluster::{Cluster, ClusterConfig, replay_request};
+use reprise_loadtests::synth::{self, Profile};
+use reprise_proto::PROTOCOL_VERSION;
+use reprise_proto::v1::worker_client::WorkerClient;
+use reprise_proto::v1::{
+    ControlAction, ControlReplayRequest, ReplayRef, StartRecordingRequest, StatsRequest, StopRecordingRequest,
+    WorkerReplayState,
+};
+use reprise_store::log::NewRecord;
+use reprise_store::schema::{Recording, ReplayState};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+struct Setup {
+    cluster: Cluster,
+    log_url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn setup(kind: &str, name: &str, workers: usize, grace_secs: f64) -> Setup {
+    let (catalog, log, dir) = match kind {
+        "kafka_etcd" => {
+            (reprise_store::testing::etcd_catalog_url(name), reprise_store::testing::kafka_log_url(name), None)
+        }
+        _ => {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().display().to_string();
+            (format!("file://{root}/catalog"), format!("file://{root}/log"), Some(dir))
+        }
+    };
+    let mut config = ClusterConfig::new(catalog, log.clone(), workers);
+    config.controller_grace_secs = grace_secs;
+    Setup { cluster: Cluster::start(&config).await.unwrap(), log_url: log, _dir: dir }
+}
+
+fn profile(requests: u64, span: Duration) -> Profile {
+    Profile {
+        requests,
+        start_ns: reprise_store::now_ns() - 60_000_000_000,
+        span_ns: span.as_nanos() as i64,
+        connections: 8,
+        body_bytes: 16,
+    }
+}
+
+/// A port nothing listens on.
+async fn closed_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+async fn garbage_and_a_dead_target_are_counted_not_fatal(kind: &str) {
+    let Setup { cluster, log_url, _dir } = setup(kind, "garbage", 2, 15.0).await;
+    let mut client = cluster.client().await.unwrap();
+    let request =
+        StartRecordingRequest { protocol_version: PROTOCOL_VERSION, name: "bad".into(), labels: Default::default() };
+    let recording: Recording =
+        serde_json::from_str(&client.start_recording(request).await.unwrap().into_inner().json).unwrap();
+    let log = reprise_store::open_log(&log_url).await.unwrap();
+    let profile = profile(40, Duration::from_millis(500));
+    synth::write(&log, &profile).await.unwrap();
+    // Three messages that are not traffic records, two records that are not HTTP.
+    let ts = profile.start_ns / 1_000_000;
+    let mut junk: Vec<NewRecord> = [&b"\xff\x00garbage"[..], b"", b"{\"json\": true}"]
+        .iter()
+        .map(|p| NewRecord { key: Bytes::from_static(b"junk"), timestamp_ms: ts, payload: Bytes::copy_from_slice(p) })
+        .collect();
+    for http in [&b"\x16\x03\x01 TLS hello"[..], b"GET / HTTP/1.1\r\nHost: cut-short"] {
+        let mut record = synth::request(&profile, 0);
+        record.http = http.to_vec();
+        let payload = Bytes::from(reprise_store::traffic::encode(&record));
+        junk.push(NewRecord { key: Bytes::from_static(b"junk"), timestamp_ms: ts, payload });
+    }
+    log.append(junk).await.unwrap();
+    client.stop_recording(StopRecordingRequest { id: recording.id.clone() }).await.unwrap();
+
+    let dead_target = format!("http://127.0.0.1:{}", closed_port().await);
+    let id = cluster.replay(replay_request(&recording.id, &dead_target, 2)).await.unwrap();
+    let status = cluster.wait_final(&id, LIMIT).await.unwrap();
+    assert_eq!(status.state, ReplayState::Done, "a replay against a dead target still ends: {status:?}");
+    assert_eq!(status.read, 45);
+    assert_eq!(status.skipped, 5, "undecodable and non-HTTP records are skipped and counted");
+    assert_eq!(status.sent, 80);
+    assert_eq!(status.errors, 80);
+    assert_eq!(status.error_kinds["connect"], 80, "{:?}", status.error_kinds);
+    assert_eq!(status.ok, 0);
+    cluster.stop().await;
+}
+
+async fn a_silent_target_gives_timeouts(kind: &str) {
+    let Setup { cluster, log_url, _dir } = setup(kind, "silent", 1, 15.0).await;
+    // Accepts connections, never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("http://{}", listener.local_addr().unwrap());
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let recording = cluster.record(&log_url, &profile(10, Duration::from_millis(200))).await.unwrap();
+    let mut request = replay_request(&recording.id, &target, 1);
+    request.request_timeout_ms = 300;
+    request.max_in_flight = 4;
+    let id = cluster.replay(request).await.unwrap();
+    let status = cluster.wait_final(&id, LIMIT).await.unwrap();
+    assert_eq!(status.state, ReplayState::Done);
+    assert_eq!((status.sent, status.errors, status.error_kinds["timeout"]), (10, 10, 10), "{status:?}");
+    assert_eq!(status.in_flight, 0);
+    holder.abort();
+    cluster.stop().await;
+}
+
+async fn pause_holds_the_timeline_and_cancel_stops_it(kind: &str) {
+    let Setup { cluster, log_url, _dir } = setup(kind, "pause", 2, 15.0).await;
+    let n = 200;
+    let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(3))).await.unwrap();
+    let mut client = cluster.client().await.unwrap();
+    let control = |id: &str, action: ControlAction| ControlReplayRequest { id: id.into(), action: action as i32 };
+
+    let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    client.control_replay(control(&id, ControlAction::Pause)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = cluster.sink.report().requests;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(cluster.sink.report().requests, held, "nothing is sent while paused");
+    assert!(held > 0 && held < n, "{held}");
+    let paused: reprise_controller::status::ReplayStatus =
+        serde_json::from_str(&client.get_replay(ReplayRef { id: id.clone() }).await.unwrap().into_inner().json)
+            .unwrap();
+    assert_eq!(paused.state, ReplayState::Paused);
+    client.control_replay(control(&id, ControlAction::Resume)).await.unwrap();
+    let done = cluster.wait_final(&id, LIMIT).await.unwrap();
+    assert_eq!((done.state, done.sent), (ReplayState::Done, n), "resumed where it stopped, nothing lost");
+    assert!(done.duration_s >= 4.0, "the pause shifts the timeline: {} s", done.duration_s);
+
+    let before = cluster.sink.report().requests;
+    let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client.control_replay(control(&id, ControlAction::Cancel)).await.unwrap();
+    let cancelled = cluster.wait_final(&id, LIMIT).await.unwrap();
+    assert_eq!(cancelled.state, ReplayState::Cancelled);
+    assert!(cancelled.sent < n, "{}", cancelled.sent);
+    assert_eq!(cluster.sink.report().requests - before, cancelled.sent);
+    assert!(client.control_replay(control(&id, ControlAction::Resume)).await.is_err(), "an ended replay stays ended");
+    cluster.stop().await;
+}
+
+async fn workers_stop_when_no_controller_is_heard(kind: &str) {
+    let Setup { cluster, log_url, _dir } = setup(kind, "orphan", 2, 2.0).await;
+    let n = 200;
+    let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(20))).await.unwrap();
+    let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let Cluster { controller, workers, sink } = cluster;
+    controller.shutdown().await;
+    // Grace (2 s) plus a report interval.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let stopped_at = sink.report().requests;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink.report().requests, stopped_at, "a worker without a controller must stop sending");
+    assert!(stopped_at > 0 && stopped_at < n / 2, "{stopped_at}");
+    for worker in &workers {
+        let mut client = WorkerClient::connect(format!("http://{}", worker.local_addr)).await.unwrap();
+        let mut stats = client.stats(StatsRequest { replay_id: id.clone() }).await.unwrap().into_inner();
+        let last = stats.message().await.unwrap().unwrap();
+        assert_eq!(last.state(), WorkerReplayState::Failed);
+        assert!(last.error.contains("no controller heard"), "{}", last.error);
+    }
+    for worker in workers {
+        worker.shutdown().await;
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod kafka_etcd {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() { super::$case("kafka_etcd").await })*
+        }
+        mod file {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() { super::$case("file").await })*
+        }
+    };
+}
+
+on_both_backends!(
+    garbage_and_a_dead_target_are_counted_not_fatal,
+    a_silent_target_gives_timeouts,
+    pause_holds_the_timeline_and_cancel_stops_it,
+    workers_stop_when_no_controller_is_heard,
+);
