@@ -1,1 +1,327 @@
+//! The Reprise capture daemon: passive capture of HTTP/1.x traffic (live with libpcap,
+//! or from pcap and GoReplay files) into the traffic log. Nothing touches the
+//! application: packets are copied by the kernel, reassembled per TCP connection,
+//! framed into requests and responses, filtered and redacted, then appended to the log
+//! keyed by connection.
 
+pub mod http;
+pub mod output;
+pub mod packet;
+pub mod policy;
+pub mod reassembly;
+mod source;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use regex::Regex;
+use reprise_proto::v1::TrafficRecord;
+
+use crate::http::{HttpConfig, HttpConnection, HttpStats};
+use crate::output::{OutputConfig, OutputCounters};
+use crate::packet::{LinkType, Skip};
+use crate::policy::{Redaction, Selection, parse_header_rule};
+use crate::reassembly::{FlowInfo, Reassembler, ReassemblyConfig, ReassemblyStats};
+
+pub use crate::source::{run, run_notify};
+
+/// Passive HTTP capture into the traffic log.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "reprise-capture", version)]
+pub struct CaptureConfig {
+    /// TOML file with any of these settings (keys are the long flag names).
+    #[arg(long, env = "REPRISE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Traffic log URL: kafka://host:port[,host:port]/topic or file://PATH.
+    #[arg(long, env = "REPRISE_LOG")]
+    pub log: String,
+    /// Network interface to capture live (e.g. eth0, lo).
+    #[arg(long, group = "input")]
+    pub interface: Option<String>,
+    /// Read a pcap file (tcpdump, Wireshark) instead of capturing live.
+    #[arg(long, group = "input")]
+    pub pcap_file: Option<PathBuf>,
+    /// Import a GoReplay file instead of capturing.
+    #[arg(long, group = "input")]
+    pub gor_file: Option<PathBuf>,
+    /// Server port(s) to capture (builds the BPF filter); repeatable.
+    #[arg(long)]
+    pub port: Vec<u16>,
+    /// BPF filter, instead of --port.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Bytes captured per packet.
+    #[arg(long, default_value_t = 262_144)]
+    pub snaplen: i32,
+    /// Kernel capture buffer, MiB.
+    #[arg(long, default_value_t = 64)]
+    pub buffer_mb: i32,
+    /// Put the interface in promiscuous mode.
+    #[arg(long)]
+    pub promisc: bool,
+    /// Also store responses, paired with their requests.
+    #[arg(long)]
+    pub track_responses: bool,
+    /// Body bytes kept per message; longer bodies are cut and flagged.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body: usize,
+    /// Capture node id [default: the host name].
+    #[arg(long, env = "REPRISE_CAPTURE_NODE")]
+    pub node: Option<String>,
+    /// Only these methods; repeatable.
+    #[arg(long)]
+    pub allow_method: Vec<String>,
+    /// Never these methods; repeatable.
+    #[arg(long)]
+    pub deny_method: Vec<String>,
+    /// Only requests whose target matches this regex; repeatable.
+    #[arg(long)]
+    pub allow_url: Vec<String>,
+    /// Never requests whose target matches this regex; repeatable.
+    #[arg(long)]
+    pub deny_url: Vec<String>,
+    /// Only requests with a header matching NAME:REGEX; repeatable.
+    #[arg(long)]
+    pub allow_header: Vec<String>,
+    /// Never requests with a header matching NAME:REGEX; repeatable.
+    #[arg(long)]
+    pub deny_header: Vec<String>,
+    /// Share of connections to keep, 0 to 1 (by connection hash).
+    #[arg(long, default_value_t = 1.0)]
+    pub sample: f64,
+    /// Headers whose values are masked before storage; repeatable.
+    #[arg(long, default_values_t = ["Authorization".to_string(), "Cookie".into(), "Set-Cookie".into(), "Proxy-Authorization".into()])]
+    pub redact_header: Vec<String>,
+    /// JSON body fields whose values are masked before storage; repeatable.
+    #[arg(long)]
+    pub redact_json_field: Vec<String>,
+    /// The mask that replaces redacted values.
+    #[arg(long, default_value = "[REDACTED]")]
+    pub mask: String,
+    /// Where records wait while the log is unreachable [default: TMPDIR/reprise-spool-NODE].
+    #[arg(long)]
+    pub spool_dir: Option<PathBuf>,
+    /// Spool budget, MiB; beyond it records are dropped and counted.
+    #[arg(long, default_value_t = 1024)]
+    pub spool_max_mb: u64,
+    /// Partitions of the traffic topic if the capture creates it.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: i32,
+    /// Catalog URL, to register this capture node and its counters (optional).
+    #[arg(long, env = "REPRISE_CATALOG")]
+    pub catalog: Option<String>,
+    /// Address for Prometheus metrics (/metrics).
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// Connections idle this long are flushed, seconds.
+    #[arg(long, default_value_t = 120)]
+    pub idle_timeout_secs: u64,
+}
+
+impl CaptureConfig {
+    /// A configuration with defaults for everything but the log (tests, the demo).
+    pub fn for_log(log: &str) -> CaptureConfig {
+        CaptureConfig::parse_from(["reprise-capture", "--log", log])
+    }
+
+    pub(crate) fn node(&self) -> String {
+        self.node.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map_or_else(|_| "capture".into(), |h| h.trim().to_string())
+        })
+    }
+
+    /// The BPF filter for live capture.
+    pub(crate) fn bpf(&self) -> String {
+        if let Some(filter) = &self.filter {
+            return filter.clone();
+        }
+        if self.port.is_empty() {
+            return "tcp".into();
+        }
+        let ports: Vec<String> = self.port.iter().map(|p| format!("port {p}")).collect();
+        format!("tcp and ({})", ports.join(" or "))
+    }
+
+    fn http_config(&self) -> anyhow::Result<HttpConfig> {
+        let regexes = |list: &[String]| -> anyhow::Result<Vec<Regex>> {
+            list.iter().map(|r| Regex::new(r).with_context(|| format!("bad URL pattern {r:?}"))).collect()
+        };
+        let headers = |list: &[String]| -> anyhow::Result<Vec<(String, Regex)>> {
+            list.iter().map(|r| parse_header_rule(r).map_err(anyhow::Error::msg)).collect()
+        };
+        if !(0.0..=1.0).contains(&self.sample) {
+            anyhow::bail!("--sample must be between 0 and 1, got {}", self.sample);
+        }
+        Ok(HttpConfig {
+            node: self.node(),
+            run: reprise_store::now_ns() as u64 / 1_000_000,
+            max_body: self.max_body,
+            track_responses: self.track_responses,
+            selection: Selection {
+                allow_methods: self.allow_method.clone(),
+                deny_methods: self.deny_method.clone(),
+                allow_urls: regexes(&self.allow_url)?,
+                deny_urls: regexes(&self.deny_url)?,
+                allow_headers: headers(&self.allow_header)?,
+                deny_headers: headers(&self.deny_header)?,
+                sample: self.sample,
+            },
+            redaction: Redaction {
+                headers: self.redact_header.clone(),
+                json_fields: self.redact_json_field.clone(),
+                mask: self.mask.clone(),
+            },
+        })
+    }
+
+    pub(crate) fn output_config(&self) -> OutputConfig {
+        OutputConfig {
+            spool_dir: self
+                .spool_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join(format!("reprise-spool-{}", self.node()))),
+            spool_max_bytes: self.spool_max_mb << 20,
+            batch_records: 1000,
+            linger: Duration::from_millis(20),
+            drain_on_exit: Duration::from_secs(10),
+        }
+    }
+
+    /// The log URL with the producer settings capture needs on Kafka: failures surface
+    /// within seconds (so records go to the spool), and order per partition is kept.
+    pub(crate) fn log_url(&self) -> String {
+        if !self.log.starts_with("kafka://") {
+            return self.log.clone();
+        }
+        let mut url = self.log.clone();
+        for (key, value) in
+            [("message.timeout.ms", "5000"), ("max.in.flight.requests.per.connection", "1"), ("linger.ms", "10")]
+        {
+            if !url.contains(&format!("{key}=")) {
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str(&format!("{key}={value}"));
+            }
+        }
+        url
+    }
+}
+
+/// Everything the capture counts.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub packets: AtomicU64,
+    pub kernel_drops: AtomicU64,
+    pub interface_drops: AtomicU64,
+    pub not_tcp: AtomicU64,
+    pub malformed_packets: AtomicU64,
+    pub fragments: AtomicU64,
+    pub http: std::sync::Mutex<HttpStats>,
+    pub reassembly: std::sync::Mutex<ReassemblyStats>,
+    pub output: Arc<OutputCounters>,
+}
+
+/// What a finished capture did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CaptureReport {
+    pub packets: u64,
+    pub kernel_drops: u64,
+    pub malformed_packets: u64,
+    pub requests: u64,
+    pub responses: u64,
+    pub records_stored: u64,
+    pub records_spooled: u64,
+    pub records_dropped: u64,
+    pub truncated_bodies: u64,
+    pub filtered: u64,
+    pub resyncs: u64,
+    pub gaps: u64,
+}
+
+impl Counters {
+    pub fn report(&self) -> CaptureReport {
+        let http = *self.http.lock().expect("lock");
+        let reassembly = *self.reassembly.lock().expect("lock");
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CaptureReport {
+            packets: load(&self.packets),
+            kernel_drops: load(&self.kernel_drops),
+            malformed_packets: load(&self.malformed_packets),
+            requests: http.requests,
+            responses: http.responses,
+            records_stored: load(&self.output.records),
+            records_spooled: load(&self.output.spooled),
+            records_dropped: load(&self.output.dropped),
+            truncated_bodies: http.truncated_bodies,
+            filtered: http.filtered,
+            resyncs: http.resyncs,
+            gaps: reassembly.gaps,
+        }
+    }
+}
+
+type Handlers = Box<dyn FnMut(&FlowInfo) -> HttpConnection + Send>;
+
+/// Packets in, traffic records out.
+pub struct Pipeline {
+    link: LinkType,
+    reassembler: Reassembler<HttpConnection, Handlers>,
+    emitted: http::Emitted,
+    counters: Arc<Counters>,
+}
+
+impl Pipeline {
+    pub fn new(config: &CaptureConfig, link: LinkType, counters: Arc<Counters>) -> anyhow::Result<Pipeline> {
+        let http = Arc::new(config.http_config()?);
+        let reassembly = ReassemblyConfig {
+            idle_timeout_ns: config.idle_timeout_secs as i64 * 1_000_000_000,
+            server_ports: config.port.clone(),
+            ..ReassemblyConfig::default()
+        };
+        let handlers: Handlers = Box::new(move |flow| HttpConnection::new(http.clone(), flow));
+        Ok(Pipeline {
+            link,
+            reassembler: Reassembler::new(reassembly, handlers),
+            emitted: Default::default(),
+            counters,
+        })
+    }
+
+    pub fn packet(&mut self, ts_ns: i64, frame: &[u8]) {
+        self.counters.packets.fetch_add(1, Ordering::Relaxed);
+        match packet::decode(self.link, ts_ns, frame) {
+            Ok(segment) => self.reassembler.segment(&segment, &mut self.emitted),
+            Err(Skip::NotTcp) => {
+                self.counters.not_tcp.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(Skip::Malformed) => {
+                self.counters.malformed_packets.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(Skip::Fragment) => {
+                self.counters.fragments.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Flushes connections idle since before `now_ns` minus the idle timeout.
+    pub fn expire(&mut self, now_ns: i64) {
+        self.reassembler.expire(now_ns, &mut self.emitted);
+    }
+
+    /// Flushes every connection (end of input).
+    pub fn finish(&mut self) {
+        self.reassembler.flush_all(&mut self.emitted);
+    }
+
+    /// Records completed so far; also publishes the framing counters.
+    pub fn take_records(&mut self) -> Vec<TrafficRecord> {
+        *self.counters.http.lock().expect("lock") = self.emitted.stats;
+        *self.counters.reassembly.lock().expect("lock") = self.reassembler.stats;
+        std::mem::take(&mut self.emitted.records)
+    }
+}

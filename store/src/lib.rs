@@ -14,6 +14,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod gor;
 pub mod log;
 pub mod schema;
 pub mod testing;

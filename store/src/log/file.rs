@@ -366,6 +366,9 @@ impl TrafficLog for FileLog {
         })
         .await?;
         let (tx, rx) = mpsc::channel(read_ahead.max(1));
+        if range.is_empty() {
+            return Ok(Box::pin(ReceiverStream::new(rx)));
+        }
         tokio::task::spawn_blocking(move || {
             if let Err(e) = read_range_blocking(data_path, index_path, range, tx.clone()) {
                 let _ = tx.blocking_send(Err(e));

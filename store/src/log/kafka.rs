@@ -230,14 +230,22 @@ impl TrafficLog for KafkaLog {
                 FutureRecord::to(&self.topic).key(&r.key[..]).payload(&r.payload[..]).timestamp(r.timestamp_ms);
             producer.send(record, Timeout::After(self.timeout))
         });
-        join_all(sends)
-            .await
-            .into_iter()
-            .map(|result| match result {
-                Ok(delivery) => Ok(Position { partition: delivery.partition, offset: delivery.offset }),
-                Err((e, _)) => Err(LogError::Kafka(e)),
-            })
-            .collect()
+        let results = join_all(sends).await;
+        let failed: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.is_err()).map(|(i, _)| i).collect();
+        let mut positions = Vec::with_capacity(results.len());
+        let mut first = None;
+        for result in results {
+            match result {
+                Ok(delivery) => positions.push(Position { partition: delivery.partition, offset: delivery.offset }),
+                Err((e, _)) => {
+                    first.get_or_insert(LogError::Kafka(e));
+                }
+            }
+        }
+        match first {
+            None => Ok(positions),
+            Some(first) => Err(LogError::Partial { failed, first: Box::new(first) }),
+        }
     }
 
     async fn read_range(&self, range: RangeSpec, read_ahead: usize) -> Result<RecordStream, LogError> {

@@ -130,6 +130,23 @@ pub enum LogError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("timed out after {after:?} while {what}")]
     Timeout { after: Duration, what: String },
+    #[error("{} records of the batch were not stored: {first}", failed.len())]
+    Partial {
+        /// Indices (in the appended batch) of the records that were not stored.
+        failed: Vec<usize>,
+        first: Box<LogError>,
+    },
+}
+
+impl LogError {
+    /// Which records of an appended batch of `len` failed: the listed ones for a
+    /// partial failure, else all of them.
+    pub fn failed_records(&self, len: usize) -> Vec<usize> {
+        match self {
+            LogError::Partial { failed, .. } => failed.clone(),
+            _ => (0..len).collect(),
+        }
+    }
 }
 
 /// An append-only, partitioned log of traffic records.
@@ -150,6 +167,7 @@ pub trait TrafficLog: Send + Sync + 'static {
     async fn offsets_for_time(&self, timestamp_ms: i64) -> Result<Vec<Position>, LogError>;
 
     /// Appends records durably (the call returns once they are stored), in order per key.
+    /// When only some records could be stored the error is [`LogError::Partial`].
     async fn append(&self, records: Vec<NewRecord>) -> Result<Vec<Position>, LogError>;
 
     /// Reads exactly the records `range` selects, in offset order. At most

@@ -1,0 +1,289 @@
+//! Where packets come from (a live interface, a pcap file) or records (a GoReplay
+//! file), and the task set around them: output, catalog registration, metrics.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use reprise_proto::v1::TrafficRecord;
+use reprise_store::schema::{CaptureCounters, CaptureInfo};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::packet::LinkType;
+use crate::{CaptureConfig, CaptureReport, Counters, Pipeline, output};
+
+/// Runs a capture until its input ends (files) or `shutdown` fires (live); returns what
+/// it did once every record is stored (or spooled).
+pub async fn run(config: CaptureConfig, shutdown: CancellationToken) -> anyhow::Result<CaptureReport> {
+    run_notify(config, shutdown, None).await
+}
+
+/// [`run`], telling `ready` once packets are being captured (live) or read (files).
+pub async fn run_notify(
+    config: CaptureConfig,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
+) -> anyhow::Result<CaptureReport> {
+    let log =
+        reprise_store::open_log(&config.log_url()).await.with_context(|| format!("cannot open {}", config.log))?;
+    log.ensure_topic(config.partitions)
+        .await
+        .with_context(|| format!("cannot create the traffic topic in {}", config.log))?;
+    let counters = Arc::new(Counters::default());
+    let (tx, rx) = mpsc::channel(1 << 16);
+    let output = tokio::spawn(output::run(log, rx, config.output_config(), counters.output.clone()));
+    let background = CancellationToken::new();
+    if let Some(catalog) = &config.catalog {
+        tokio::spawn(register(catalog.clone(), config.clone(), counters.clone(), background.clone()));
+    }
+    if let Some(addr) = config.http {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        tokio::spawn(serve_metrics(listener, counters.clone(), background.clone()));
+    }
+    let input = if let Some(interface) = config.interface.clone() {
+        capture_live(&config, &interface, tx, counters.clone(), shutdown, ready).await
+    } else if let Some(path) = config.pcap_file.clone() {
+        let (config, counters) = (config.clone(), counters.clone());
+        tokio::task::spawn_blocking(move || read_pcap_file(&config, &path, &tx, counters)).await?
+    } else if let Some(path) = config.gor_file.clone() {
+        let node = config.node();
+        tokio::task::spawn_blocking(move || import_gor(&node, &path, &tx)).await?
+    } else {
+        Err(anyhow::anyhow!("nothing to capture: give --interface, --pcap-file or --gor-file"))
+    };
+    let stored = output.await?;
+    background.cancel();
+    input?;
+    stored.context("writing to the traffic log or its spool failed")?;
+    Ok(counters.report())
+}
+
+fn send_all(tx: &mpsc::Sender<TrafficRecord>, records: Vec<TrafficRecord>) -> anyhow::Result<()> {
+    for record in records {
+        tx.blocking_send(record).map_err(|_| anyhow::anyhow!("the output stopped"))?;
+    }
+    Ok(())
+}
+
+// `timeval` fields are i64 on the 64-bit targets Reprise builds for.
+fn timestamp_ns(header: &pcap::PacketHeader) -> i64 {
+    header.ts.tv_sec * 1_000_000_000 + header.ts.tv_usec * 1_000
+}
+
+fn link_type(linktype: pcap::Linktype) -> anyhow::Result<LinkType> {
+    LinkType::from_pcap(linktype.0).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unsupported link type {} ({}): Ethernet, Linux cooked, loopback and raw IP are supported",
+            linktype.0,
+            linktype.get_name().unwrap_or_default()
+        )
+    })
+}
+
+fn read_pcap_file(
+    config: &CaptureConfig,
+    path: &std::path::Path,
+    tx: &mpsc::Sender<TrafficRecord>,
+    counters: Arc<Counters>,
+) -> anyhow::Result<()> {
+    let mut capture =
+        pcap::Capture::from_file(path).with_context(|| format!("cannot read pcap file {}", path.display()))?;
+    if config.filter.is_some() || !config.port.is_empty() {
+        capture.filter(&config.bpf(), true).with_context(|| format!("bad filter {:?}", config.bpf()))?;
+    }
+    let mut pipeline = Pipeline::new(config, link_type(capture.get_datalink())?, counters)?;
+    let mut n = 0u64;
+    loop {
+        let packet = match capture.next_packet() {
+            Ok(packet) => packet,
+            Err(pcap::Error::NoMorePackets) => break,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let ts = timestamp_ns(packet.header);
+        pipeline.packet(ts, packet.data);
+        n += 1;
+        if n.is_multiple_of(256) {
+            pipeline.expire(ts);
+            send_all(tx, pipeline.take_records())?;
+        }
+    }
+    pipeline.finish();
+    send_all(tx, pipeline.take_records())
+}
+
+fn import_gor(node: &str, path: &std::path::Path, tx: &mpsc::Sender<TrafficRecord>) -> anyhow::Result<()> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read GoReplay file {}", path.display()))?;
+    for message in reprise_store::gor::GorReader::new(std::io::BufReader::new(file)) {
+        let message = message.with_context(|| format!("in {}", path.display()))?;
+        if let Some(record) = message.to_record(node) {
+            tx.blocking_send(record).map_err(|_| anyhow::anyhow!("the output stopped"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Owned packets out of libpcap's buffer.
+struct OwnedPackets;
+
+impl pcap::PacketCodec for OwnedPackets {
+    type Item = (i64, Vec<u8>);
+    fn decode(&mut self, packet: pcap::Packet<'_>) -> Self::Item {
+        (timestamp_ns(packet.header), packet.data.to_vec())
+    }
+}
+
+/// Captures from an interface until `shutdown`. Non-blocking reads through the async
+/// stream: a blocking libpcap read would never return on an idle interface.
+async fn capture_live(
+    config: &CaptureConfig,
+    interface: &str,
+    tx: mpsc::Sender<TrafficRecord>,
+    counters: Arc<Counters>,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
+) -> anyhow::Result<()> {
+    let cannot = || format!("cannot capture on {interface}");
+    let mut capture = pcap::Capture::from_device(interface)
+        .with_context(cannot)?
+        .promisc(config.promisc)
+        .snaplen(config.snaplen)
+        .buffer_size(config.buffer_mb.saturating_mul(1 << 20))
+        .immediate_mode(true)
+        .timeout(100)
+        .open()
+        .with_context(cannot)?;
+    capture.filter(&config.bpf(), true).with_context(|| format!("bad filter {:?}", config.bpf()))?;
+    let link = link_type(capture.get_datalink())?;
+    let mut stream = capture.setnonblock().with_context(cannot)?.stream(OwnedPackets).with_context(cannot)?;
+    let mut pipeline = Pipeline::new(config, link, counters.clone())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tracing::info!(interface, filter = %config.bpf(), "capturing");
+    if let Some(ready) = ready {
+        let _ = ready.send(());
+    }
+    loop {
+        tokio::select! {
+            packet = stream.next() => match packet {
+                Some(Ok((ts, data))) => pipeline.packet(ts, &data),
+                Some(Err(e)) => return Err(e).with_context(cannot),
+                None => break,
+            },
+            _ = tick.tick() => {
+                pipeline.expire(reprise_store::now_ns());
+                if let Ok(stats) = stream.capture_mut().stats() {
+                    counters.kernel_drops.store(u64::from(stats.dropped), Ordering::Relaxed);
+                    counters.interface_drops.store(u64::from(stats.if_dropped), Ordering::Relaxed);
+                }
+            }
+            _ = shutdown.cancelled() => break,
+        }
+        for record in pipeline.take_records() {
+            tx.send(record).await.map_err(|_| anyhow::anyhow!("the output stopped"))?;
+        }
+    }
+    // Packets already in the kernel buffer when the signal came.
+    while let Ok(Some(Ok((ts, data)))) = tokio::time::timeout(Duration::from_millis(50), stream.next()).await {
+        pipeline.packet(ts, &data);
+    }
+    pipeline.finish();
+    for record in pipeline.take_records() {
+        tx.send(record).await.map_err(|_| anyhow::anyhow!("the output stopped"))?;
+    }
+    Ok(())
+}
+
+/// Keeps this capture node and its counters in the catalog under a lease.
+async fn register(catalog_url: String, config: CaptureConfig, counters: Arc<Counters>, stop: CancellationToken) {
+    let node = config.node();
+    let started_at_ms = reprise_store::now_ms();
+    let mut registration: Option<(reprise_store::Catalog, reprise_store::Lease)> = None;
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.cancelled() => break,
+        }
+        if registration.as_ref().is_none_or(|(_, lease)| lease.is_lost()) {
+            let attempt = async {
+                let catalog = reprise_store::Catalog::open(&catalog_url).await?;
+                let lease = catalog.lease(Duration::from_secs(10)).await?;
+                Ok::<_, reprise_store::CatalogError>((catalog, lease))
+            };
+            match attempt.await {
+                Ok(r) => registration = Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot register in the catalog; retrying");
+                    continue;
+                }
+            }
+        }
+        let (catalog, lease) = registration.as_ref().expect("registered above");
+        let report = counters.report();
+        let info = CaptureInfo {
+            id: node.clone(),
+            interface: config.interface.clone().unwrap_or_default(),
+            filter: config.bpf(),
+            log_url: config.log.clone(),
+            counters: CaptureCounters {
+                packets: report.packets,
+                kernel_drops: report.kernel_drops,
+                own_drops: report.records_dropped,
+                records: report.records_stored,
+                bytes: counters.output.bytes.load(Ordering::Relaxed),
+                spool_bytes: counters.output.spool_bytes.load(Ordering::Relaxed),
+            },
+            started_at_ms,
+            updated_at_ms: reprise_store::now_ms(),
+        };
+        if let Err(e) = catalog.put_leased(&info, lease).await {
+            tracing::warn!(error = %e, "cannot update the catalog");
+        }
+    }
+    if let Some((_, lease)) = registration {
+        let _ = lease.revoke().await;
+    }
+}
+
+async fn serve_metrics(listener: tokio::net::TcpListener, counters: Arc<Counters>, stop: CancellationToken) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.cancelled() => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |_request| {
+                let body = metrics_text(&counters);
+                async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(body)))) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+        });
+    }
+}
+
+fn metrics_text(counters: &Counters) -> String {
+    let r = counters.report();
+    let spool_bytes = counters.output.spool_bytes.load(Ordering::Relaxed);
+    [
+        ("capture_packets_total", "counter", r.packets),
+        ("capture_kernel_drops_total", "counter", r.kernel_drops),
+        ("capture_malformed_packets_total", "counter", r.malformed_packets),
+        ("capture_requests_total", "counter", r.requests),
+        ("capture_responses_total", "counter", r.responses),
+        ("capture_records_stored_total", "counter", r.records_stored),
+        ("capture_records_spooled_total", "counter", r.records_spooled),
+        ("capture_records_dropped_total", "counter", r.records_dropped),
+        ("capture_truncated_bodies_total", "counter", r.truncated_bodies),
+        ("capture_spool_bytes", "gauge", spool_bytes),
+    ]
+    .iter()
+    .map(|(name, kind, value)| format!("# TYPE reprise_{name} {kind}\nreprise_{name} {value}\n"))
+    .collect()
+}

@@ -1,0 +1,104 @@
+//! Capture on real traffic: a real HTTP server on 127.0.0.1 and real clients, captured
+//! live on `lo` into the real broker (`kafka::*`) and into the file log (`file::*`); and
+//! the same traffic from a tcpdump file.
+
+mod common;
+
+use std::time::Duration;
+
+use reprise_capture::CaptureConfig;
+use tokio_util::sync::CancellationToken;
+
+struct Setup {
+    log_url: String,
+    dir: tempfile::TempDir,
+}
+
+fn setup(kind: &str, name: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let log_url = match kind {
+        "kafka" => reprise_store::testing::kafka_log_url(name),
+        _ => format!("file://{}/log", dir.path().display()),
+    };
+    Setup { log_url, dir }
+}
+
+fn config(setup: &Setup, port: u16) -> CaptureConfig {
+    let mut config = CaptureConfig::for_log(&setup.log_url);
+    config.port = vec![port];
+    config.track_responses = true;
+    config.node = Some("test".into());
+    config.spool_dir = Some(setup.dir.path().join("spool"));
+    config
+}
+
+async fn live_capture_on_loopback_stores_every_request_once(kind: &str) {
+    let setup = setup(kind, "live");
+    let server = common::server().await;
+    let mut config = config(&setup, server.addr.port());
+    config.interface = Some("lo".into());
+    let shutdown = CancellationToken::new();
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let capture = tokio::spawn(reprise_capture::run_notify(config, shutdown.clone(), Some(ready_tx)));
+    ready.await.expect("capture must start");
+
+    common::send_traffic(server.addr).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    let report = capture.await.unwrap().unwrap();
+
+    let records = common::read_log(&setup.log_url).await;
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 15);
+    common::assert_same_requests(&records, &seen, &["cookie"]);
+    assert_eq!(report.requests, 15);
+    assert_eq!(report.records_stored, records.len() as u64);
+    assert_eq!(report.records_dropped, 0);
+}
+
+async fn a_tcpdump_file_gives_the_same_records(kind: &str) {
+    let setup = setup(kind, "pcap");
+    let server = common::server().await;
+    let pcap = setup.dir.path().join("traffic.pcap");
+    let mut tcpdump = std::process::Command::new("tcpdump")
+        .args(["-i", "lo", "-U", "--immediate-mode", "-s", "0", "-w"])
+        .arg(&pcap)
+        .arg(format!("tcp port {}", server.addr.port()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tcpdump must be installed (deploy/local/setup.sh)");
+    // tcpdump says "listening on" once it captures.
+    let stderr = tcpdump.stderr.take().unwrap();
+    let listening = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        lines.any(|l| l.is_ok_and(|l| l.contains("listening on")))
+    });
+    assert!(listening.await.unwrap(), "tcpdump did not start");
+    common::send_traffic(server.addr).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = std::process::Command::new("kill").args(["-INT", &tcpdump.id().to_string()]).status();
+    tcpdump.wait().unwrap();
+
+    let mut config = config(&setup, server.addr.port());
+    config.pcap_file = Some(pcap);
+    let report = reprise_capture::run(config, CancellationToken::new()).await.unwrap();
+    let records = common::read_log(&setup.log_url).await;
+    common::assert_same_requests(&records, &server.seen.lock().unwrap(), &["cookie"]);
+    assert_eq!(report.requests, 15);
+}
+
+macro_rules! on_both_logs {
+    ($($case:ident),* $(,)?) => {
+        mod kafka {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case("kafka").await })*
+        }
+        mod file {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case("file").await })*
+        }
+    };
+}
+
+on_both_logs!(live_capture_on_loopback_stores_every_request_once, a_tcpdump_file_gives_the_same_records);
