@@ -4,6 +4,8 @@
 //! framed into requests and responses, filtered and redacted, then appended to the log
 //! keyed by connection.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod output;
 pub mod packet;

@@ -1,8 +1,10 @@
+use std::process::ExitCode;
+
 use reprise_capture::CaptureConfig;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -19,7 +21,14 @@ async fn main() -> anyhow::Result<()> {
         }
         signal.cancel();
     });
-    let report = reprise_capture::run(config, shutdown).await?;
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
+    match reprise_capture::run(config, shutdown).await {
+        Ok(report) => {
+            println!("{}", serde_json::to_string(&report).expect("serialisable"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

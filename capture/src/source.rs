@@ -27,6 +27,9 @@ pub async fn run_notify(
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> anyhow::Result<CaptureReport> {
+    if config.interface.is_none() && config.pcap_file.is_none() && config.gor_file.is_none() {
+        anyhow::bail!("nothing to capture: give --interface, --pcap-file or --gor-file");
+    }
     let log =
         reprise_store::open_log(&config.log_url()).await.with_context(|| format!("cannot open {}", config.log))?;
     log.ensure_topic(config.partitions)
@@ -52,7 +55,7 @@ pub async fn run_notify(
         let node = config.node();
         tokio::task::spawn_blocking(move || import_gor(&node, &path, &tx)).await?
     } else {
-        Err(anyhow::anyhow!("nothing to capture: give --interface, --pcap-file or --gor-file"))
+        unreachable!("checked above")
     };
     let stored = output.await?;
     background.cancel();

@@ -102,3 +102,47 @@ macro_rules! on_both_logs {
 }
 
 on_both_logs!(live_capture_on_loopback_stores_every_request_once, a_tcpdump_file_gives_the_same_records);
+
+/// The daemon on an idle interface stops promptly on SIGTERM and reports what it did.
+#[test]
+fn the_daemon_stops_on_a_signal_even_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_reprise-capture"))
+        .args(["--interface", "lo", "--port", &unused.to_string(), "--log"])
+        .arg(format!("file://{}/log", dir.path().display()))
+        .arg("--spool-dir")
+        .arg(dir.path().join("spool"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "capture did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    let mut report = String::new();
+    std::io::Read::read_to_string(daemon.stdout.as_mut().unwrap(), &mut report).unwrap();
+    assert!(report.contains("\"requests\":0"), "{report}");
+}
+
+#[test]
+fn bad_arguments_are_one_clear_error() {
+    let run =
+        |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_reprise-capture")).args(args).output().unwrap();
+    let none = run(&["--log", "file:///tmp/reprise-unused-log"]);
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("nothing to capture"));
+    let both = run(&["--log", "file:///tmp/x", "--interface", "lo", "--pcap-file", "f.pcap"]);
+    assert!(!both.status.success());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
+    let no_device = run(&["--log", "file:///tmp/reprise-unused-log", "--interface", "nosuchif0"]);
+    assert!(String::from_utf8_lossy(&no_device.stderr).contains("cannot capture on nosuchif0"));
+}

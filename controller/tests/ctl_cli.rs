@@ -93,6 +93,19 @@ async fn ctl_manages_recordings_and_explains_every_error() {
     assert_eq!(recordings[0]["record_count"], 1);
 
     assert_clear_error(&ctl(&["record", "stop", &id]).await.unwrap(), "already stopped");
+
+    // Export to a GoReplay file.
+    let gor = dir.path().join("out.gor");
+    let exported = ctl(&["export", "--recording", &id, "--gor", gor.to_str().unwrap()]).await.unwrap();
+    assert_eq!(exported.code, 0, "{}", exported.stderr);
+    let file = std::fs::read(&gor).unwrap();
+    let messages: Vec<_> = reprise_store::gor::GorReader::new(&file[..]).map(Result::unwrap).collect();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].http, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_clear_error(
+        &ctl(&["export", "--recording", "rec-nope", "--gor", "/tmp/x.gor"]).await.unwrap(),
+        "no recording rec-nope",
+    );
     let target = "http://127.0.0.1:9";
     assert_clear_error(&ctl(&["replay", "--recording", &id, "--target", target]).await.unwrap(), "no live workers");
     assert_clear_error(

@@ -186,3 +186,42 @@ mod tests {
         assert!(matches!(read[2], Err(GorError::BadHeader { index: 3, .. })));
     }
 }
+
+/// Writes the records of `ranges` to `out` as a GoReplay file, in timestamp order
+/// (partitions are merged as they are read: memory holds one record per partition).
+/// Messages that are not traffic records are skipped; returns how many were written.
+pub async fn export(
+    log: &dyn crate::log::TrafficLog,
+    ranges: &[crate::schema::PartitionRange],
+    out: &mut impl Write,
+) -> Result<u64, ExportError> {
+    use futures::StreamExt;
+    let skipped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut streams = Vec::new();
+    for range in ranges.iter().filter(|r| !r.is_empty()) {
+        let raw = log.read_range(crate::log::RangeSpec::whole(range.partition, range.start, range.end), 256).await?;
+        streams.push(Box::pin(crate::traffic::decode_stream(raw, skipped.clone())));
+    }
+    let mut heads: Vec<Option<TrafficRecord>> = Vec::with_capacity(streams.len());
+    for stream in &mut streams {
+        heads.push(stream.next().await.transpose()?.map(|l| l.record));
+    }
+    let mut written = 0;
+    while let Some(i) =
+        (0..heads.len()).filter(|&i| heads[i].is_some()).min_by_key(|&i| heads[i].as_ref().map(|r| r.timestamp_ns))
+    {
+        let record = heads[i].take().expect("present");
+        write_record(out, &record)?;
+        written += 1;
+        heads[i] = streams[i].next().await.transpose()?.map(|l| l.record);
+    }
+    Ok(written)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Log(#[from] crate::log::LogError),
+    #[error("writing the GoReplay file: {0}")]
+    Io(#[from] std::io::Error),
+}

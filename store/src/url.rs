@@ -14,11 +14,14 @@ pub(crate) struct StoreUrl {
     pub params: BTreeMap<String, String>,
 }
 
-pub(crate) fn parse(url: &str) -> Result<StoreUrl, String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| "expected scheme://..., e.g. kafka://127.0.0.1:9092/traffic".to_string())?;
+/// Parses a URL whose scheme must be one of `schemes`.
+pub(crate) fn parse(url: &str, schemes: &[&str]) -> Result<StoreUrl, String> {
+    let expected = || schemes.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(" or ");
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("expected {}", expected()))?;
     let scheme = scheme.to_ascii_lowercase();
+    if !schemes.contains(&scheme.as_str()) {
+        return Err(format!("unknown scheme {scheme:?} (use {})", expected()));
+    }
     let (body, query) = match rest.split_once('?') {
         Some((body, query)) => (body, Some(query)),
         None => (rest, None),
@@ -55,28 +58,31 @@ pub(crate) fn parse(url: &str) -> Result<StoreUrl, String> {
 mod tests {
     use super::*;
 
+    const S: &[&str] = &["kafka", "etcd", "file"];
+
     #[test]
     fn parses_host_lists_paths_and_params() {
-        let u = parse("kafka://a:9092,b:9093/traffic?linger.ms=5&acks=all").unwrap();
+        let u = parse("kafka://a:9092,b:9093/traffic?linger.ms=5&acks=all", S).unwrap();
         assert_eq!(u.scheme, "kafka");
         assert_eq!(u.hosts, vec!["a:9092", "b:9093"]);
         assert_eq!(u.path, "traffic");
         assert_eq!(u.params.get("linger.ms").map(String::as_str), Some("5"));
-        let u = parse("etcd://127.0.0.1:2379").unwrap();
+        let u = parse("etcd://127.0.0.1:2379", S).unwrap();
         assert_eq!(u.path, "");
-        let u = parse("file:///var/lib/reprise").unwrap();
+        let u = parse("file:///var/lib/reprise", S).unwrap();
         assert_eq!(u.path, "/var/lib/reprise");
-        let u = parse("file://relative/dir").unwrap();
+        let u = parse("file://relative/dir", S).unwrap();
         assert_eq!(u.path, "relative/dir");
     }
 
     #[test]
     fn rejects_malformed_urls() {
-        assert!(parse("127.0.0.1:9092").is_err());
-        assert!(parse("kafka:///topic").is_err());
-        assert!(parse("kafka://host/topic").is_err());
-        assert!(parse("kafka://host:99999/topic").is_err());
-        assert!(parse("kafka://h:1/t?novalue").is_err());
-        assert!(parse("file://").is_err());
+        assert!(parse("127.0.0.1:9092", S).is_err());
+        assert!(parse("kafka:///topic", S).is_err());
+        assert!(parse("kafka://host/topic", S).is_err());
+        assert!(parse("kafka://host:99999/topic", S).is_err());
+        assert!(parse("kafka://h:1/t?novalue", S).is_err());
+        assert!(parse("file://", S).is_err());
+        assert!(parse("bogus://x", S).unwrap_err().contains("unknown scheme"));
     }
 }

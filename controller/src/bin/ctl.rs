@@ -50,6 +50,14 @@ enum Command {
     Resume(IdArgs),
     /// Cancel a replay.
     Cancel(IdArgs),
+    /// Write a recording to a GoReplay file (read straight from the traffic log).
+    Export {
+        #[arg(long)]
+        recording: String,
+        /// The GoReplay file to write.
+        #[arg(long)]
+        gor: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -324,6 +332,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(args) => control(&mut client, args, ControlAction::Pause).await?,
         Command::Resume(args) => control(&mut client, args, ControlAction::Resume).await?,
         Command::Cancel(args) => control(&mut client, args, ControlAction::Cancel).await?,
+        Command::Export { recording, gor } => {
+            let items = client.list_recordings(ListRequest {}).await.map_err(status_error)?.into_inner().items;
+            let recording: Recording = items
+                .iter()
+                .filter_map(|i| serde_json::from_str::<Recording>(i).ok())
+                .find(|r| r.id == recording)
+                .ok_or_else(|| anyhow::anyhow!("no recording {recording}"))?;
+            let log = reprise_store::open_log(&recording.log_url)
+                .await
+                .with_context(|| format!("cannot open the recording's traffic log {}", recording.log_url))?;
+            let file = std::fs::File::create(&gor).with_context(|| format!("cannot create {}", gor.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            let written = reprise_store::gor::export(&*log, &recording.ranges, &mut out).await?;
+            out.flush()?;
+            println!("wrote {written} messages of {} to {}", recording.id, gor.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

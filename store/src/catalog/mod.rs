@@ -101,14 +101,14 @@ pub trait CatalogBackend: Send + Sync + 'static {
 /// Opens a catalog backend by URL: `etcd://host:port[,host:port][/prefix]` or `file://PATH`.
 pub async fn open_backend(url: &str) -> Result<Arc<dyn CatalogBackend>, CatalogError> {
     let invalid = |reason: String| CatalogError::InvalidUrl { url: url.to_string(), reason };
-    let parsed = crate::url::parse(url).map_err(invalid)?;
+    let parsed = crate::url::parse(url, &["etcd", "file"]).map_err(invalid)?;
     match parsed.scheme.as_str() {
         "etcd" => {
             let prefix = if parsed.path.is_empty() { "reprise".to_string() } else { parsed.path.clone() };
             Ok(Arc::new(EtcdCatalog::connect(&parsed.hosts, &prefix).await?))
         }
-        "file" => Ok(Arc::new(FileCatalog::open(&parsed.path)?)),
-        other => Err(invalid(format!("unknown scheme {other:?} (use etcd:// or file://)"))),
+        // `parse` admits only etcd and file.
+        _ => Ok(Arc::new(FileCatalog::open(&parsed.path)?)),
     }
 }
 

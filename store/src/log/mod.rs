@@ -180,11 +180,11 @@ pub trait TrafficLog: Send + Sync + 'static {
 /// or `file://PATH`.
 pub async fn open_log(url: &str) -> Result<Arc<dyn TrafficLog>, LogError> {
     let invalid = |reason: String| LogError::InvalidUrl { url: url.to_string(), reason };
-    let parsed = crate::url::parse(url).map_err(invalid)?;
+    let parsed = crate::url::parse(url, &["kafka", "file"]).map_err(invalid)?;
     match parsed.scheme.as_str() {
         "kafka" => Ok(Arc::new(KafkaLog::open(url, &parsed)?)),
-        "file" => Ok(Arc::new(FileLog::open(url, &parsed)?)),
-        other => Err(invalid(format!("unknown scheme {other:?} (use kafka:// or file://)"))),
+        // `parse` admits only kafka and file.
+        _ => Ok(Arc::new(FileLog::open(url, &parsed)?)),
     }
 }
 

@@ -1,0 +1,110 @@
+//! GoReplay files: import into the traffic log, export back, on the real broker
+//! (`kafka::*`) and the file log (`file::*`).
+
+mod common;
+
+use reprise_capture::CaptureConfig;
+use reprise_proto::v1::TrafficRecord;
+use reprise_store::schema::PartitionRange;
+use tokio_util::sync::CancellationToken;
+
+/// A GoReplay file as GoReplay writes it, stamped an hour ago (a broker's time-based
+/// retention would delete records stamped long ago).
+fn gor_file(base_ns: i64) -> String {
+    format!(
+        "1 a1a1a1a1a1a1a1a1a1a1a1a1 {} 0\nGET /one?x=1 HTTP/1.1\r\nHost: shop\r\n\r\n\n🐵🙈🙉\n\
+         2 a1a1a1a1a1a1a1a1a1a1a1a1 {} 5000000\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\n🐵🙈🙉\n\
+         3 a1a1a1a1a1a1a1a1a1a1a1a1 {} 4000000\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\n🐵🙈🙉\n\
+         1 b2b2b2b2b2b2b2b2b2b2b2b2 {} 0\nPOST /two HTTP/1.1\r\nContent-Length: 11\r\n\r\nline1\nline2\n🐵🙈🙉\n",
+        base_ns + 1,
+        base_ns + 5_000_001,
+        base_ns + 9_000_001,
+        base_ns + 10_000_001
+    )
+}
+
+fn log_url(kind: &str, dir: &tempfile::TempDir, name: &str) -> String {
+    match kind {
+        "kafka" => reprise_store::testing::kafka_log_url(name),
+        _ => format!("file://{}/{name}", dir.path().display()),
+    }
+}
+
+async fn import(
+    gor: &std::path::Path,
+    log: &str,
+    dir: &tempfile::TempDir,
+) -> anyhow::Result<reprise_capture::CaptureReport> {
+    let mut config = CaptureConfig::for_log(log);
+    config.gor_file = Some(gor.to_path_buf());
+    config.node = Some("import".into());
+    config.spool_dir = Some(dir.path().join("spool"));
+    reprise_capture::run(config, CancellationToken::new()).await
+}
+
+/// What must survive a round trip: kind, capture time, bytes, latency.
+fn essence(records: &[TrafficRecord]) -> Vec<(i32, i64, Vec<u8>, i64)> {
+    let mut out: Vec<_> = records.iter().map(|r| (r.kind, r.timestamp_ns, r.http.clone(), r.latency_ns)).collect();
+    out.sort();
+    out
+}
+
+async fn import_then_export_then_import_keeps_every_record(kind: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("in.gor");
+    let base_ns = reprise_store::now_ns() - 3_600_000_000_000;
+    std::fs::write(&first, gor_file(base_ns)).unwrap();
+    let log_a = log_url(kind, &dir, "gor-a");
+    import(&first, &log_a, &dir).await.unwrap();
+    let imported = common::read_log(&log_a).await;
+    assert_eq!(imported.len(), 3, "requests and responses; replayed responses are not traffic");
+    let post = imported.iter().find(|r| r.http.starts_with(b"POST")).unwrap();
+    assert_eq!(post.http, b"POST /two HTTP/1.1\r\nContent-Length: 11\r\n\r\nline1\nline2");
+    assert_eq!(post.timestamp_ns, base_ns + 10_000_001);
+    let response = imported.iter().find(|r| r.http.starts_with(b"HTTP")).unwrap();
+    assert_eq!(response.latency_ns, 5_000_000);
+
+    // Export the whole log, import the export: the same records.
+    let log = reprise_store::open_log(&log_a).await.unwrap();
+    let ranges: Vec<PartitionRange> = log
+        .watermarks()
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| PartitionRange { partition: m.partition, start: m.low, end: m.high })
+        .collect();
+    let exported = dir.path().join("out.gor");
+    let mut file = std::fs::File::create(&exported).unwrap();
+    assert_eq!(reprise_store::gor::export(&*log, &ranges, &mut file).await.unwrap(), 3);
+    drop(file);
+    let log_b = log_url(kind, &dir, "gor-b");
+    import(&exported, &log_b, &dir).await.unwrap();
+    assert_eq!(essence(&common::read_log(&log_b).await), essence(&imported));
+}
+
+async fn a_malformed_file_is_a_clear_error(kind: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.gor");
+    std::fs::write(&bad, "1 id 1700000000000000000 0\nGET / HTTP/1.1\r\n\r\n\n🐵🙈🙉\nnot a header\nx\n🐵🙈🙉\n")
+        .unwrap();
+    let error = import(&bad, &log_url(kind, &dir, "gor-bad"), &dir).await.unwrap_err();
+    let text = format!("{error:#}");
+    assert!(text.contains("message 2") && text.contains("bad.gor"), "{text}");
+    let missing = import(&dir.path().join("nope.gor"), &log_url(kind, &dir, "gor-none"), &dir).await.unwrap_err();
+    assert!(format!("{missing:#}").contains("cannot read GoReplay file"), "{missing:#}");
+}
+
+macro_rules! on_both_logs {
+    ($($case:ident),* $(,)?) => {
+        mod kafka {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case("kafka").await })*
+        }
+        mod file {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case("file").await })*
+        }
+    };
+}
+
+on_both_logs!(import_then_export_then_import_keeps_every_record, a_malformed_file_is_a_clear_error);
