@@ -3,5 +3,7 @@
 //! for integration tests and benchmarks.
 
 pub mod cluster;
+pub mod pcapgen;
+pub mod procstat;
 pub mod sink;
 pub mod synth;

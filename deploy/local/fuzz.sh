@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Short fuzzing runs of every fuzz target (HTTP framer, TCP reassembler, GoReplay
+# reader). Usage: fuzz.sh [SECONDS_PER_TARGET] (default 20). Needs cargo-fuzz, which it
+# installs when missing; the sanitizer build needs nightly features, enabled here with
+# RUSTC_BOOTSTRAP on the stable toolchain.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+seconds="${1:-20}"
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
+export RUSTC_BOOTSTRAP=1
+# One target directory for both fuzz crates: the sanitizer build of the shared
+# dependencies happens once.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/fuzz"
+for target in capture:http_framer capture:reassembler store:gor_reader; do
+    crate="${target%%:*}"
+    name="${target##*:}"
+    echo "fuzz: $crate/$name for ${seconds}s" >&2
+    (cd "$crate" && cargo fuzz run "$name" -- -max_total_time="$seconds" -rss_limit_mb=2048 2>&1 | tail -n 3)
+done
