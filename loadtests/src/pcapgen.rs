@@ -74,7 +74,9 @@ pub fn write(out: impl Write, profile: &PcapProfile) -> std::io::Result<u64> {
     for i in 0..profile.requests_per_connection {
         for c in 0..profile.connections {
             let request = if i % 2 == 0 {
-                format!("GET /items/{i}?c={c} HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+                format!(
+                    "GET /items/{i}?c={c} HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+                )
             } else {
                 format!(
                     "POST /orders/{i} HTTP/1.1\r\nHost: shop.example\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",

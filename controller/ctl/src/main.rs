@@ -1,4 +1,8 @@
-//! `ctl`: the command line of a Reprise cluster. Talks to the controller over gRPC.
+//! `ctl`: the command line of a Reprise cluster. Talks to the controller over gRPC;
+//! `ctl demo` runs the whole system in this process.
+
+mod demo;
+mod demo_service;
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -50,6 +54,9 @@ enum Command {
     Resume(IdArgs),
     /// Cancel a replay.
     Cancel(IdArgs),
+    /// Record and replay on this machine in one process, with nothing installed: a
+    /// controller, two workers, a demo service, live capture, a replay with --multiple 5.
+    Demo(demo::DemoArgs),
     /// Write a recording to a GoReplay file (read straight from the traffic log).
     Export {
         #[arg(long)]
@@ -209,6 +216,10 @@ fn parse_time(s: &str) -> Result<i64, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,
@@ -219,7 +230,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn connect(address: &str) -> anyhow::Result<ControllerClient<Channel>> {
+pub(crate) async fn connect(address: &str) -> anyhow::Result<ControllerClient<Channel>> {
     let endpoint = Channel::from_shared(address.to_string())
         .with_context(|| format!("{address:?} is not a controller URL (e.g. http://127.0.0.1:7100)"))?
         .connect_timeout(Duration::from_secs(5));
@@ -230,7 +241,7 @@ async fn connect(address: &str) -> anyhow::Result<ControllerClient<Channel>> {
     Ok(client)
 }
 
-fn status_error(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
 }
 
@@ -239,6 +250,9 @@ fn print_json(value: &Value) {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Demo(args) = cli.command {
+        return demo::run(args).await;
+    }
     let mut client = connect(&cli.controller).await?;
     match cli.command {
         Command::Record(RecordCommand::Start { name, labels, json }) => {
@@ -332,6 +346,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(args) => control(&mut client, args, ControlAction::Pause).await?,
         Command::Resume(args) => control(&mut client, args, ControlAction::Resume).await?,
         Command::Cancel(args) => control(&mut client, args, ControlAction::Cancel).await?,
+        Command::Demo(_) => unreachable!("handled before connecting"),
         Command::Export { recording, gor } => {
             let items = client.list_recordings(ListRequest {}).await.map_err(status_error)?.into_inner().items;
             let recording: Recording = items
@@ -420,7 +435,19 @@ async fn replay(client: &mut ControllerClient<Channel>, args: ReplayArgs) -> any
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let show_progress = !args.json && std::io::stderr().is_terminal();
+    let last = follow_replay(client, started, !args.json).await?;
+    show_status(&last, args.json);
+    Ok(if last.state == reprise_store::schema::ReplayState::Done { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+/// Follows a replay to its end, with a live progress line on a terminal (when
+/// `progress`); returns the final status.
+pub(crate) async fn follow_replay(
+    client: &mut ControllerClient<Channel>,
+    started: ReplayStatus,
+    progress: bool,
+) -> anyhow::Result<ReplayStatus> {
+    let show_progress = progress && std::io::stderr().is_terminal();
     let mut last = started;
     let mut stream = client.watch_replay(ReplayRef { id: last.id.clone() }).await.map_err(status_error)?.into_inner();
     while let Some(reply) = stream.message().await.map_err(status_error)? {
@@ -441,8 +468,7 @@ async fn replay(client: &mut ControllerClient<Channel>, args: ReplayArgs) -> any
         let reply = client.get_replay(ReplayRef { id: last.id.clone() }).await.map_err(status_error)?.into_inner();
         last = serde_json::from_str(&reply.json)?;
     }
-    show_status(&last, args.json);
-    Ok(if last.state == reprise_store::schema::ReplayState::Done { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(last)
 }
 
 fn progress_line(s: &ReplayStatus) -> String {
@@ -461,7 +487,7 @@ fn progress_line(s: &ReplayStatus) -> String {
     )
 }
 
-fn show_status(s: &ReplayStatus, json: bool) {
+pub(crate) fn show_status(s: &ReplayStatus, json: bool) {
     if json {
         print_json(&serde_json::to_value(s).expect("serialisable"));
         return;
@@ -487,5 +513,54 @@ fn show_status(s: &ReplayStatus, json: bool) {
     }
     if let Some(error) = &s.error {
         println!("error       {error}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// The CLI reference of every binary, from clap itself.
+    fn cli_reference() -> String {
+        let mut out = String::from(
+            "# CLI reference\n\nGenerated from the binaries' own `--help` (a test keeps it current: \
+             `UPDATE_CLI_DOCS=1 cargo test -p reprise-ctl cli_reference`).\n",
+        );
+        let mut section = |title: &str, command: clap::Command| {
+            // Values of environment variables set where the test runs must not leak in.
+            let mut command = command.mut_args(|a| a.hide_env_values(true));
+            let help = command.render_long_help().to_string();
+            out.push_str(&format!("\n## `{title}`\n\n```text\n{}\n```\n", help.trim_end()));
+        };
+        section("ctl", super::Cli::command());
+        let ctl = super::Cli::command();
+        for sub in ctl.get_subcommands() {
+            let name = sub.get_name().to_string();
+            if sub.has_subcommands() {
+                for nested in sub.get_subcommands() {
+                    section(&format!("ctl {name} {}", nested.get_name()), nested.clone());
+                }
+            } else {
+                section(&format!("ctl {name}"), sub.clone());
+            }
+        }
+        section("reprise-controller", reprise_controller::ControllerConfig::command());
+        section("reprise-worker", reprise_worker::WorkerConfig::command());
+        section("reprise-capture", reprise_capture::CaptureConfig::command());
+        out
+    }
+
+    #[test]
+    fn cli_reference_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/CLI.md");
+        let current = cli_reference();
+        if std::env::var_os("UPDATE_CLI_DOCS").is_some() {
+            std::fs::write(path, &current).unwrap();
+        }
+        let written = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            written == current,
+            "docs/CLI.md is stale: run UPDATE_CLI_DOCS=1 cargo test -p reprise-ctl cli_reference"
+        );
     }
 }

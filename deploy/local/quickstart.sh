@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The newcomer's first command: installs what is missing, builds Reprise, and runs
+# `ctl demo` (record live traffic to a demo service, replay it five times over, all on
+# this machine with the file-backed log and catalog). Extra arguments go to `ctl demo`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+bash deploy/local/setup.sh
+cargo build --release --bins
+# Live capture needs root (or CAP_NET_RAW).
+if [ "$(id -u)" -ne 0 ]; then
+    exec sudo target/release/ctl demo "$@"
+fi
+exec target/release/ctl demo "$@"
