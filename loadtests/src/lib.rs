@@ -2,6 +2,7 @@
 //! synthetic traffic generator, and an in-process cluster (controller, workers, sink)
 //! for integration tests and benchmarks.
 
+pub mod bench;
 pub mod cluster;
 pub mod pcapgen;
 pub mod procstat;

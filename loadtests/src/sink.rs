@@ -1,13 +1,15 @@
 //! An HTTP/1.1 and h2c server that answers every request with `200 ok` and counts what
-//! arrives: in total, per client IP, and per (second, client IP). Workers bound to
-//! distinct loopback addresses (`--source-ip`) are thus told apart. `GET /_sink/report`
-//! answers the counts as JSON (and is not counted).
+//! arrives: in total, per client IP and second (workers bound to distinct loopback
+//! addresses are told apart), and optionally which request ids (`X-Request-Id: N`) came,
+//! to find duplicates and losses. `GET /_sink/report` answers the counts as JSON (and is
+//! not counted). Counting is a handful of atomic increments per request: the sink must
+//! not be the bottleneck of a benchmark.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -19,12 +21,23 @@ use hyper_util::server::conn::auto;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-#[derive(Default)]
+/// Seconds of per-second counts kept (arrivals later than this count in the last one).
+const SECONDS: usize = 7200;
+/// Distinct client IPs told apart (more share the last slot).
+const MAX_CLIENTS: usize = 256;
+
 pub struct SinkCounts {
-    pub requests: AtomicU64,
-    pub body_bytes: AtomicU64,
-    per_ip_second: Mutex<BTreeMap<(i64, IpAddr), u64>>,
-    arrivals: Mutex<Option<(i64, i64)>>,
+    requests: AtomicU64,
+    body_bytes: AtomicU64,
+    started_sec: i64,
+    clients: RwLock<Vec<(IpAddr, Arc<[AtomicU64]>)>>,
+    first_ns: AtomicI64,
+    last_ns: AtomicI64,
+    /// One bit per expected request id, when checking ids.
+    ids: Option<Vec<AtomicU64>>,
+    expected_ids: u64,
+    duplicate_ids: AtomicU64,
+    bad_ids: AtomicU64,
 }
 
 /// What the sink saw, as JSON.
@@ -33,11 +46,104 @@ pub struct SinkReport {
     pub requests: u64,
     pub body_bytes: u64,
     pub per_ip: BTreeMap<IpAddr, u64>,
-    /// Requests per whole second (Unix seconds) per client IP.
+    /// Requests per whole second (Unix seconds) per client IP: the arrival histogram.
     pub per_second: BTreeMap<i64, BTreeMap<IpAddr, u64>>,
     /// First and last arrival, ns since the epoch.
     pub first_arrival_ns: Option<i64>,
     pub last_arrival_ns: Option<i64>,
+    /// With id checking: ids never seen, ids seen more than once, requests without a
+    /// valid id.
+    pub missing_ids: Option<u64>,
+    pub duplicate_ids: Option<u64>,
+    pub bad_ids: Option<u64>,
+}
+
+impl SinkCounts {
+    fn new(expected_ids: u64) -> Self {
+        SinkCounts {
+            requests: AtomicU64::new(0),
+            body_bytes: AtomicU64::new(0),
+            started_sec: reprise_store::now_ns() / 1_000_000_000,
+            clients: RwLock::new(Vec::new()),
+            first_ns: AtomicI64::new(i64::MAX),
+            last_ns: AtomicI64::new(i64::MIN),
+            ids: (expected_ids > 0).then(|| (0..expected_ids.div_ceil(64)).map(|_| AtomicU64::new(0)).collect()),
+            expected_ids,
+            duplicate_ids: AtomicU64::new(0),
+            bad_ids: AtomicU64::new(0),
+        }
+    }
+
+    /// The per-second counters of a client IP (looked up once per connection).
+    fn seconds_of(&self, ip: IpAddr) -> Arc<[AtomicU64]> {
+        if let Some((_, slots)) = self.clients.read().expect("lock").iter().find(|(i, _)| *i == ip) {
+            return slots.clone();
+        }
+        let mut clients = self.clients.write().expect("lock");
+        if let Some((_, slots)) = clients.iter().find(|(i, _)| *i == ip) {
+            return slots.clone();
+        }
+        if clients.len() >= MAX_CLIENTS {
+            return clients.last().expect("non-empty").1.clone();
+        }
+        let slots: Arc<[AtomicU64]> = (0..SECONDS).map(|_| AtomicU64::new(0)).collect();
+        clients.push((ip, slots.clone()));
+        slots
+    }
+
+    fn count(&self, seconds: &[AtomicU64], body: usize, id: Option<&[u8]>) {
+        let now = reprise_store::now_ns();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.body_bytes.fetch_add(body as u64, Ordering::Relaxed);
+        let second = ((now / 1_000_000_000 - self.started_sec).max(0) as usize).min(SECONDS - 1);
+        seconds[second].fetch_add(1, Ordering::Relaxed);
+        self.first_ns.fetch_min(now, Ordering::Relaxed);
+        self.last_ns.fetch_max(now, Ordering::Relaxed);
+        if let Some(bits) = &self.ids {
+            let id = id.and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.trim().parse::<u64>().ok());
+            match id.filter(|id| *id < self.expected_ids) {
+                Some(id) => {
+                    let bit = 1u64 << (id % 64);
+                    if bits[(id / 64) as usize].fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+                        self.duplicate_ids.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                None => {
+                    self.bad_ids.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    pub fn report(&self) -> SinkReport {
+        let mut per_ip = BTreeMap::new();
+        let mut per_second: BTreeMap<i64, BTreeMap<IpAddr, u64>> = BTreeMap::new();
+        for (ip, seconds) in self.clients.read().expect("lock").iter() {
+            for (i, n) in seconds.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    *per_ip.entry(*ip).or_default() += n;
+                    *per_second.entry(self.started_sec + i as i64).or_default().entry(*ip).or_default() += n;
+                }
+            }
+        }
+        let (first, last) = (self.first_ns.load(Ordering::Relaxed), self.last_ns.load(Ordering::Relaxed));
+        let seen_ids = self
+            .ids
+            .as_ref()
+            .map(|bits| bits.iter().map(|b| u64::from(b.load(Ordering::Relaxed).count_ones())).sum::<u64>());
+        SinkReport {
+            requests: self.requests.load(Ordering::Relaxed),
+            body_bytes: self.body_bytes.load(Ordering::Relaxed),
+            per_ip,
+            per_second,
+            first_arrival_ns: (first != i64::MAX).then_some(first),
+            last_arrival_ns: (last != i64::MIN).then_some(last),
+            missing_ids: seen_ids.map(|seen| self.expected_ids - seen),
+            duplicate_ids: self.ids.as_ref().map(|_| self.duplicate_ids.load(Ordering::Relaxed)),
+            bad_ids: self.ids.as_ref().map(|_| self.bad_ids.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 pub struct Sink {
@@ -48,9 +154,14 @@ pub struct Sink {
 
 impl Sink {
     pub async fn start(addr: SocketAddr) -> std::io::Result<Sink> {
+        Self::start_checking_ids(addr, 0).await
+    }
+
+    /// A sink that also checks `X-Request-Id` values in `0..expected_ids`.
+    pub async fn start_checking_ids(addr: SocketAddr, expected_ids: u64) -> std::io::Result<Sink> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let counts = Arc::new(SinkCounts::default());
+        let counts = Arc::new(SinkCounts::new(expected_ids));
         let server = {
             let counts = counts.clone();
             tokio::spawn(async move {
@@ -59,7 +170,8 @@ impl Sink {
                     let _ = stream.set_nodelay(true);
                     let counts = counts.clone();
                     tokio::spawn(async move {
-                        let service = service_fn(move |request| handle(counts.clone(), peer.ip(), request));
+                        let seconds = counts.seconds_of(peer.ip());
+                        let service = service_fn(move |request| handle(counts.clone(), seconds.clone(), request));
                         let _ = auto::Builder::new(TokioExecutor::new())
                             .serve_connection(TokioIo::new(stream), service)
                             .await;
@@ -79,27 +191,6 @@ impl Sink {
     }
 }
 
-impl SinkCounts {
-    pub fn report(&self) -> SinkReport {
-        let per_ip_second = self.per_ip_second.lock().expect("lock").clone();
-        let mut per_ip = BTreeMap::new();
-        let mut per_second: BTreeMap<i64, BTreeMap<IpAddr, u64>> = BTreeMap::new();
-        for ((second, ip), n) in per_ip_second {
-            *per_ip.entry(ip).or_default() += n;
-            *per_second.entry(second).or_default().entry(ip).or_default() += n;
-        }
-        let arrivals = *self.arrivals.lock().expect("lock");
-        SinkReport {
-            requests: self.requests.load(Ordering::Relaxed),
-            body_bytes: self.body_bytes.load(Ordering::Relaxed),
-            per_ip,
-            per_second,
-            first_arrival_ns: arrivals.map(|a| a.0),
-            last_arrival_ns: arrivals.map(|a| a.1),
-        }
-    }
-}
-
 impl Drop for Sink {
     fn drop(&mut self) {
         self.server.abort();
@@ -108,19 +199,15 @@ impl Drop for Sink {
 
 async fn handle(
     counts: Arc<SinkCounts>,
-    peer: IpAddr,
+    seconds: Arc<[AtomicU64]>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if request.uri().path() == "/_sink/report" {
         let report = serde_json::to_vec(&counts.report()).expect("serialisable");
         return Ok(Response::new(Full::new(Bytes::from(report))));
     }
+    let id = request.headers().get("x-request-id").map(|v| v.as_bytes().to_vec());
     let body = request.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
-    let now = reprise_store::now_ns();
-    counts.requests.fetch_add(1, Ordering::Relaxed);
-    counts.body_bytes.fetch_add(body as u64, Ordering::Relaxed);
-    *counts.per_ip_second.lock().expect("lock").entry((now / 1_000_000_000, peer)).or_default() += 1;
-    let mut arrivals = counts.arrivals.lock().expect("lock");
-    *arrivals = Some(arrivals.map_or((now, now), |(first, last)| (first.min(now), last.max(now))));
+    counts.count(&seconds, body, id.as_deref());
     Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
 }

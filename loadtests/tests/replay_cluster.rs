@@ -33,13 +33,7 @@ async fn setup(kind: &str, name: &str) -> Setup {
 }
 
 fn profile(requests: u64, span: Duration) -> Profile {
-    Profile {
-        requests,
-        start_ns: reprise_store::now_ns() - 60_000_000_000,
-        span_ns: span.as_nanos() as i64,
-        connections: 40,
-        body_bytes: 64,
-    }
+    Profile::constant(requests, reprise_store::now_ns() - 60_000_000_000, span.as_nanos() as i64, 40, 64)
 }
 
 async fn multiple_five_delivers_every_request_five_times_spread_over_workers(kind: &str) {

@@ -41,13 +41,7 @@ async fn setup(kind: &str, name: &str, workers: usize, grace_secs: f64) -> Setup
 }
 
 fn profile(requests: u64, span: Duration) -> Profile {
-    Profile {
-        requests,
-        start_ns: reprise_store::now_ns() - 60_000_000_000,
-        span_ns: span.as_nanos() as i64,
-        connections: 8,
-        body_bytes: 16,
-    }
+    Profile::constant(requests, reprise_store::now_ns() - 60_000_000_000, span.as_nanos() as i64, 8, 16)
 }
 
 /// A port nothing listens on.
@@ -73,7 +67,7 @@ async fn garbage_and_a_dead_target_are_counted_not_fatal(kind: &str) {
         .map(|p| NewRecord { key: Bytes::from_static(b"junk"), timestamp_ms: ts, payload: Bytes::copy_from_slice(p) })
         .collect();
     for http in [&b"\x16\x03\x01 TLS hello"[..], b"GET / HTTP/1.1\r\nHost: cut-short"] {
-        let mut record = synth::request(&profile, 0);
+        let mut record = synth::request(&profile, 0, profile.start_ns);
         record.http = http.to_vec();
         let payload = Bytes::from(reprise_store::traffic::encode(&record));
         junk.push(NewRecord { key: Bytes::from_static(b"junk"), timestamp_ms: ts, payload });

@@ -8,6 +8,7 @@ pub mod request;
 pub mod sender;
 pub mod service;
 pub mod stats;
+mod timer;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

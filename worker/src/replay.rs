@@ -28,11 +28,12 @@ use tokio_util::sync::CancellationToken;
 use crate::request::{self, RecordedRequest, Target};
 use crate::sender::{DryRunSender, HttpSender, Sender, SenderConfig};
 use crate::stats::Stats;
+use crate::timer::PreciseTimer;
 
 /// Records buffered ahead of the dispatcher, per share.
 const READ_AHEAD: usize = 2048;
 /// A record due this close is sent now rather than slept for.
-const EARLY_SLACK: Duration = Duration::from_micros(100);
+const EARLY_SLACK: Duration = Duration::from_micros(20);
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 type LocatedStream = Pin<Box<dyn Stream<Item = Result<Located, LogError>> + Send>>;
@@ -241,6 +242,7 @@ impl Replay {
         let mut merged = Merge::new(streams);
         let mut paused = self.paused.subscribe();
         let mut clock = Clock { start, paused_for: Duration::ZERO };
+        let mut timer = PreciseTimer::new().map_err(|e| format!("cannot create a timer: {e}"))?;
         let mut constant_sends = 0u64;
         let origin = self.assignment.origin_ns;
 
@@ -273,7 +275,9 @@ impl Replay {
                         Some(Duration::from_nanos((since_origin / options.speed) as u64))
                     }
                 };
-                let Some(due) = self.wait_until_due(&mut clock, offset, &mut paused).await else { break 'records };
+                let Some(due) = self.wait_until_due(&mut timer, &mut clock, offset, &mut paused).await else {
+                    break 'records;
+                };
                 if let Some(limiter) = &limiter {
                     tokio::select! {
                         _ = limiter.until_ready() => {}
@@ -323,6 +327,7 @@ impl Replay {
     /// Returns the due instant, or `None` if the replay was stopped meanwhile.
     async fn wait_until_due(
         &self,
+        timer: &mut PreciseTimer,
         clock: &mut Clock,
         offset: Option<Duration>,
         paused: &mut watch::Receiver<bool>,
@@ -343,7 +348,14 @@ impl Replay {
                 return (!self.cancel.is_cancelled()).then_some(due);
             }
             tokio::select! {
-                _ = tokio::time::sleep_until(due) => return Some(due),
+                slept = timer.sleep_until(due) => {
+                    if let Err(e) = slept {
+                        // Fall back to the coarse timer rather than stop the replay.
+                        tracing::warn!(error = %e, "precise timer failed");
+                        tokio::time::sleep_until(due).await;
+                    }
+                    return Some(due);
+                }
                 _ = paused.changed() => {}
                 _ = self.cancel.cancelled() => return None,
             }

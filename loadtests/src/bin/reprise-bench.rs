@@ -2,11 +2,16 @@
 //!
 //! * `capture`: records per second from a large pcap file, through the whole capture
 //!   pipeline (decode, TCP reassembly, HTTP framing, encode) into a file traffic log.
+//! * `replay`: a cluster of real processes (controller, workers, sink) replays a
+//!   synthetic recording; wrk (and GoReplay, if given) against the same sink.
+//! * `stats-plane`: the controller's CPU while following many workers at 1 Hz.
+//! * `all`: every figure of docs/BENCHMARKS.md, as a markdown table.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use reprise_loadtests::bench::{self, Mode, ReplayBench};
 use reprise_loadtests::pcapgen::{self, PcapProfile};
 use reprise_loadtests::procstat;
 use serde_json::json;
@@ -34,6 +39,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One replay on a cluster of processes.
+    Replay {
+        #[command(flatten)]
+        bench: ReplayBench,
+    },
+    /// Controller CPU while following N workers' stats.
+    StatsPlane {
+        #[arg(long, default_value_t = 64)]
+        workers: usize,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value = "target/bench")]
+        work_dir: PathBuf,
+    },
+    /// Every benchmark of docs/BENCHMARKS.md.
+    All {
+        #[arg(long, default_value = "target/bench")]
+        work_dir: PathBuf,
+        /// A GoReplay binary for the side-by-side figure.
+        #[arg(long)]
+        gor: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -49,57 +76,171 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Replay { bench } => println!("{}", serde_json::to_string_pretty(&bench::run_replay(&bench).await?)?),
+        Command::StatsPlane { workers, seconds, work_dir } => {
+            println!("{}", serde_json::to_string_pretty(&bench::run_stats_plane(workers, seconds, &work_dir).await?)?)
+        }
+        Command::All { work_dir, gor } => all(&work_dir, gor).await?,
         Command::Capture { connections, requests_per_connection, body_bytes, work_dir, json } => {
-            let dir = work_dir.join(format!("capture-{}", std::process::id()));
-            std::fs::create_dir_all(&dir)?;
-            let pcap = dir.join("traffic.pcap");
-            let profile = PcapProfile { connections, requests_per_connection, body_bytes };
-            let requests = pcapgen::write(std::fs::File::create(&pcap)?, &profile)?;
-            let pcap_mib = std::fs::metadata(&pcap)?.len() as f64 / (1 << 20) as f64;
-
-            let log = format!("file://{}/log?fsync=false", dir.display());
-            let mut config = reprise_capture::CaptureConfig::for_log(&log);
-            config.pcap_file = Some(pcap);
-            config.track_responses = true;
-            config.node = Some("bench".into());
-            config.spool_dir = Some(dir.join("spool"));
-            let cpu_before = procstat::cpu_seconds("self").unwrap_or(0.0);
-            let started = Instant::now();
-            let report = reprise_capture::run(config, tokio_util::sync::CancellationToken::new()).await?;
-            let seconds = started.elapsed().as_secs_f64();
-            let cpu = procstat::cpu_seconds("self").unwrap_or(0.0) - cpu_before;
-            std::fs::remove_dir_all(&dir)?;
-            anyhow::ensure!(report.requests == requests, "captured {} of {requests} requests", report.requests);
-            let result = json!({
-                "benchmark": "capture",
-                "pcap_mib": pcap_mib,
-                "packets": report.packets,
-                "requests": report.requests,
-                "records": report.records_stored,
-                "seconds": seconds,
-                "records_per_second": report.records_stored as f64 / seconds,
-                "packets_per_second": report.packets as f64 / seconds,
-                "mib_per_second": pcap_mib / seconds,
-                "cpu_seconds": cpu,
-                "peak_rss_mib": procstat::peak_rss_mib("self"),
-            });
+            let result = capture(&work_dir, PcapProfile { connections, requests_per_connection, body_bytes }).await?;
             if json {
                 println!("{result}");
             } else {
-                println!(
-                    "capture: {} records ({} requests + responses) from {:.0} MiB of pcap in {:.2} s: {:.0} records/s, {:.0} packets/s, {:.0} MiB/s, {:.2} CPU s, peak RSS {:.0} MiB",
-                    report.records_stored,
-                    report.requests,
-                    pcap_mib,
-                    seconds,
-                    report.records_stored as f64 / seconds,
-                    report.packets as f64 / seconds,
-                    pcap_mib / seconds,
-                    cpu,
-                    procstat::peak_rss_mib("self").unwrap_or(0.0)
-                );
+                println!("capture: {}", capture_line(&result));
             }
         }
+    }
+    Ok(())
+}
+
+/// Captures a synthetic pcap file into a file log; the figures as JSON.
+async fn capture(work_dir: &std::path::Path, profile: PcapProfile) -> anyhow::Result<serde_json::Value> {
+    let dir = work_dir.join(format!("capture-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let pcap = dir.join("traffic.pcap");
+    let requests = pcapgen::write(std::fs::File::create(&pcap)?, &profile)?;
+    let pcap_mib = std::fs::metadata(&pcap)?.len() as f64 / (1 << 20) as f64;
+    let log = format!("file://{}/log?fsync=false", dir.display());
+    let mut config = reprise_capture::CaptureConfig::for_log(&log);
+    config.pcap_file = Some(pcap);
+    config.track_responses = true;
+    config.node = Some("bench".into());
+    config.spool_dir = Some(dir.join("spool"));
+    let cpu_before = procstat::cpu_seconds("self").unwrap_or(0.0);
+    let started = Instant::now();
+    let report = reprise_capture::run(config, tokio_util::sync::CancellationToken::new()).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = procstat::cpu_seconds("self").unwrap_or(0.0) - cpu_before;
+    std::fs::remove_dir_all(&dir)?;
+    anyhow::ensure!(report.requests == requests, "captured {} of {requests} requests", report.requests);
+    Ok(json!({
+        "benchmark": "capture",
+        "pcap_mib": pcap_mib,
+        "packets": report.packets,
+        "requests": report.requests,
+        "records": report.records_stored,
+        "seconds": seconds,
+        "records_per_second": report.records_stored as f64 / seconds,
+        "packets_per_second": report.packets as f64 / seconds,
+        "mib_per_second": pcap_mib / seconds,
+        "cpu_seconds": cpu,
+        "peak_rss_mib": procstat::peak_rss_mib("self"),
+    }))
+}
+
+fn capture_line(r: &serde_json::Value) -> String {
+    let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+    format!(
+        "{:.0} records (requests + responses) from {:.0} MiB of pcap in {:.2} s: {:.0} records/s, {:.0} packets/s, {:.0} MiB/s, {:.2} CPU s, peak RSS {:.0} MiB",
+        f("records"),
+        f("pcap_mib"),
+        f("seconds"),
+        f("records_per_second"),
+        f("packets_per_second"),
+        f("mib_per_second"),
+        f("cpu_seconds"),
+        f("peak_rss_mib")
+    )
+}
+
+fn replay_bench(work_dir: &std::path::Path, workers: usize, requests: u64, mode: Mode, dry_run: bool) -> ReplayBench {
+    ReplayBench {
+        workers,
+        requests,
+        mode,
+        rate: 20_000.0,
+        multiple: 1,
+        max_in_flight: 64,
+        dry_run,
+        wrk_seconds: 0,
+        gor: None,
+        work_dir: work_dir.to_path_buf(),
+    }
+}
+
+/// Every figure, printed as the rows of docs/BENCHMARKS.md.
+async fn all(work_dir: &std::path::Path, gor: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    let mut row = |what: &str, figure: String, goal: &str| {
+        eprintln!("{what}: {figure}");
+        rows.push(format!("| {what} | {figure} | {goal} |"));
+    };
+
+    let c = capture(work_dir, PcapProfile { connections: 500, requests_per_connection: 1000, body_bytes: 256 }).await?;
+    row("capture from a pcap file (500 connections x 1000 requests)", capture_line(&c), "measured");
+
+    let mut throughput = replay_bench(work_dir, 1, 1_000_000, Mode::Max, false);
+    throughput.wrk_seconds = 10;
+    throughput.gor = gor;
+    let t = bench::run_replay(&throughput).await?;
+    row(
+        "1 worker, max pace, 64 in flight, vs `wrk -t1 -c64`",
+        format!(
+            "{:.0} req/s vs wrk {:.0} req/s: ratio {:.2}; {:.3} CPU s per 1k requests; p99 latency {:.2} ms",
+            t.requests_per_second,
+            t.wrk_requests_per_second.unwrap_or(0.0),
+            t.ratio_to_wrk.unwrap_or(0.0),
+            t.cpu_seconds_per_1k_requests,
+            t.latency_p99_ms
+        ),
+        ">= 0.7x wrk",
+    );
+    match t.gor_requests_per_second {
+        Some(g) => row(
+            "the same recording with GoReplay",
+            format!("{g:.0} req/s: Reprise {:.1}x", t.requests_per_second / g),
+            ">= 5x GoReplay",
+        ),
+        None => row(
+            "the same recording with GoReplay",
+            "not run (no --gor binary on this machine)".into(),
+            ">= 5x GoReplay",
+        ),
+    }
+
+    let lag = bench::run_replay(&replay_bench(work_dir, 1, 600_000, Mode::Original, false)).await?;
+    row(
+        "1 worker, original pace at 20k req/s (30 s)",
+        format!(
+            "{:.0} req/s; lag p50 {:.3} ms, p99 {:.3} ms; latency p99 {:.2} ms",
+            lag.requests_per_second, lag.lag_p50_ms, lag.lag_p99_ms, lag.latency_p99_ms
+        ),
+        "p99 lag < 1 ms",
+    );
+
+    let memory = bench::run_replay(&replay_bench(work_dir, 1, 10_000_000, Mode::Max, true)).await?;
+    row(
+        "1 worker, 10M-record recording, dry run",
+        format!("peak RSS {:.0} MiB; {:.0} records/s", memory.worker_peak_rss_mib, memory.requests_per_second),
+        "< 150 MB RSS",
+    );
+
+    let scale = bench::run_replay(&replay_bench(work_dir, 8, 4_000_000, Mode::Max, true)).await?;
+    row(
+        "8 workers on one host, dry run",
+        format!(
+            "{:.0} records/s dispatched in total ({:.3} CPU s per 1k)",
+            scale.requests_per_second, scale.cpu_seconds_per_1k_requests
+        ),
+        ">= 500k/s",
+    );
+
+    let plane = bench::run_stats_plane(64, 30, work_dir).await?;
+    row(
+        "controller following 64 workers at 1 Hz",
+        format!(
+            "{:.1}% of a core ({:.2} CPU s in {:.0} s), peak RSS {:.0} MiB",
+            plane.controller_core_share * 100.0,
+            plane.controller_cpu_seconds,
+            plane.seconds,
+            plane.controller_peak_rss_mib
+        ),
+        "< 5% of a core",
+    );
+
+    println!("| benchmark | measured | goal |\n|---|---|---|");
+    for r in rows {
+        println!("{r}");
     }
     Ok(())
 }

@@ -12,6 +12,9 @@ use reprise_loadtests::sink::Sink;
 struct Cli {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Check X-Request-Id values 0..N for duplicates and losses.
+    #[arg(long, default_value_t = 0)]
+    check_ids: u64,
 }
 
 #[tokio::main]
@@ -26,7 +29,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let sink = Sink::start(cli.listen).await?;
+    let sink = Sink::start_checking_ids(cli.listen, cli.check_ids).await?;
     println!("sink listening on http://{}/ (report: /_sink/report)", sink.addr);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -1,0 +1,483 @@
+//! The cluster benchmark: real processes (sink, controller, workers) on loopback, a
+//! synthetic recording in a file log, one replay, and the resources each process used;
+//! with wrk (and GoReplay, when a binary is given) against the same sink for ratios.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use reprise_controller::status::ReplayStatus;
+use reprise_proto::PROTOCOL_VERSION;
+use reprise_proto::v1::controller_client::ControllerClient;
+use reprise_proto::v1::{ListRequest, ReplayRef, StartRecordingRequest, StartReplayRequest, StopRecordingRequest};
+use reprise_store::schema::Recording;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use crate::procstat;
+use crate::synth::{self, Profile, Shape};
+
+/// A child process that is killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    pub fn cpu_seconds(&self) -> f64 {
+        procstat::cpu_seconds(&self.pid()).unwrap_or(0.0)
+    }
+
+    pub fn peak_rss_mib(&self) -> f64 {
+        procstat::peak_rss_mib(&self.pid()).unwrap_or(0.0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.pid()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The binaries next to this one (target/release or target/debug).
+fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe()?.parent().context("no executable directory")?.join(name);
+    if !path.exists() {
+        bail!("{} not found: build every binary first (cargo build --release --bins)", path.display());
+    }
+    Ok(path)
+}
+
+pub fn spawn(name: &str, binary_name: &str, args: &[String], logs: &Path) -> anyhow::Result<Proc> {
+    let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+    let child = Command::new(binary(binary_name)?)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {binary_name}"))?;
+    Ok(Proc { name: name.to_string(), child })
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{what} did not happen within {limit:?}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// As fast as the in-flight bound allows.
+    Max,
+    /// At the recorded pace.
+    Original,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplayBench {
+    /// Worker processes.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Requests in the recording.
+    #[arg(long, default_value_t = 500_000)]
+    pub requests: u64,
+    #[arg(long, value_enum, default_value = "max")]
+    pub mode: Mode,
+    /// Recorded rate (requests/s over the recording's span), for original pace.
+    #[arg(long, default_value_t = 20_000.0)]
+    pub rate: f64,
+    #[arg(long, default_value_t = 1)]
+    pub multiple: u32,
+    /// In-flight bound per worker.
+    #[arg(long, default_value_t = 64)]
+    pub max_in_flight: u32,
+    /// Everything but the socket write (no sink needed).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run wrk -t1 -c<max-in-flight> against the same sink for this many seconds (0: skip).
+    #[arg(long, default_value_t = 10)]
+    pub wrk_seconds: u64,
+    /// A GoReplay binary to replay the same traffic with, for a side-by-side figure.
+    #[arg(long)]
+    pub gor: Option<PathBuf>,
+    /// Where the log, catalog and process logs go.
+    #[arg(long, default_value = "target/bench")]
+    pub work_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayResult {
+    pub workers: usize,
+    pub mode: Mode,
+    pub dry_run: bool,
+    pub requests: u64,
+    pub sent: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub sink_requests: Option<u64>,
+    pub seconds: f64,
+    pub requests_per_second: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub lag_p50_ms: f64,
+    pub lag_p99_ms: f64,
+    pub worker_cpu_seconds: f64,
+    pub cpu_seconds_per_1k_requests: f64,
+    pub worker_peak_rss_mib: f64,
+    pub controller_cpu_seconds: f64,
+    pub controller_peak_rss_mib: f64,
+    pub wrk_requests_per_second: Option<f64>,
+    pub ratio_to_wrk: Option<f64>,
+    pub gor_requests_per_second: Option<f64>,
+}
+
+/// A running bench cluster: controller and workers as processes, on file log and catalog.
+pub struct BenchCluster {
+    pub dir: PathBuf,
+    pub log: String,
+    pub controller: Proc,
+    pub workers: Vec<Proc>,
+    pub client: ControllerClient<Channel>,
+}
+
+impl BenchCluster {
+    pub async fn start(work_dir: &Path, workers: usize) -> anyhow::Result<BenchCluster> {
+        let dir = work_dir.join(format!("run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let log = format!("file://{}/log?fsync=false", dir.display());
+        let catalog = format!("file://{}/catalog", dir.display());
+        let grpc = free_port()?;
+        let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let controller = spawn(
+            "controller",
+            "reprise-controller",
+            &args(&[
+                "--catalog",
+                &catalog,
+                "--log",
+                &log,
+                "--listen",
+                &format!("127.0.0.1:{grpc}"),
+                "--http",
+                "127.0.0.1:0",
+                "--partitions",
+                "16",
+            ]),
+            &dir,
+        )?;
+        let mut procs = Vec::new();
+        for i in 0..workers {
+            let name = format!("w{i:02}");
+            procs.push(spawn(
+                &name,
+                "reprise-worker",
+                &args(&["--catalog", &catalog, "--listen", "127.0.0.1:0", "--name", &name]),
+                &dir,
+            )?);
+        }
+        let url = format!("http://127.0.0.1:{grpc}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut client = loop {
+            match ControllerClient::connect(url.clone()).await {
+                Ok(client) => break client,
+                Err(e) if Instant::now() > deadline => bail!("the controller did not answer at {url}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        let listing = client.clone();
+        wait_for("every worker to register", Duration::from_secs(30), || {
+            let mut c = listing.clone();
+            async move { c.list_workers(ListRequest {}).await.is_ok_and(|r| r.into_inner().items.len() == workers) }
+        })
+        .await?;
+        client.list_workers(ListRequest {}).await?;
+        Ok(BenchCluster { dir, log, controller, workers: procs, client })
+    }
+
+    /// Records `profile` (written straight into the log) between record start and stop.
+    pub async fn record(&mut self, profile: &Profile, gor: Option<&Path>) -> anyhow::Result<Recording> {
+        let request = StartRecordingRequest {
+            protocol_version: PROTOCOL_VERSION,
+            name: "bench".into(),
+            labels: Default::default(),
+        };
+        let started: Recording = serde_json::from_str(&self.client.start_recording(request).await?.into_inner().json)?;
+        let log = reprise_store::open_log(&self.log).await?;
+        match gor {
+            Some(path) => {
+                let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+                synth::write_with_gor(&log, profile, Some(&mut out)).await?;
+                std::io::Write::flush(&mut out)?;
+            }
+            None => {
+                synth::write(&log, profile).await?;
+            }
+        }
+        let stopped = self.client.stop_recording(StopRecordingRequest { id: started.id }).await?.into_inner();
+        Ok(serde_json::from_str(&stopped.json)?)
+    }
+
+    pub async fn replay(&mut self, request: StartReplayRequest) -> anyhow::Result<ReplayStatus> {
+        let reply = self.client.start_replay(request).await?.into_inner();
+        let id = serde_json::from_str::<ReplayStatus>(&reply.json)?.id;
+        let mut stream = self.client.watch_replay(ReplayRef { id: id.clone() }).await?.into_inner();
+        let mut last = None;
+        while let Some(reply) = stream.message().await? {
+            let status: ReplayStatus = serde_json::from_str(&reply.json)?;
+            let done = status.state.is_final();
+            last = Some(status);
+            if done {
+                break;
+            }
+        }
+        last.context("no status")
+    }
+
+    pub fn worker_cpu_seconds(&self) -> f64 {
+        self.workers.iter().map(Proc::cpu_seconds).sum()
+    }
+
+    pub fn cleanup(self) {
+        let dir = self.dir.clone();
+        drop(self);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Runs wrk against `url`; its requests per second.
+pub fn wrk(url: &str, connections: u32, seconds: u64) -> anyhow::Result<f64> {
+    let out = Command::new("wrk")
+        .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), url])
+        .output()
+        .context("cannot run wrk (deploy/local/setup.sh installs it)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output: {text}"))
+}
+
+async fn sink_requests(port: u16) -> anyhow::Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(b"GET /_sink/report HTTP/1.1\r\nHost: sink\r\nConnection: close\r\n\r\n").await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let report: serde_json::Value = serde_json::from_str(body)?;
+    report["requests"].as_u64().context("no request count in the sink report")
+}
+
+pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
+    let mut cluster = BenchCluster::start(&bench.work_dir, bench.workers).await?;
+    let sink_port = free_port()?;
+    let sink = if bench.dry_run {
+        None
+    } else {
+        let sink = spawn("sink", "reprise-sink", &["--listen".into(), format!("127.0.0.1:{sink_port}")], &cluster.dir)?;
+        wait_for("the sink", Duration::from_secs(10), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", sink_port)).await.is_ok()
+        })
+        .await?;
+        Some(sink)
+    };
+    let span_ns = match bench.mode {
+        Mode::Original => (bench.requests as f64 / bench.rate * 1e9) as i64,
+        Mode::Max => 60_000_000_000,
+    };
+    let profile = Profile {
+        requests: bench.requests,
+        start_ns: reprise_store::now_ns() - span_ns - 60_000_000_000,
+        span_ns,
+        connections: 1000,
+        body_bytes: 128,
+        post_share: 0.25,
+        shape: Shape::Constant,
+    };
+    let gor_file = bench.gor.as_ref().map(|_| cluster.dir.join("traffic.gor"));
+    let recording = cluster.record(&profile, gor_file.as_deref()).await?;
+
+    let cpu_before = cluster.worker_cpu_seconds();
+    let controller_cpu_before = cluster.controller.cpu_seconds();
+    let started = Instant::now();
+    let status = cluster
+        .replay(StartReplayRequest {
+            protocol_version: PROTOCOL_VERSION,
+            recording_id: recording.id,
+            target: format!("http://127.0.0.1:{sink_port}"),
+            multiple: bench.multiple,
+            speed: 1.0,
+            pacing: match bench.mode {
+                Mode::Original => 1,
+                Mode::Max => 2,
+            },
+            max_in_flight: bench.max_in_flight,
+            request_timeout_ms: 10_000,
+            dry_run: bench.dry_run,
+            ..Default::default()
+        })
+        .await?;
+    let wall = started.elapsed().as_secs_f64();
+    let worker_cpu = cluster.worker_cpu_seconds() - cpu_before;
+    let seconds = if status.duration_s > 0.0 { status.duration_s } else { wall };
+    let sink_count = match sink {
+        Some(_) => Some(sink_requests(sink_port).await?),
+        None => None,
+    };
+    let wrk_rps = match (&sink, bench.wrk_seconds) {
+        (Some(_), s) if s > 0 => Some(wrk(&format!("http://127.0.0.1:{sink_port}/"), bench.max_in_flight, s)?),
+        _ => None,
+    };
+    let gor_rps = match (&bench.gor, &gor_file, &sink) {
+        (Some(gor), Some(file), Some(_)) => Some(run_gor(gor, file, sink_port, bench.requests).await?),
+        _ => None,
+    };
+    let requests_per_second = status.sent as f64 / seconds;
+    let result = ReplayResult {
+        workers: bench.workers,
+        mode: bench.mode,
+        dry_run: bench.dry_run,
+        requests: bench.requests,
+        sent: status.sent,
+        ok: status.ok,
+        errors: status.errors,
+        sink_requests: sink_count,
+        seconds,
+        requests_per_second,
+        latency_p50_ms: status.latency_ms.p50,
+        latency_p99_ms: status.latency_ms.p99,
+        lag_p50_ms: status.lag_ms.p50,
+        lag_p99_ms: status.lag_ms.p99,
+        worker_cpu_seconds: worker_cpu,
+        cpu_seconds_per_1k_requests: worker_cpu / (status.sent.max(1) as f64 / 1000.0),
+        worker_peak_rss_mib: cluster.workers.iter().map(Proc::peak_rss_mib).fold(0.0, f64::max),
+        controller_cpu_seconds: cluster.controller.cpu_seconds() - controller_cpu_before,
+        controller_peak_rss_mib: cluster.controller.peak_rss_mib(),
+        wrk_requests_per_second: wrk_rps,
+        ratio_to_wrk: wrk_rps.map(|w| requests_per_second / w),
+        gor_requests_per_second: gor_rps,
+    };
+    if status.state != reprise_store::schema::ReplayState::Done {
+        bail!("the replay ended {:?}: {:?}", status.state, status.error);
+    }
+    drop(sink);
+    cluster.cleanup();
+    Ok(result)
+}
+
+/// Replays the same traffic with GoReplay as fast as it goes; its requests per second
+/// as counted by the sink.
+async fn run_gor(gor: &Path, file: &Path, sink_port: u16, requests: u64) -> anyhow::Result<f64> {
+    let before = sink_requests(sink_port).await?;
+    let started = Instant::now();
+    let status = Command::new(gor)
+        .arg("--input-file")
+        .arg(format!("{}|100000%", file.display()))
+        .args([
+            "--input-file-loop=false",
+            "--output-http",
+            &format!("http://127.0.0.1:{sink_port}"),
+            "--exit-after",
+            "300s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("cannot run GoReplay")?;
+    let seconds = started.elapsed().as_secs_f64();
+    let delivered = sink_requests(sink_port).await? - before;
+    if !status.success() && delivered < requests {
+        bail!("GoReplay failed ({status}) after {delivered} requests");
+    }
+    Ok(delivered as f64 / seconds)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsPlaneResult {
+    pub workers: usize,
+    pub seconds: f64,
+    pub controller_cpu_seconds: f64,
+    pub controller_core_share: f64,
+    pub controller_peak_rss_mib: f64,
+}
+
+/// The controller following `workers` workers' stats at 1 Hz: its CPU share.
+pub async fn run_stats_plane(workers: usize, seconds: u64, work_dir: &Path) -> anyhow::Result<StatsPlaneResult> {
+    let mut cluster = BenchCluster::start(work_dir, workers).await?;
+    // A slow, long recording: every worker keeps reporting for the whole window.
+    let span = Duration::from_secs(seconds + 30);
+    let profile = Profile::constant(
+        (workers as u64) * 200,
+        reprise_store::now_ns() - span.as_nanos() as i64 - 60_000_000_000,
+        span.as_nanos() as i64,
+        workers as u64 * 4,
+        16,
+    );
+    let recording = cluster.record(&profile, None).await?;
+    let request = StartReplayRequest {
+        protocol_version: PROTOCOL_VERSION,
+        recording_id: recording.id,
+        target: "http://127.0.0.1:9".into(),
+        multiple: 1,
+        speed: 1.0,
+        pacing: 1,
+        max_in_flight: 16,
+        request_timeout_ms: 1000,
+        dry_run: true,
+        ..Default::default()
+    };
+    let reply = cluster.client.start_replay(request).await?.into_inner();
+    let id = serde_json::from_str::<ReplayStatus>(&reply.json)?.id;
+    // Let every stream attach, then measure.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = cluster.controller.cpu_seconds();
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let cpu = cluster.controller.cpu_seconds() - before;
+    let elapsed = started.elapsed().as_secs_f64();
+    let status: ReplayStatus =
+        serde_json::from_str(&cluster.client.get_replay(ReplayRef { id }).await?.into_inner().json)?;
+    let reporting = status.workers.iter().filter(|w| w.state == "running").count();
+    if reporting != workers {
+        bail!("only {reporting} of {workers} workers were reporting");
+    }
+    let result = StatsPlaneResult {
+        workers,
+        seconds: elapsed,
+        controller_cpu_seconds: cpu,
+        controller_core_share: cpu / elapsed,
+        controller_peak_rss_mib: cluster.controller.peak_rss_mib(),
+    };
+    cluster.cleanup();
+    Ok(result)
+}
