@@ -96,6 +96,24 @@ async fn two_replays_of_one_recording_run_at_once(kind: &str) {
     cluster.stop().await;
 }
 
+async fn http2_and_constant_rate_replays(kind: &str) {
+    let Setup { cluster, log_url, _dir } = setup(kind, "h2").await;
+    let n = 200;
+    let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(10))).await.unwrap();
+    // HTTP/2 (prior knowledge on http://) at a constant 200 req/s, ignoring the 10 s span.
+    let mut request = replay_request(&recording.id, &cluster.sink_url(), 1);
+    request.http2 = true;
+    request.pacing = 3;
+    request.rate_per_sec = 200.0;
+    let id = cluster.replay(request).await.unwrap();
+    let status = cluster.wait_final(&id, LIMIT).await.unwrap();
+    assert_eq!((status.state, status.sent, status.ok), (ReplayState::Done, n, n), "{status:?}");
+    // The last of 200 sends at 200/s is due 0.995 s after the start: the rate held.
+    assert!(status.duration_s >= 0.95, "200 requests at 200/s cannot take under a second: {}", status.duration_s);
+    assert_eq!(cluster.sink.report().requests, n);
+    cluster.stop().await;
+}
+
 /// A plain HTTP/1.1 GET on loopback; the body once the server closes.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -176,4 +194,5 @@ on_both_backends!(
     multiple_five_delivers_every_request_five_times_spread_over_workers,
     two_replays_of_one_recording_run_at_once,
     stats_api_serves_json_sse_metrics_and_dashboard,
+    http2_and_constant_rate_replays,
 );
