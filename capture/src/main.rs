@@ -1,34 +1,21 @@
-use std::process::ExitCode;
-
 use reprise_capture::CaptureConfig;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
-async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+async fn main() -> std::process::ExitCode {
+    reprise_store::config::init_logging("info");
     let config: CaptureConfig = reprise_store::config::parse_layered();
+    reprise_store::config::exit_code(run(config).await)
+}
+
+async fn run(config: CaptureConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        reprise_store::config::shutdown_signal().await;
         signal.cancel();
     });
-    match reprise_capture::run(config, shutdown).await {
-        Ok(report) => {
-            println!("{}", serde_json::to_string(&report).expect("serialisable"));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let report = reprise_capture::run(config, shutdown).await?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }

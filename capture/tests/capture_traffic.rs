@@ -88,20 +88,13 @@ async fn a_tcpdump_file_gives_the_same_records(kind: &str) {
     assert_eq!(report.requests, 15);
 }
 
-macro_rules! on_both_logs {
-    ($($case:ident),* $(,)?) => {
-        mod kafka {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case("kafka").await })*
-        }
-        mod file {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case("file").await })*
-        }
-    };
-}
-
-on_both_logs!(live_capture_on_loopback_stores_every_request_once, a_tcpdump_file_gives_the_same_records);
+reprise_store::on_backends!(
+    [kafka => "kafka", file => "file"]
+    [
+        live_capture_on_loopback_stores_every_request_once,
+        a_tcpdump_file_gives_the_same_records
+    ]
+);
 
 /// The daemon on an idle interface stops promptly on SIGTERM and reports what it did.
 #[test]

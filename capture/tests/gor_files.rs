@@ -94,17 +94,10 @@ async fn a_malformed_file_is_a_clear_error(kind: &str) {
     assert!(format!("{missing:#}").contains("cannot read GoReplay file"), "{missing:#}");
 }
 
-macro_rules! on_both_logs {
-    ($($case:ident),* $(,)?) => {
-        mod kafka {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case("kafka").await })*
-        }
-        mod file {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case("file").await })*
-        }
-    };
-}
-
-on_both_logs!(import_then_export_then_import_keeps_every_record, a_malformed_file_is_a_clear_error);
+reprise_store::on_backends!(
+    [kafka => "kafka", file => "file"]
+    [
+        import_then_export_then_import_keeps_every_record,
+        a_malformed_file_is_a_clear_error
+    ]
+);

@@ -177,22 +177,12 @@ async fn stats_api_serves_json_sse_metrics_and_dashboard(kind: &str) {
     cluster.stop().await;
 }
 
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod kafka_etcd {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() { super::$case("kafka_etcd").await })*
-        }
-        mod file {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() { super::$case("file").await })*
-        }
-    };
-}
-
-on_both_backends!(
-    multiple_five_delivers_every_request_five_times_spread_over_workers,
-    two_replays_of_one_recording_run_at_once,
-    stats_api_serves_json_sse_metrics_and_dashboard,
-    http2_and_constant_rate_replays,
+reprise_store::on_backends!(
+    [kafka_etcd => "kafka_etcd", file => "file"]
+    [
+        multiple_five_delivers_every_request_five_times_spread_over_workers,
+        two_replays_of_one_recording_run_at_once,
+        stats_api_serves_json_sse_metrics_and_dashboard,
+        http2_and_constant_rate_replays
+    ]
 );

@@ -174,22 +174,12 @@ async fn workers_stop_when_no_controller_is_heard(kind: &str) {
     }
 }
 
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod kafka_etcd {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() { super::$case("kafka_etcd").await })*
-        }
-        mod file {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() { super::$case("file").await })*
-        }
-    };
-}
-
-on_both_backends!(
-    garbage_and_a_dead_target_are_counted_not_fatal,
-    a_silent_target_gives_timeouts,
-    pause_holds_the_timeline_and_cancel_stops_it,
-    workers_stop_when_no_controller_is_heard,
+reprise_store::on_backends!(
+    [kafka_etcd => "kafka_etcd", file => "file"]
+    [
+        garbage_and_a_dead_target_are_counted_not_fatal,
+        a_silent_target_gives_timeouts,
+        pause_holds_the_timeline_and_cancel_stops_it,
+        workers_stop_when_no_controller_is_heard
+    ]
 );

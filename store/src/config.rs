@@ -1,3 +1,5 @@
+//! The daemons' common plumbing: layered configuration, logging, exit status, signals.
+//!
 //! Layered configuration for every daemon: command-line flags win over environment
 //! variables, which win over a TOML file named by `--config`, which wins over defaults.
 //! The file's keys are the long flag names (`listen = "0.0.0.0:7100"`,
@@ -61,6 +63,35 @@ pub fn parse_layered_from<T: Parser>(args: Vec<OsString>) -> T {
         command = command.about(format!("(with settings from {})", path.display()));
         e.format(&mut command).exit()
     })
+}
+
+/// Logs to stderr at `default` level unless `RUST_LOG` says otherwise.
+pub fn init_logging(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The exit status of a binary's run: failures are one `error: ...` line on stderr
+/// (with the cause chain, no backtrace).
+pub fn exit_code<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM: the daemons' cue for a clean shutdown.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 #[cfg(test)]

@@ -34,3 +34,32 @@ pub fn kafka_log_url(name: &str) -> String {
 pub fn etcd_catalog_url(name: &str) -> String {
     format!("etcd://{}/{}", service("ETCD_ENDPOINTS"), unique(name))
 }
+
+/// Generates one `#[tokio::test]` per backend and case: for every `module => "kind"`,
+/// a module whose tests call `super::case("kind")`. Used by the suites that run the
+/// same cases on the real servers and on the file twins.
+///
+/// ```ignore
+/// reprise_store::on_backends!([kafka => "kafka", file => "file"] [case_one, case_two]);
+/// ```
+#[macro_export]
+macro_rules! on_backends {
+    ([$($module:ident => $kind:literal),+ $(,)?] $cases:tt) => {
+        $( $crate::on_backend!($module, $kind, $cases); )+
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! on_backend {
+    ($module:ident, $kind:literal, [$($case:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case($kind).await
+                }
+            )*
+        }
+    };
+}

@@ -193,25 +193,15 @@ async fn one_leader_at_a_time_and_failover(kind: &str) {
     assert_eq!(c.leader("controller").await.unwrap(), None);
 }
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod etcd {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case("etcd").await })*
-        }
-        mod file {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case("file").await })*
-        }
-    };
-}
-
-conformance!(
-    typed_documents_round_trip,
-    conditional_writes_detect_conflicts,
-    leased_entries_vanish_when_their_owner_stops,
-    revoked_leases_take_their_entries_at_once,
-    a_lease_revoked_elsewhere_is_reported_lost,
-    watches_see_puts_and_deletes,
-    one_leader_at_a_time_and_failover,
+reprise_store::on_backends!(
+    [etcd => "etcd", file => "file"]
+    [
+        typed_documents_round_trip,
+        conditional_writes_detect_conflicts,
+        leased_entries_vanish_when_their_owner_stops,
+        revoked_leases_take_their_entries_at_once,
+        a_lease_revoked_elsewhere_is_reported_lost,
+        watches_see_puts_and_deletes,
+        one_leader_at_a_time_and_failover
+    ]
 );

@@ -194,24 +194,14 @@ async fn garbage_is_skipped_and_counted(kind: &str) {
     assert_eq!(skipped.load(Ordering::Relaxed), 2);
 }
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod kafka {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case("kafka").await })*
-        }
-        mod file {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case("file").await })*
-        }
-    };
-}
-
-conformance!(
-    topic_is_created_once,
-    appended_records_read_back_by_exact_range,
-    strides_split_a_partition_into_disjoint_phases,
-    offsets_are_found_by_timestamp,
-    bad_ranges_are_refused,
-    garbage_is_skipped_and_counted,
+reprise_store::on_backends!(
+    [kafka => "kafka", file => "file"]
+    [
+        topic_is_created_once,
+        appended_records_read_back_by_exact_range,
+        strides_split_a_partition_into_disjoint_phases,
+        offsets_are_found_by_timestamp,
+        bad_ranges_are_refused,
+        garbage_is_skipped_and_counted
+    ]
 );

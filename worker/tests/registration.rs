@@ -90,20 +90,13 @@ async fn refuses_a_foreign_protocol_version(kind: &str) {
     worker.shutdown().await;
 }
 
-macro_rules! on_both_catalogs {
-    ($($case:ident),* $(,)?) => {
-        mod etcd {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case("etcd").await })*
-        }
-        mod file {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case("file").await })*
-        }
-    };
-}
-
-on_both_catalogs!(registers_reregisters_and_deregisters, refuses_a_foreign_protocol_version);
+reprise_store::on_backends!(
+    [etcd => "etcd", file => "file"]
+    [
+        registers_reregisters_and_deregisters,
+        refuses_a_foreign_protocol_version
+    ]
+);
 
 #[test]
 fn help_describes_the_flags() {

@@ -216,10 +216,7 @@ fn parse_time(s: &str) -> Result<i64, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    reprise_store::config::init_logging("warn");
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,

@@ -19,23 +19,13 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run(Cli::parse()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    reprise_store::config::exit_code(run(Cli::parse()).await)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let sink = Sink::start_checking_ids(cli.listen, cli.check_ids).await?;
     println!("sink listening on http://{}/ (report: /_sink/report)", sink.addr);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    reprise_store::config::shutdown_signal().await;
     println!("{}", serde_json::to_string(&sink.report())?);
     Ok(())
 }
