@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 bash deploy/local/setup.sh
-cargo build --release --bins
+cargo build --release --bin ctl
+ctl="${CARGO_TARGET_DIR:-target}/release/ctl"
 # Live capture needs root (or CAP_NET_RAW).
 if [ "$(id -u)" -ne 0 ]; then
-    exec sudo target/release/ctl demo "$@"
+    exec sudo "$ctl" demo "$@"
 fi
-exec target/release/ctl demo "$@"
+exec "$ctl" demo "$@"
