@@ -114,6 +114,22 @@ async fn http2_and_constant_rate_replays(kind: &str) {
     cluster.stop().await;
 }
 
+async fn a_rate_cap_holds_the_whole_cluster(kind: &str) {
+    let Setup { cluster, log_url, _dir } = setup(kind, "ratecap").await;
+    let n = 300;
+    let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(1))).await.unwrap();
+    // As fast as possible, but capped at 300 req/s across the three workers.
+    let mut request = replay_request(&recording.id, &cluster.sink_url(), 1);
+    request.pacing = 2;
+    request.rate_per_sec = 300.0;
+    let id = cluster.replay(request).await.unwrap();
+    let status = cluster.wait_final(&id, LIMIT).await.unwrap();
+    assert_eq!((status.state, status.sent, status.ok), (ReplayState::Done, n, n), "{status:?}");
+    // Each worker's limiter allows a burst of one request, then one per 1/100 s.
+    assert!(status.duration_s >= 0.9, "300 requests capped at 300/s cannot take under a second: {}", status.duration_s);
+    cluster.stop().await;
+}
+
 /// A plain HTTP/1.1 GET on loopback; the body once the server closes.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -183,6 +199,7 @@ reprise_store::on_backends!(
         multiple_five_delivers_every_request_five_times_spread_over_workers,
         two_replays_of_one_recording_run_at_once,
         stats_api_serves_json_sse_metrics_and_dashboard,
-        http2_and_constant_rate_replays
+        http2_and_constant_rate_replays,
+        a_rate_cap_holds_the_whole_cluster
     ]
 );
