@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,6 +34,8 @@ use super::{
 
 const INDEX_ENTRY: u64 = 16;
 const FRAME_HEADER: usize = 20;
+/// Records handed from the reader thread to the consumer at once.
+const READ_BATCH: usize = 256;
 
 /// A traffic log kept in a local directory (`file://PATH[?fsync=false]`).
 #[derive(Clone)]
@@ -264,7 +267,7 @@ fn read_range_blocking(
     data_path: PathBuf,
     index_path: PathBuf,
     range: RangeSpec,
-    tx: mpsc::Sender<Result<LogRecord, LogError>>,
+    tx: mpsc::Sender<Result<Vec<LogRecord>, LogError>>,
 ) -> Result<(), LogError> {
     let mut index = BufReader::with_capacity(1 << 16, File::open(&index_path).map_err(io_err(&index_path))?);
     let mut data = BufReader::with_capacity(1 << 16, File::open(&data_path).map_err(io_err(&data_path))?);
@@ -277,6 +280,7 @@ fn read_range_blocking(
         data.seek(SeekFrom::Start(pos)).map_err(io_err(&data_path))?;
     }
     let mut frame = Vec::new();
+    let mut batch = Vec::with_capacity(READ_BATCH);
     for offset in range.start..range.end {
         let mut entry = [0u8; 16];
         index.read_exact(&mut entry).map_err(io_err(&index_path))?;
@@ -289,14 +293,20 @@ fn read_range_blocking(
         if range.selects(offset) {
             frame.resize(len as usize, 0);
             data.read_exact(&mut frame).map_err(io_err(&data_path))?;
-            let record = decode_frame(range.partition, offset, &frame)?;
-            if tx.blocking_send(Ok(record)).is_err() {
-                return Ok(());
+            batch.push(decode_frame(range.partition, offset, &frame)?);
+            if batch.len() == READ_BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(READ_BATCH));
+                if tx.blocking_send(Ok(full)).is_err() {
+                    return Ok(());
+                }
             }
         } else {
             data.seek_relative(len as i64).map_err(io_err(&data_path))?;
         }
         pos = end;
+    }
+    if !batch.is_empty() {
+        let _ = tx.blocking_send(Ok(batch));
     }
     Ok(())
 }
@@ -365,15 +375,23 @@ impl TrafficLog for FileLog {
             check_range(&range, marks)
         })
         .await?;
-        let (tx, rx) = mpsc::channel(read_ahead.max(1));
-        if range.is_empty() {
-            return Ok(Box::pin(ReceiverStream::new(rx)));
+        // Records travel in batches: one hand-off between the reader thread and the
+        // consumer per batch, not per record.
+        let (tx, rx) = mpsc::channel(read_ahead.div_ceil(READ_BATCH).max(1));
+        if !range.is_empty() {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = read_range_blocking(data_path, index_path, range, tx.clone()) {
+                    let _ = tx.blocking_send(Err(e));
+                }
+            });
         }
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = read_range_blocking(data_path, index_path, range, tx.clone()) {
-                let _ = tx.blocking_send(Err(e));
-            }
+        let records = ReceiverStream::new(rx).flat_map(|batch| {
+            let items: Vec<Result<LogRecord, LogError>> = match batch {
+                Ok(records) => records.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures::stream::iter(items)
         });
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Ok(Box::pin(records))
     }
 }
