@@ -72,6 +72,8 @@ impl Cluster {
                     labels: vec![("index".into(), i.to_string())],
                     controller_grace_secs: config.controller_grace_secs,
                     source_ip: Some(worker_source_ip(i)),
+                    // Two threads even on a one-core machine, so split lanes are always exercised.
+                    dispatch_threads: 2,
                     lease_ttl_secs: 10,
                 })
                 .await?,

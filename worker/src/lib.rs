@@ -25,6 +25,7 @@ use reprise_store::schema::WorkerInfo;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::replay::HostSettings;
 use crate::service::WorkerService;
 
 /// Replay worker: registers in the catalog and replays what the controller assigns.
@@ -56,6 +57,10 @@ pub struct WorkerConfig {
     /// Local IP address for outgoing replay connections (for multi-IP load hosts).
     #[arg(long, env = "REPRISE_SOURCE_IP")]
     pub source_ip: Option<IpAddr>,
+    /// Dispatch threads per replay, each with its own runtime and connection pool
+    /// [default: one per core].
+    #[arg(long, env = "REPRISE_DISPATCH_THREADS", default_value_t = 0, hide_default_value = true)]
+    pub dispatch_threads: usize,
     /// TTL of the catalog lease that keeps this worker registered.
     #[arg(long, default_value_t = 10)]
     pub lease_ttl_secs: u64,
@@ -112,7 +117,8 @@ impl Worker {
         catalog.put_leased(&info, &lease).await.context("cannot register in the catalog")?;
 
         let grace = Duration::from_secs_f64(config.controller_grace_secs);
-        let service = WorkerService::new(id.clone(), grace, config.source_ip);
+        let host = HostSettings { source_ip: config.source_ip, dispatch_threads: config.dispatch_threads };
+        let service = WorkerService::new(id.clone(), grace, host);
         let shutdown = CancellationToken::new();
         let server = {
             let (service, shutdown) = (service.clone(), shutdown.clone());

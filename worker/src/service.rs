@@ -17,7 +17,7 @@ use reprise_proto::v1::{
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
-use crate::replay::{Replay, ReplayError};
+use crate::replay::{HostSettings, Replay, ReplayError};
 
 /// How long a finished replay's final report stays available to late or re-attaching
 /// controllers.
@@ -29,17 +29,17 @@ pub struct WorkerService {
     /// When a controller last called (ms since the epoch).
     last_heard_ms: AtomicI64,
     grace: Duration,
-    source_ip: Option<std::net::IpAddr>,
+    host: HostSettings,
 }
 
 impl WorkerService {
-    pub fn new(worker_id: String, grace: Duration, source_ip: Option<std::net::IpAddr>) -> Arc<Self> {
+    pub fn new(worker_id: String, grace: Duration, host: HostSettings) -> Arc<Self> {
         Arc::new(WorkerService {
             worker_id,
             replays: Mutex::new(HashMap::new()),
             last_heard_ms: AtomicI64::new(reprise_store::now_ms()),
             grace,
-            source_ip,
+            host,
         })
     }
 
@@ -119,11 +119,10 @@ impl WorkerRpc for WorkerService {
             }
             None => {
                 let id = assignment.replay_id.clone();
-                let replay =
-                    Replay::prepare(&self.worker_id, assignment, self.source_ip).await.map_err(|e| match e {
-                        ReplayError::Invalid(_) => Status::invalid_argument(e.to_string()),
-                        ReplayError::Log(_) => Status::unavailable(e.to_string()),
-                    })?;
+                let replay = Replay::prepare(&self.worker_id, assignment, self.host).await.map_err(|e| match e {
+                    ReplayError::Invalid(_) => Status::invalid_argument(e.to_string()),
+                    ReplayError::Log(_) => Status::unavailable(e.to_string()),
+                })?;
                 // A concurrent identical Assign may have won the race: keep the first.
                 self.replays.lock().expect("lock").entry(id).or_insert(replay).clone()
             }

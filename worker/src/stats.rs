@@ -1,6 +1,8 @@
 //! A replay's counters and histograms on one worker. Counters are atomics touched once
-//! per send; histograms sit behind one short lock. Reports are cumulative (a controller
-//! that re-attaches loses nothing) plus per-interval histograms for the live timeline.
+//! per send; histograms are sharded, one shard per dispatch thread, so the hot path takes
+//! only its own uncontended lock and the reporter merges copies outside it. Reports are
+//! cumulative (a controller that re-attaches loses nothing) plus per-interval histograms
+//! for the live timeline.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -25,11 +27,31 @@ fn serialize(h: &Histogram<u64>) -> Vec<u8> {
     out
 }
 
+#[derive(Clone)]
 struct Histograms {
     latency_total: Histogram<u64>,
     lag_total: Histogram<u64>,
     latency_interval: Histogram<u64>,
     lag_interval: Histogram<u64>,
+}
+
+impl Histograms {
+    fn new() -> Self {
+        Histograms {
+            latency_total: new_histogram(),
+            lag_total: new_histogram(),
+            latency_interval: new_histogram(),
+            lag_interval: new_histogram(),
+        }
+    }
+
+    fn add(&mut self, other: &Histograms) {
+        // Same bounds everywhere, so adding cannot fail.
+        let _ = self.latency_total.add(&other.latency_total);
+        let _ = self.lag_total.add(&other.lag_total);
+        let _ = self.latency_interval.add(&other.latency_interval);
+        let _ = self.lag_interval.add(&other.lag_interval);
+    }
 }
 
 pub struct Stats {
@@ -46,14 +68,19 @@ pub struct Stats {
     status: [AtomicU64; 5],
     errors: [AtomicU64; 4],
     bytes_received: AtomicU64,
-    hists: Mutex<Histograms>,
+    /// One shard per dispatch thread.
+    hists: Vec<Mutex<Histograms>>,
     shares: Vec<PartitionShare>,
-    /// Per share: every selected record below this offset has been dispatched.
+    /// The share each lane reads a part of (a share may be split into lanes).
+    lane_shares: Vec<usize>,
+    /// Per lane: every record of the lane below this offset has been dispatched.
     checkpoints: Vec<AtomicI64>,
 }
 
 impl Stats {
-    pub fn new(shares: &[PartitionShare]) -> Self {
+    /// Stats for `shares`, read as lanes (`lane_shares[i]` is lane i's share) by
+    /// `shards` dispatch threads.
+    pub fn new(shares: &[PartitionShare], lane_shares: &[usize], shards: usize) -> Self {
         Stats {
             records_decoded: AtomicU64::new(0),
             records_undecodable: Arc::new(AtomicU64::new(0)),
@@ -65,34 +92,30 @@ impl Stats {
             status: Default::default(),
             errors: Default::default(),
             bytes_received: AtomicU64::new(0),
-            hists: Mutex::new(Histograms {
-                latency_total: new_histogram(),
-                lag_total: new_histogram(),
-                latency_interval: new_histogram(),
-                lag_interval: new_histogram(),
-            }),
+            hists: (0..shards.max(1)).map(|_| Mutex::new(Histograms::new())).collect(),
             shares: shares.to_vec(),
-            checkpoints: shares.iter().map(|s| AtomicI64::new(s.start_offset)).collect(),
+            lane_shares: lane_shares.to_vec(),
+            checkpoints: lane_shares.iter().map(|&s| AtomicI64::new(shares[s].start_offset)).collect(),
         }
     }
 
-    /// A send left the dispatcher `lag_us` after it was due.
-    pub fn record_dispatch(&self, lag_us: u64, request_bytes: u64) {
+    /// A send left dispatch thread `shard` `lag_us` after it was due.
+    pub fn record_dispatch(&self, shard: usize, lag_us: u64, request_bytes: u64) {
         self.sent.fetch_add(1, Ordering::Relaxed);
         self.bytes_sent.fetch_add(request_bytes, Ordering::Relaxed);
-        let mut h = self.hists.lock().expect("stats lock");
+        let mut h = self.hists[shard].lock().expect("stats lock");
         h.lag_total.saturating_record(lag_us.max(1));
         h.lag_interval.saturating_record(lag_us.max(1));
     }
 
-    /// A send completed; `latency_us` counts from when it was due.
-    pub fn record_outcome(&self, outcome: Outcome, latency_us: u64) {
+    /// A send of dispatch thread `shard` completed; `latency_us` counts from when it was due.
+    pub fn record_outcome(&self, shard: usize, outcome: Outcome, latency_us: u64) {
         match outcome {
             Outcome::Response { status, body_bytes } => {
                 let class = (usize::from(status / 100)).clamp(1, 5) - 1;
                 self.status[class].fetch_add(1, Ordering::Relaxed);
                 self.bytes_received.fetch_add(body_bytes, Ordering::Relaxed);
-                let mut h = self.hists.lock().expect("stats lock");
+                let mut h = self.hists[shard].lock().expect("stats lock");
                 h.latency_total.saturating_record(latency_us.max(1));
                 h.latency_interval.saturating_record(latency_us.max(1));
             }
@@ -108,9 +131,23 @@ impl Stats {
         }
     }
 
-    /// Records that every selected record of share `share` below `next_offset` is dispatched.
-    pub fn checkpoint(&self, share: usize, next_offset: i64) {
-        self.checkpoints[share].store(next_offset, Ordering::Relaxed);
+    /// Records that every record of lane `lane` below `next_offset` is dispatched.
+    pub fn checkpoint(&self, lane: usize, next_offset: i64) {
+        self.checkpoints[lane].store(next_offset, Ordering::Relaxed);
+    }
+
+    /// Per share, the lowest checkpoint of its lanes: below it, every lane (so every
+    /// selected record of the share) has been dispatched.
+    fn share_checkpoints(&self) -> Vec<Checkpoint> {
+        let mut next: Vec<i64> = self.shares.iter().map(|s| s.end_offset).collect();
+        for (&share, checkpoint) in self.lane_shares.iter().zip(&self.checkpoints) {
+            next[share] = next[share].min(checkpoint.load(Ordering::Relaxed));
+        }
+        self.shares
+            .iter()
+            .zip(next)
+            .map(|(share, next_offset)| Checkpoint { share: Some(*share), next_offset })
+            .collect()
     }
 
     /// Sends finished so far, with a response or an error.
@@ -129,18 +166,18 @@ impl Stats {
         error: &str,
     ) -> WorkerStats {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let (latency_us_total, lag_us_total, latency_us_interval, lag_us_interval) = {
-            let mut h = self.hists.lock().expect("stats lock");
-            let out = (
-                serialize(&h.latency_total),
-                serialize(&h.lag_total),
-                serialize(&h.latency_interval),
-                serialize(&h.lag_interval),
-            );
-            h.latency_interval.reset();
-            h.lag_interval.reset();
-            out
-        };
+        let mut merged = Histograms::new();
+        for shard in &self.hists {
+            // Copy under the lock, merge and serialise outside it.
+            let copy = {
+                let mut h = shard.lock().expect("stats lock");
+                let copy = h.clone();
+                h.latency_interval.reset();
+                h.lag_interval.reset();
+                copy
+            };
+            merged.add(&copy);
+        }
         WorkerStats {
             worker_id: worker_id.to_string(),
             replay_id: replay_id.to_string(),
@@ -163,16 +200,11 @@ impl Stats {
             bytes_received: load(&self.bytes_received),
             in_flight: load(&self.in_flight),
             planned_sends: load(&self.planned_sends),
-            latency_us_total,
-            lag_us_total,
-            latency_us_interval,
-            lag_us_interval,
-            checkpoints: self
-                .shares
-                .iter()
-                .zip(&self.checkpoints)
-                .map(|(share, next)| Checkpoint { share: Some(*share), next_offset: next.load(Ordering::Relaxed) })
-                .collect(),
+            latency_us_total: serialize(&merged.latency_total),
+            lag_us_total: serialize(&merged.lag_total),
+            latency_us_interval: serialize(&merged.latency_interval),
+            lag_us_interval: serialize(&merged.lag_interval),
+            checkpoints: self.share_checkpoints(),
             error: error.to_string(),
         }
     }
@@ -185,11 +217,12 @@ mod tests {
 
     #[test]
     fn reports_are_cumulative_with_fresh_intervals() {
-        let stats = Stats::new(&[PartitionShare { partition: 0, start_offset: 5, end_offset: 9, stride: 1, phase: 0 }]);
-        stats.record_dispatch(100, 10);
-        stats.record_outcome(Outcome::Response { status: 204, body_bytes: 3 }, 2_000);
-        stats.record_dispatch(50, 10);
-        stats.record_outcome(Outcome::Error(ErrorKind::Timeout), 0);
+        let share = PartitionShare { partition: 0, start_offset: 5, end_offset: 9, stride: 1, phase: 0 };
+        let stats = Stats::new(&[share], &[0], 2);
+        stats.record_dispatch(0, 100, 10);
+        stats.record_outcome(0, Outcome::Response { status: 204, body_bytes: 3 }, 2_000);
+        stats.record_dispatch(1, 50, 10);
+        stats.record_outcome(1, Outcome::Error(ErrorKind::Timeout), 0);
         stats.checkpoint(0, 7);
         let first = stats.report("w", "r", 1, WorkerReplayState::Running, "");
         assert_eq!((first.sent, first.status_2xx, first.errors_timeout, first.bytes_sent), (2, 1, 1, 20));
@@ -199,5 +232,25 @@ mod tests {
         assert_eq!(decode(&second.lag_us_total).len(), 2);
         assert_eq!(decode(&second.lag_us_interval).len(), 0, "interval restarts after a report");
         assert_eq!(decode(&first.latency_us_interval).max(), decode(&first.latency_us_total).max());
+    }
+
+    #[test]
+    fn a_split_share_checkpoints_at_its_slowest_lane() {
+        let shares = [
+            PartitionShare { partition: 0, start_offset: 0, end_offset: 100, stride: 1, phase: 0 },
+            PartitionShare { partition: 1, start_offset: 10, end_offset: 20, stride: 1, phase: 0 },
+        ];
+        // Share 0 read as two lanes, share 1 as one.
+        let stats = Stats::new(&shares, &[0, 0, 1], 1);
+        stats.checkpoint(0, 40);
+        stats.checkpoint(1, 37);
+        stats.checkpoint(2, 20);
+        let next: Vec<i64> = stats
+            .report("w", "r", 1, WorkerReplayState::Running, "")
+            .checkpoints
+            .iter()
+            .map(|c| c.next_offset)
+            .collect();
+        assert_eq!(next, vec![37, 20]);
     }
 }

@@ -35,6 +35,7 @@ fn config(catalog: &str) -> WorkerConfig {
         labels: vec![("zone".into(), "a".into())],
         controller_grace_secs: 15.0,
         source_ip: None,
+        dispatch_threads: 0,
         lease_ttl_secs: 2,
     }
 }

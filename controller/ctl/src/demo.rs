@@ -81,6 +81,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 labels: Vec::new(),
                 controller_grace_secs: 15.0,
                 source_ip: None,
+                dispatch_threads: 0,
                 lease_ttl_secs: 10,
             })
             .await?,
