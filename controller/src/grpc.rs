@@ -139,6 +139,7 @@ impl ControllerRpc for ControllerService {
             keep_host: r.keep_host,
             http2: r.http2,
             dry_run: r.dry_run,
+            insecure_tls: r.insecure_tls,
         };
         let status = self.state.replays.start(spec).await?;
         Ok(Response::new(ReplayReply { json: json(&status) }))

@@ -51,6 +51,8 @@ pub struct ReplaySpec {
     pub keep_host: bool,
     pub http2: bool,
     pub dry_run: bool,
+    #[serde(default)]
+    pub insecure_tls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,6 +274,7 @@ impl ReplayManager {
                     max_in_flight: spec.max_in_flight,
                     request_timeout_ms: spec.request_timeout_ms,
                     keep_host: spec.keep_host,
+                    insecure_tls: spec.insecure_tls,
                     http2: spec.http2,
                     dry_run: spec.dry_run,
                 }),

@@ -96,6 +96,7 @@ async fn a_recording_eaten_by_retention_is_refused(kind: &str) {
         keep_host: false,
         http2: false,
         dry_run: true,
+        insecure_tls: false,
     };
     let error = replays.start(spec).await.unwrap_err();
     assert!(matches!(error, ReplayError::Expired { missing: 6, .. }), "{error}");

@@ -147,6 +147,50 @@ impl Cluster {
     }
 }
 
+/// A cluster on one of the test backends: `"kafka_etcd"` (the real broker and etcd the
+/// test services run, under names of its own) or anything else for the file log and
+/// catalog in a temporary directory that lives as long as this value.
+pub struct TestCluster {
+    pub cluster: Cluster,
+    pub log_url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestCluster {
+    /// Starts `workers` workers; `tune` adjusts the rest of the config.
+    pub async fn start(
+        kind: &str,
+        name: &str,
+        workers: usize,
+        tune: impl FnOnce(&mut ClusterConfig),
+    ) -> anyhow::Result<TestCluster> {
+        let (catalog, log, dir) = match kind {
+            "kafka_etcd" => {
+                (reprise_store::testing::etcd_catalog_url(name), reprise_store::testing::kafka_log_url(name), None)
+            }
+            _ => {
+                let dir = tempfile::tempdir()?;
+                let root = dir.path().display().to_string();
+                (format!("file://{root}/catalog"), format!("file://{root}/log"), Some(dir))
+            }
+        };
+        let mut config = ClusterConfig::new(catalog, log.clone(), workers);
+        tune(&mut config);
+        Ok(TestCluster { cluster: Cluster::start(&config).await?, log_url: log, _dir: dir })
+    }
+
+    pub async fn stop(self) {
+        self.cluster.stop().await;
+    }
+}
+
+impl std::ops::Deref for TestCluster {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
 /// A replay of `recording` to `target` at original pace, with test-friendly bounds.
 pub fn replay_request(recording: &str, target: &str, multiple: u32) -> StartReplayRequest {
     StartReplayRequest {

@@ -4,32 +4,15 @@
 
 use std::time::Duration;
 
-use reprise_loadtests::cluster::{Cluster, ClusterConfig, replay_request, worker_source_ip};
+use reprise_loadtests::cluster::{TestCluster, replay_request, worker_source_ip};
 use reprise_loadtests::synth::Profile;
 use reprise_store::schema::ReplayState;
 
 const WORKERS: usize = 3;
 const LIMIT: Duration = Duration::from_secs(60);
 
-struct Setup {
-    cluster: Cluster,
-    log_url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-async fn setup(kind: &str, name: &str) -> Setup {
-    let (catalog, log, dir) = match kind {
-        "kafka_etcd" => {
-            (reprise_store::testing::etcd_catalog_url(name), reprise_store::testing::kafka_log_url(name), None)
-        }
-        _ => {
-            let dir = tempfile::tempdir().unwrap();
-            let root = dir.path().display().to_string();
-            (format!("file://{root}/catalog"), format!("file://{root}/log"), Some(dir))
-        }
-    };
-    let config = ClusterConfig::new(catalog, log.clone(), WORKERS);
-    Setup { cluster: Cluster::start(&config).await.unwrap(), log_url: log, _dir: dir }
+async fn setup(kind: &str, name: &str) -> TestCluster {
+    TestCluster::start(kind, name, WORKERS, |_| {}).await.unwrap()
 }
 
 fn profile(requests: u64, span: Duration) -> Profile {
@@ -37,7 +20,8 @@ fn profile(requests: u64, span: Duration) -> Profile {
 }
 
 async fn multiple_five_delivers_every_request_five_times_spread_over_workers(kind: &str) {
-    let Setup { cluster, log_url, _dir } = setup(kind, "multiple").await;
+    let cluster = setup(kind, "multiple").await;
+    let log_url = cluster.log_url.clone();
     let n = 600;
     let span = Duration::from_secs(3);
     let recording = cluster.record(&log_url, &profile(n, span)).await.unwrap();
@@ -86,7 +70,8 @@ async fn multiple_five_delivers_every_request_five_times_spread_over_workers(kin
 }
 
 async fn two_replays_of_one_recording_run_at_once(kind: &str) {
-    let Setup { cluster, log_url, _dir } = setup(kind, "concurrent").await;
+    let cluster = setup(kind, "concurrent").await;
+    let log_url = cluster.log_url.clone();
     let n = 300;
     let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(2))).await.unwrap();
     let mut ids = Vec::new();
@@ -104,7 +89,8 @@ async fn two_replays_of_one_recording_run_at_once(kind: &str) {
 }
 
 async fn http2_and_constant_rate_replays(kind: &str) {
-    let Setup { cluster, log_url, _dir } = setup(kind, "h2").await;
+    let cluster = setup(kind, "h2").await;
+    let log_url = cluster.log_url.clone();
     let n = 200;
     let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(10))).await.unwrap();
     // HTTP/2 (prior knowledge on http://) at a constant 200 req/s, ignoring the 10 s span.
@@ -122,7 +108,8 @@ async fn http2_and_constant_rate_replays(kind: &str) {
 }
 
 async fn a_rate_cap_holds_the_whole_cluster(kind: &str) {
-    let Setup { cluster, log_url, _dir } = setup(kind, "ratecap").await;
+    let cluster = setup(kind, "ratecap").await;
+    let log_url = cluster.log_url.clone();
     let n = 300;
     let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(1))).await.unwrap();
     // As fast as possible, but capped at 300 req/s across the three workers.
@@ -152,7 +139,8 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 }
 
 async fn stats_api_serves_json_sse_metrics_and_dashboard(kind: &str) {
-    let Setup { cluster, log_url, _dir } = setup(kind, "api").await;
+    let cluster = setup(kind, "api").await;
+    let log_url = cluster.log_url.clone();
     let http = cluster.controller.http_addr;
     let recording = cluster.record(&log_url, &profile(300, Duration::from_secs(2))).await.unwrap();
     let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 2)).await.unwrap();

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use reprise_loadtests::cluster::{Cluster, ClusterConfig, replay_request};
+use reprise_loadtests::cluster::{Cluster, TestCluster, replay_request};
 use reprise_loadtests::synth::{self, Profile};
 use reprise_proto::PROTOCOL_VERSION;
 use reprise_proto::v1::worker_client::WorkerClient;
@@ -18,26 +18,8 @@ use reprise_store::schema::{Recording, ReplayState};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-struct Setup {
-    cluster: Cluster,
-    log_url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-async fn setup(kind: &str, name: &str, workers: usize, grace_secs: f64) -> Setup {
-    let (catalog, log, dir) = match kind {
-        "kafka_etcd" => {
-            (reprise_store::testing::etcd_catalog_url(name), reprise_store::testing::kafka_log_url(name), None)
-        }
-        _ => {
-            let dir = tempfile::tempdir().unwrap();
-            let root = dir.path().display().to_string();
-            (format!("file://{root}/catalog"), format!("file://{root}/log"), Some(dir))
-        }
-    };
-    let mut config = ClusterConfig::new(catalog, log.clone(), workers);
-    config.controller_grace_secs = grace_secs;
-    Setup { cluster: Cluster::start(&config).await.unwrap(), log_url: log, _dir: dir }
+async fn setup(kind: &str, name: &str, workers: usize, grace_secs: f64) -> TestCluster {
+    TestCluster::start(kind, name, workers, |config| config.controller_grace_secs = grace_secs).await.unwrap()
 }
 
 fn profile(requests: u64, span: Duration) -> Profile {
@@ -51,7 +33,8 @@ async fn closed_port() -> u16 {
 }
 
 async fn garbage_and_a_dead_target_are_counted_not_fatal(kind: &str) {
-    let Setup { cluster, log_url, _dir } = setup(kind, "garbage", 2, 15.0).await;
+    let cluster = setup(kind, "garbage", 2, 15.0).await;
+    let log_url = cluster.log_url.clone();
     let mut client = cluster.client().await.unwrap();
     let request =
         StartRecordingRequest { protocol_version: PROTOCOL_VERSION, name: "bad".into(), labels: Default::default() };
@@ -89,7 +72,8 @@ async fn garbage_and_a_dead_target_are_counted_not_fatal(kind: &str) {
 }
 
 async fn a_silent_target_gives_timeouts(kind: &str) {
-    let Setup { cluster, log_url, _dir } = setup(kind, "silent", 1, 15.0).await;
+    let cluster = setup(kind, "silent", 1, 15.0).await;
+    let log_url = cluster.log_url.clone();
     // Accepts connections, never answers.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = format!("http://{}", listener.local_addr().unwrap());
@@ -113,7 +97,8 @@ async fn a_silent_target_gives_timeouts(kind: &str) {
 }
 
 async fn pause_holds_the_timeline_and_cancel_stops_it(kind: &str) {
-    let Setup { cluster, log_url, _dir } = setup(kind, "pause", 2, 15.0).await;
+    let cluster = setup(kind, "pause", 2, 15.0).await;
+    let log_url = cluster.log_url.clone();
     let n = 200;
     let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(3))).await.unwrap();
     let mut client = cluster.client().await.unwrap();
@@ -149,12 +134,13 @@ async fn pause_holds_the_timeline_and_cancel_stops_it(kind: &str) {
 }
 
 async fn workers_stop_when_no_controller_is_heard(kind: &str) {
-    let Setup { cluster, log_url, _dir } = setup(kind, "orphan", 2, 2.0).await;
+    let cluster = setup(kind, "orphan", 2, 2.0).await;
+    let log_url = cluster.log_url.clone();
     let n = 200;
     let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(20))).await.unwrap();
     let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    let Cluster { controller, workers, sink } = cluster;
+    let Cluster { controller, workers, sink } = cluster.cluster;
     controller.shutdown().await;
     // Grace (2 s) plus a report interval.
     tokio::time::sleep(Duration::from_secs(4)).await;

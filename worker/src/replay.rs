@@ -327,6 +327,7 @@ impl Replay {
             http2: options.http2,
             max_idle_per_host: max_in_flight,
             source_ip: self.source_ip,
+            insecure_tls: options.insecure_tls,
         }
     }
 

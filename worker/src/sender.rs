@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +13,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::DigitallySignedStruct;
+use rustls::SignatureScheme;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 /// How one send ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +53,8 @@ pub struct SenderConfig {
     pub max_idle_per_host: usize,
     /// Local address for outgoing connections (multi-IP load hosts).
     pub source_ip: Option<IpAddr>,
+    /// Accept any certificate from an https target.
+    pub insecure_tls: bool,
 }
 
 #[derive(Clone)]
@@ -63,7 +70,10 @@ impl HttpSender {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.timeout));
         http.set_local_address(config.source_ip);
-        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http();
+        let tls = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder =
+            if config.insecure_tls { tls.with_tls_config(insecure_tls_config()) } else { tls.with_webpki_roots() }
+                .https_or_http();
         let connector = if config.http2 {
             builder.enable_http2().wrap_connector(http)
         } else {
@@ -99,6 +109,56 @@ impl Sender for HttpSender {
             Ok(Err(kind)) => Outcome::Error(kind),
             Err(_) => Outcome::Error(ErrorKind::Timeout),
         }
+    }
+}
+
+/// A TLS client that skips certificate checks (the handshake's signatures are still
+/// verified), for `--insecure` replays to self-signed staging targets.
+fn insecure_tls_config() -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        .with_no_client_auth()
+}
+
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -153,6 +153,9 @@ struct ReplayArgs {
     /// Speak HTTP/2 to the target.
     #[arg(long)]
     http2: bool,
+    /// Accept any TLS certificate from an https target (self-signed staging hosts).
+    #[arg(long)]
+    insecure: bool,
     /// Do everything but write to the socket (capacity planning).
     #[arg(long)]
     dry_run: bool,
@@ -419,6 +422,7 @@ async fn replay(client: &mut ControllerClient<Channel>, args: ReplayArgs) -> any
         max_in_flight: args.max_in_flight,
         request_timeout_ms: args.timeout_ms,
         keep_host: args.keep_host,
+        insecure_tls: args.insecure,
         http2: args.http2,
         dry_run: args.dry_run,
     };
