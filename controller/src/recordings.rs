@@ -160,6 +160,7 @@ impl Recordings {
         recording.state =
             if recording.missing_records > 0 { RecordingState::Expired } else { RecordingState::Complete };
         let (mut first, mut last) = (None::<i64>, None::<i64>);
+        let mut deleted_meanwhile = false;
         for range in recording.ranges.iter().filter(|r| !r.is_empty()) {
             let low = marks.iter().find(|m| m.partition == range.partition).map_or(0, |m| m.low);
             if range.end <= low {
@@ -167,11 +168,21 @@ impl Recordings {
             }
             let start = range.start.max(low);
             for offset in [start, range.end - 1] {
-                if let Some(ts) = self.timestamp_at(range.partition, offset).await? {
-                    first = Some(first.map_or(ts, |f| f.min(ts)));
-                    last = Some(last.map_or(ts, |l| l.max(ts)));
+                match self.timestamp_at(range.partition, offset).await {
+                    Ok(Some(ts)) => {
+                        first = Some(first.map_or(ts, |f| f.min(ts)));
+                        last = Some(last.map_or(ts, |l| l.max(ts)));
+                    }
+                    Ok(None) => {}
+                    // Retention ran between reading the watermarks and the record.
+                    Err(RecordingError::Log(LogError::Expired { .. })) => deleted_meanwhile = true,
+                    Err(e) => return Err(e),
                 }
             }
+        }
+        if deleted_meanwhile {
+            recording.missing_records = missing_records(&recording.ranges, &self.log.watermarks().await?);
+            recording.state = RecordingState::Expired;
         }
         recording.first_timestamp_ns = first;
         recording.last_timestamp_ns = last;

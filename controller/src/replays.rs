@@ -3,6 +3,7 @@
 //! store the outcome. Every replay is persisted in the catalog at each state change.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -133,6 +134,10 @@ pub struct LiveReplay {
     span_ns: i64,
     tally: Mutex<Tally>,
     events: broadcast::Sender<ReplayEvent>,
+    /// A user cancelled: the replay ends as cancelled once every worker has reported its
+    /// final counts (until then its state stays what it was, so no one reads a final
+    /// status with counts still coming in).
+    cancel_requested: AtomicBool,
 }
 
 struct Tally {
@@ -335,6 +340,7 @@ impl ReplayManager {
             spec: spec.clone(),
             records: recording.record_count,
             span_ns,
+            cancel_requested: Default::default(),
             tally: Mutex::new(Tally {
                 workers: plans
                     .iter()
@@ -465,9 +471,10 @@ impl ReplayManager {
         {
             let mut replay = live.replay.lock().expect("lock");
             // A user's cancel stands even if some worker finished first.
-            if replay.state != ReplayState::Cancelled || state == ReplayState::Failed {
-                replay.state = state;
-            }
+            replay.state = match state {
+                ReplayState::Done if live.cancel_requested.load(Ordering::Relaxed) => ReplayState::Cancelled,
+                other => other,
+            };
             replay.error = error;
             replay.finished_at_ms = Some(now_ms());
         }
@@ -482,8 +489,11 @@ impl ReplayManager {
     /// Pauses, resumes or cancels a running replay on all its workers.
     pub async fn control(&self, id: &str, action: ControlAction) -> Result<ReplayStatus, ReplayError> {
         let live = self.live(id).ok_or_else(|| ReplayError::UnknownReplay(id.to_string()))?;
-        if live.is_final() {
+        if live.is_final() || live.cancel_requested.load(Ordering::Relaxed) {
             return Err(ReplayError::Ended(id.to_string()));
+        }
+        if action == ControlAction::Cancel {
+            live.cancel_requested.store(true, Ordering::Relaxed);
         }
         let addresses: Vec<String> =
             live.tally.lock().expect("lock").workers.values().map(|w| w.address.clone()).collect();
@@ -498,11 +508,12 @@ impl ReplayManager {
         }
         let replay = {
             let mut replay = live.replay.lock().expect("lock");
-            replay.state = match action {
-                ControlAction::Pause => ReplayState::Paused,
-                ControlAction::Resume => ReplayState::Running,
-                _ => ReplayState::Cancelled,
-            };
+            match action {
+                ControlAction::Pause => replay.state = ReplayState::Paused,
+                ControlAction::Resume => replay.state = ReplayState::Running,
+                // Final once the workers have reported (see `finish`).
+                _ => {}
+            }
             replay.clone()
         };
         self.catalog.put(&replay).await?;
@@ -787,25 +798,22 @@ impl LiveReplay {
             _ if progress > 0.0 => Some(duration_s * (1.0 - progress) / progress),
             _ => None,
         };
-        let status_classes: BTreeMap<String, u64> = [
+        let named = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        let status_classes = named(&[
             ("1xx", sum(|s| s.status_1xx)),
             ("2xx", sum(|s| s.status_2xx)),
             ("3xx", sum(|s| s.status_3xx)),
             ("4xx", sum(|s| s.status_4xx)),
             ("5xx", sum(|s| s.status_5xx)),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let error_kinds: BTreeMap<String, u64> = [
+        ]);
+        let error_kinds = named(&[
             ("connect", sum(|s| s.errors_connect)),
             ("timeout", sum(|s| s.errors_timeout)),
             ("reset", sum(|s| s.errors_reset)),
             ("other", sum(|s| s.errors_other)),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        ]);
         ReplayStatus {
             id: replay.id.clone(),
             recording_id: replay.recording_id.clone(),

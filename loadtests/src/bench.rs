@@ -10,13 +10,13 @@ use anyhow::{Context, bail};
 use reprise_controller::status::ReplayStatus;
 use reprise_proto::PROTOCOL_VERSION;
 use reprise_proto::v1::controller_client::ControllerClient;
-use reprise_proto::v1::{ListRequest, ReplayRef, StartRecordingRequest, StartReplayRequest, StopRecordingRequest};
+use reprise_proto::v1::{ListRequest, ReplayRef, StartReplayRequest};
 use reprise_store::schema::Recording;
 use serde::Serialize;
 use tonic::transport::Channel;
 
 use crate::procstat;
-use crate::synth::{self, Profile, Shape};
+use crate::synth::{Profile, Shape};
 
 /// A child process that is killed when dropped.
 pub struct Proc {
@@ -123,6 +123,9 @@ pub struct ReplayBench {
     /// Everything but the socket write (no sink needed).
     #[arg(long)]
     pub dry_run: bool,
+    /// Dispatch threads per worker (0: the worker's default, one per core).
+    #[arg(long, default_value_t = 0)]
+    pub dispatch_threads: usize,
     /// Run wrk -t1 -c<max-in-flight> against the same sink for this many seconds (0: skip).
     #[arg(long, default_value_t = 10)]
     pub wrk_seconds: u64,
@@ -170,7 +173,8 @@ pub struct BenchCluster {
 }
 
 impl BenchCluster {
-    pub async fn start(work_dir: &Path, workers: usize) -> anyhow::Result<BenchCluster> {
+    /// A controller and `workers` workers (each with `dispatch_threads`, 0 for the default).
+    pub async fn start(work_dir: &Path, workers: usize, dispatch_threads: usize) -> anyhow::Result<BenchCluster> {
         let dir = work_dir.join(format!("run-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let log = format!("file://{}/log?fsync=false", dir.display());
@@ -200,7 +204,16 @@ impl BenchCluster {
             procs.push(spawn(
                 &name,
                 "reprise-worker",
-                &args(&["--catalog", &catalog, "--listen", "127.0.0.1:0", "--name", &name]),
+                &args(&[
+                    "--catalog",
+                    &catalog,
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--name",
+                    &name,
+                    "--dispatch-threads",
+                    &dispatch_threads.to_string(),
+                ]),
                 &dir,
             )?);
         }
@@ -225,41 +238,13 @@ impl BenchCluster {
 
     /// Records `profile` (written straight into the log) between record start and stop.
     pub async fn record(&mut self, profile: &Profile, gor: Option<&Path>) -> anyhow::Result<Recording> {
-        let request = StartRecordingRequest {
-            protocol_version: PROTOCOL_VERSION,
-            name: "bench".into(),
-            labels: Default::default(),
-        };
-        let started: Recording = serde_json::from_str(&self.client.start_recording(request).await?.into_inner().json)?;
-        let log = reprise_store::open_log(&self.log).await?;
-        match gor {
-            Some(path) => {
-                let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-                synth::write_with_gor(&log, profile, Some(&mut out)).await?;
-                std::io::Write::flush(&mut out)?;
-            }
-            None => {
-                synth::write(&log, profile).await?;
-            }
-        }
-        let stopped = self.client.stop_recording(StopRecordingRequest { id: started.id }).await?.into_inner();
-        Ok(serde_json::from_str(&stopped.json)?)
+        crate::cluster::record_synthetic(&mut self.client, &self.log, profile, gor).await
     }
 
     pub async fn replay(&mut self, request: StartReplayRequest) -> anyhow::Result<ReplayStatus> {
         let reply = self.client.start_replay(request).await?.into_inner();
         let id = serde_json::from_str::<ReplayStatus>(&reply.json)?.id;
-        let mut stream = self.client.watch_replay(ReplayRef { id: id.clone() }).await?.into_inner();
-        let mut last = None;
-        while let Some(reply) = stream.message().await? {
-            let status: ReplayStatus = serde_json::from_str(&reply.json)?;
-            let done = status.state.is_final();
-            last = Some(status);
-            if done {
-                break;
-            }
-        }
-        last.context("no status")
+        crate::cluster::follow_to_end(&mut self.client, &id).await
     }
 
     pub fn worker_cpu_seconds(&self) -> f64 {
@@ -299,7 +284,7 @@ async fn sink_requests(port: u16) -> anyhow::Result<u64> {
 }
 
 pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
-    let mut cluster = BenchCluster::start(&bench.work_dir, bench.workers).await?;
+    let mut cluster = BenchCluster::start(&bench.work_dir, bench.workers, bench.dispatch_threads).await?;
     let sink_port = free_port()?;
     let sink = if bench.dry_run {
         None
@@ -433,7 +418,7 @@ pub struct StatsPlaneResult {
 
 /// The controller following `workers` workers' stats at 1 Hz: its CPU share.
 pub async fn run_stats_plane(workers: usize, seconds: u64, work_dir: &Path) -> anyhow::Result<StatsPlaneResult> {
-    let mut cluster = BenchCluster::start(work_dir, workers).await?;
+    let mut cluster = BenchCluster::start(work_dir, workers, 0).await?;
     // A slow, long recording: every worker keeps reporting for the whole window.
     let span = Duration::from_secs(seconds + 30);
     let profile = Profile::constant(

@@ -98,17 +98,7 @@ impl Cluster {
     /// Records `profile` through the controller: start a recording, write the traffic
     /// into `log_url` (as a capture node would), stop it.
     pub async fn record(&self, log_url: &str, profile: &Profile) -> anyhow::Result<Recording> {
-        let mut client = self.client().await?;
-        let request = StartRecordingRequest {
-            protocol_version: PROTOCOL_VERSION,
-            name: "synthetic".into(),
-            labels: Default::default(),
-        };
-        let started: Recording = serde_json::from_str(&client.start_recording(request).await?.into_inner().json)?;
-        let log = reprise_store::open_log(log_url).await?;
-        synth::write(&log, profile).await?;
-        let stopped = client.stop_recording(StopRecordingRequest { id: started.id }).await?.into_inner();
-        Ok(serde_json::from_str(&stopped.json)?)
+        record_synthetic(&mut self.client().await?, log_url, profile, None).await
     }
 
     /// Starts a replay; returns its id.
@@ -120,20 +110,7 @@ impl Cluster {
     /// Follows a replay to its end (at most `limit`); returns the final status.
     pub async fn wait_final(&self, id: &str, limit: Duration) -> anyhow::Result<ReplayStatus> {
         let mut client = self.client().await?;
-        let mut stream = client.watch_replay(ReplayRef { id: id.into() }).await?.into_inner();
-        let follow = async {
-            let mut last = None;
-            while let Some(reply) = stream.message().await? {
-                let status: ReplayStatus = serde_json::from_str(&reply.json)?;
-                let done = status.state.is_final();
-                last = Some(status);
-                if done {
-                    break;
-                }
-            }
-            last.context("the watch ended without a status")
-        };
-        tokio::time::timeout(limit, follow)
+        tokio::time::timeout(limit, follow_to_end(&mut client, id))
             .await
             .with_context(|| format!("replay {id} did not end within {limit:?}"))?
     }
@@ -145,6 +122,51 @@ impl Cluster {
         self.controller.shutdown().await;
         self.sink.stop();
     }
+}
+
+/// Makes a recording of synthetic traffic through the controller: starts a recording,
+/// writes `profile` into `log_url` (as a capture node would; also as a GoReplay file to
+/// `gor`), stops it.
+pub async fn record_synthetic(
+    client: &mut ControllerClient<Channel>,
+    log_url: &str,
+    profile: &Profile,
+    gor: Option<&std::path::Path>,
+) -> anyhow::Result<Recording> {
+    let request = StartRecordingRequest {
+        protocol_version: PROTOCOL_VERSION,
+        name: "synthetic".into(),
+        labels: Default::default(),
+    };
+    let started: Recording = serde_json::from_str(&client.start_recording(request).await?.into_inner().json)?;
+    let log = reprise_store::open_log(log_url).await?;
+    match gor {
+        Some(path) => {
+            let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+            synth::write_with_gor(&log, profile, Some(&mut out)).await?;
+            std::io::Write::flush(&mut out)?;
+        }
+        None => {
+            synth::write(&log, profile).await?;
+        }
+    }
+    let stopped = client.stop_recording(StopRecordingRequest { id: started.id }).await?.into_inner();
+    Ok(serde_json::from_str(&stopped.json)?)
+}
+
+/// Watches replay `id` until it ends; returns its final status.
+pub async fn follow_to_end(client: &mut ControllerClient<Channel>, id: &str) -> anyhow::Result<ReplayStatus> {
+    let mut stream = client.watch_replay(ReplayRef { id: id.into() }).await?.into_inner();
+    let mut last = None;
+    while let Some(reply) = stream.message().await? {
+        let status: ReplayStatus = serde_json::from_str(&reply.json)?;
+        let done = status.state.is_final();
+        last = Some(status);
+        if done {
+            break;
+        }
+    }
+    last.context("the watch ended without a status")
 }
 
 /// A cluster on one of the test backends: `"kafka_etcd"` (the real broker and etcd the

@@ -387,7 +387,11 @@ fn print_recording(json: &str, as_json: bool) -> anyhow::Result<()> {
 async fn control(client: &mut ControllerClient<Channel>, args: IdArgs, action: ControlAction) -> anyhow::Result<()> {
     let request = ControlReplayRequest { id: args.id, action: action as i32 };
     let reply = client.control_replay(request).await.map_err(status_error)?.into_inner();
-    let status: ReplayStatus = serde_json::from_str(&reply.json)?;
+    let mut status: ReplayStatus = serde_json::from_str(&reply.json)?;
+    if action == ControlAction::Cancel {
+        // Cancelled means the workers have stopped and reported: wait for that.
+        status = follow_replay(client, status, false).await?;
+    }
     if args.json {
         print_json(&serde_json::to_value(&status)?);
     } else {
