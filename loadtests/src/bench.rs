@@ -129,6 +129,10 @@ pub struct ReplayBench {
     /// Run wrk -t1 -c<max-in-flight> against the same sink for this many seconds (0: skip).
     #[arg(long, default_value_t = 10)]
     pub wrk_seconds: u64,
+    /// Replays of the recording, each followed by its wrk run: on a noisy machine the
+    /// medians of alternating rounds compare better than one run of each.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// A GoReplay binary to replay the same traffic with, for a side-by-side figure.
     #[arg(long)]
     pub gor: Option<PathBuf>,
@@ -160,6 +164,8 @@ pub struct ReplayResult {
     pub controller_peak_rss_mib: f64,
     pub wrk_requests_per_second: Option<f64>,
     pub ratio_to_wrk: Option<f64>,
+    /// Per round: the replay's rate over its own wrk run's.
+    pub round_ratios: Vec<f64>,
     pub gor_requests_per_second: Option<f64>,
 }
 
@@ -312,42 +318,29 @@ pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
     let gor_file = bench.gor.as_ref().map(|_| cluster.dir.join("traffic.gor"));
     let recording = cluster.record(&profile, gor_file.as_deref()).await?;
 
-    let cpu_before = cluster.worker_cpu_seconds();
-    let controller_cpu_before = cluster.controller.cpu_seconds();
-    let started = Instant::now();
-    let status = cluster
-        .replay(StartReplayRequest {
-            protocol_version: PROTOCOL_VERSION,
-            recording_id: recording.id,
-            target: format!("http://127.0.0.1:{sink_port}"),
-            multiple: bench.multiple,
-            speed: 1.0,
-            pacing: match bench.mode {
-                Mode::Original => 1,
-                Mode::Max => 2,
-            },
-            max_in_flight: bench.max_in_flight,
-            request_timeout_ms: 10_000,
-            dry_run: bench.dry_run,
-            ..Default::default()
-        })
-        .await?;
-    let wall = started.elapsed().as_secs_f64();
-    let worker_cpu = cluster.worker_cpu_seconds() - cpu_before;
-    let seconds = if status.duration_s > 0.0 { status.duration_s } else { wall };
+    let mut rounds = Vec::new();
+    for _ in 0..bench.rounds {
+        rounds.push(replay_round(&mut cluster, bench, &recording.id, sink_port, sink.is_some()).await?);
+    }
+    // The round with the median replay rate stands for the run; wrk's median is its match.
+    rounds.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+    let round_ratios: Vec<f64> =
+        rounds.iter().filter_map(|r| r.wrk_requests_per_second.map(|w| r.requests_per_second / w)).collect();
+    let mut wrk_rates: Vec<f64> = rounds.iter().filter_map(|r| r.wrk_requests_per_second).collect();
+    wrk_rates.sort_by(f64::total_cmp);
+    let wrk_rps = wrk_rates.get(wrk_rates.len() / 2).copied();
+    let median = rounds.swap_remove(rounds.len() / 2);
+    let (status, seconds, worker_cpu, controller_cpu) =
+        (median.status, median.seconds, median.worker_cpu_seconds, median.controller_cpu_seconds);
     let sink_count = match sink {
         Some(_) => Some(sink_requests(sink_port).await?),
         None => None,
-    };
-    let wrk_rps = match (&sink, bench.wrk_seconds) {
-        (Some(_), s) if s > 0 => Some(wrk(&format!("http://127.0.0.1:{sink_port}/"), bench.max_in_flight, s)?),
-        _ => None,
     };
     let gor_rps = match (&bench.gor, &gor_file, &sink) {
         (Some(gor), Some(file), Some(_)) => Some(run_gor(gor, file, sink_port, bench.requests).await?),
         _ => None,
     };
-    let requests_per_second = status.sent as f64 / seconds;
+    let requests_per_second = median.requests_per_second;
     let result = ReplayResult {
         workers: bench.workers,
         mode: bench.mode,
@@ -366,10 +359,11 @@ pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
         worker_cpu_seconds: worker_cpu,
         cpu_seconds_per_1k_requests: worker_cpu / (status.sent.max(1) as f64 / 1000.0),
         worker_peak_rss_mib: cluster.workers.iter().map(Proc::peak_rss_mib).fold(0.0, f64::max),
-        controller_cpu_seconds: cluster.controller.cpu_seconds() - controller_cpu_before,
+        controller_cpu_seconds: controller_cpu,
         controller_peak_rss_mib: cluster.controller.peak_rss_mib(),
         wrk_requests_per_second: wrk_rps,
         ratio_to_wrk: wrk_rps.map(|w| requests_per_second / w),
+        round_ratios,
         gor_requests_per_second: gor_rps,
     };
     if status.state != reprise_store::schema::ReplayState::Done {
@@ -378,6 +372,61 @@ pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
     drop(sink);
     cluster.cleanup();
     Ok(result)
+}
+
+/// One replay of the bench's recording, then (with a sink) its wrk run.
+struct Round {
+    status: ReplayStatus,
+    seconds: f64,
+    requests_per_second: f64,
+    worker_cpu_seconds: f64,
+    controller_cpu_seconds: f64,
+    wrk_requests_per_second: Option<f64>,
+}
+
+async fn replay_round(
+    cluster: &mut BenchCluster,
+    bench: &ReplayBench,
+    recording_id: &str,
+    sink_port: u16,
+    with_sink: bool,
+) -> anyhow::Result<Round> {
+    let cpu_before = cluster.worker_cpu_seconds();
+    let controller_cpu_before = cluster.controller.cpu_seconds();
+    let started = Instant::now();
+    let status = cluster
+        .replay(StartReplayRequest {
+            protocol_version: PROTOCOL_VERSION,
+            recording_id: recording_id.to_string(),
+            target: format!("http://127.0.0.1:{sink_port}"),
+            multiple: bench.multiple,
+            speed: 1.0,
+            pacing: match bench.mode {
+                Mode::Original => 1,
+                Mode::Max => 2,
+            },
+            max_in_flight: bench.max_in_flight,
+            request_timeout_ms: 10_000,
+            dry_run: bench.dry_run,
+            ..Default::default()
+        })
+        .await?;
+    let wall = started.elapsed().as_secs_f64();
+    let worker_cpu_seconds = cluster.worker_cpu_seconds() - cpu_before;
+    let controller_cpu_seconds = cluster.controller.cpu_seconds() - controller_cpu_before;
+    let seconds = if status.duration_s > 0.0 { status.duration_s } else { wall };
+    let wrk_requests_per_second = match bench.wrk_seconds {
+        s if s > 0 && with_sink => Some(wrk(&format!("http://127.0.0.1:{sink_port}/"), bench.max_in_flight, s)?),
+        _ => None,
+    };
+    Ok(Round {
+        requests_per_second: status.sent as f64 / seconds,
+        status,
+        seconds,
+        worker_cpu_seconds,
+        controller_cpu_seconds,
+        wrk_requests_per_second,
+    })
 }
 
 /// Replays the same traffic with GoReplay as fast as it goes; its requests per second
