@@ -154,8 +154,16 @@ fn replay_bench(work_dir: &std::path::Path, workers: usize, requests: u64, mode:
     }
 }
 
-fn ratios(round_ratios: &[f64]) -> String {
-    round_ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+/// A replay's rate beside wrk's, with every round's ratio.
+fn against_wrk(r: &bench::ReplayResult) -> String {
+    let rounds = r.round_ratios.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
+    format!(
+        "{:.0} req/s vs wrk {:.0} req/s: ratio {:.2} (rounds {rounds}); {:.3} CPU s per 1k requests",
+        r.requests_per_second,
+        r.wrk_requests_per_second.unwrap_or(0.0),
+        r.ratio_to_wrk.unwrap_or(0.0),
+        r.cpu_seconds_per_1k_requests
+    )
 }
 
 /// Every figure, printed as the rows of docs/BENCHMARKS.md.
@@ -176,15 +184,7 @@ async fn all(work_dir: &std::path::Path, gor: Option<PathBuf>) -> anyhow::Result
     let t = bench::run_replay(&throughput).await?;
     row(
         "1 worker (a dispatch thread per core), max pace, 64 in flight, vs `wrk -t1 -c64`",
-        format!(
-            "median of 3 alternating rounds: {:.0} req/s vs wrk {:.0} req/s: ratio {:.2} (rounds {}); {:.3} CPU s per 1k requests; p99 latency {:.2} ms",
-            t.requests_per_second,
-            t.wrk_requests_per_second.unwrap_or(0.0),
-            t.ratio_to_wrk.unwrap_or(0.0),
-            ratios(&t.round_ratios),
-            t.cpu_seconds_per_1k_requests,
-            t.latency_p99_ms
-        ),
+        format!("median of 3 alternating rounds: {}; p99 latency {:.2} ms", against_wrk(&t), t.latency_p99_ms),
         ">= 0.7x wrk",
     );
     // The same with one dispatch thread: thread for thread against wrk -t1.
@@ -193,18 +193,7 @@ async fn all(work_dir: &std::path::Path, gor: Option<PathBuf>) -> anyhow::Result
     single.wrk_seconds = 8;
     single.rounds = 3;
     let s1 = bench::run_replay(&single).await?;
-    row(
-        "the same, 1 dispatch thread",
-        format!(
-            "{:.0} req/s vs wrk {:.0} req/s: ratio {:.2} (rounds {}); {:.3} CPU s per 1k requests",
-            s1.requests_per_second,
-            s1.wrk_requests_per_second.unwrap_or(0.0),
-            s1.ratio_to_wrk.unwrap_or(0.0),
-            ratios(&s1.round_ratios),
-            s1.cpu_seconds_per_1k_requests
-        ),
-        "-",
-    );
+    row("the same, 1 dispatch thread", against_wrk(&s1), "-");
     match t.gor_requests_per_second {
         Some(g) => row(
             "the same recording with GoReplay",
