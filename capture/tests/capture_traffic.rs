@@ -76,7 +76,20 @@ async fn a_tcpdump_file_gives_the_same_records(kind: &str) {
     });
     assert!(listening.await.unwrap(), "tcpdump did not start");
     common::send_traffic(server.addr).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // On SIGINT tcpdump drops what it has not yet read from the kernel, and on a busy
+    // machine it can lag by seconds: stop it only once every response (the last packets
+    // with data) is in the file.
+    let answered = server.seen.lock().unwrap().len();
+    let mut written = 0;
+    for _ in 0..200 {
+        let bytes = std::fs::read(&pcap).unwrap_or_default();
+        written = bytes.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
+        if written >= answered {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(written >= answered, "tcpdump wrote {written} of {answered} responses in 20 s");
     let _ = std::process::Command::new("kill").args(["-INT", &tcpdump.id().to_string()]).status();
     tcpdump.wait().unwrap();
 
