@@ -15,5 +15,14 @@ for target in capture:http_framer capture:reassembler store:gor_reader; do
     crate="${target%%:*}"
     name="${target##*:}"
     echo "fuzz: $crate/$name for ${seconds}s" >&2
-    (cd "$crate" && cargo fuzz run "$name" -- -max_total_time="$seconds" -rss_limit_mb=2048 2>&1 | tail -n 3)
+    log="$(mktemp)"
+    # The summary on success; enough to see why on failure (a build error or a crash).
+    if (cd "$crate" && cargo fuzz run "$name" -- -max_total_time="$seconds" -rss_limit_mb=2048) >"$log" 2>&1; then
+        tail -n 3 "$log"
+        rm -f "$log"
+    else
+        tail -n 80 "$log"
+        rm -f "$log"
+        exit 1
+    fi
 done

@@ -207,10 +207,12 @@ reprise_store::on_backends!(
 );
 
 /// Kafka only: the producer's compression is chosen by a URL parameter passed through to
-/// librdkafka; every codec offered must round-trip through the real broker.
+/// librdkafka; every codec built in (lz4, the default, and snappy) must round-trip
+/// through the real broker. zstd is not built: with it, librdkafka's configure fails in
+/// the sanitizer build of the fuzz targets.
 #[tokio::test]
 async fn kafka_batches_compressed_with_each_codec_read_back() {
-    for codec in ["lz4", "zstd", "none"] {
+    for codec in ["lz4", "snappy", "none"] {
         let url = format!("{}?compression.type={codec}", reprise_store::testing::kafka_log_url("codec"));
         let log = open_log(&url).await.unwrap();
         log.ensure_topic(1).await.unwrap();
