@@ -557,7 +557,7 @@ mod tests {
 
     #[test]
     fn cli_reference_is_current() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/CLI.md");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CLI.md");
         let current = cli_reference();
         if std::env::var_os("UPDATE_CLI_DOCS").is_some() {
             std::fs::write(path, &current).unwrap();
