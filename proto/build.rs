@@ -1,6 +1,54 @@
+//! Generates the wire types. Messages that are also JSON documents (catalog entries, the
+//! stats API, stored replay options) derive serde with the same field names; enum fields
+//! travel as lower-case names (`"running"`), through the modules of `crate::names`.
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tonic_prost_build::configure().compile_protos(
-        &["proto/reprise/v1/traffic.proto", "proto/reprise/v1/worker.proto", "proto/reprise/v1/controller.proto"],
+    const JSON_MESSAGES: &[&str] = &[
+        "PartitionRange",
+        "Recording",
+        "WorkerInfo",
+        "CaptureCounters",
+        "CaptureInfo",
+        "ReplayOptions",
+        "Percentiles",
+        "WorkerProgress",
+        "ReplayStatus",
+        "TimelinePoint",
+        "ReplayEvent",
+    ];
+    const JSON_ENUMS: &[&str] = &["RecordingState", "ReplayState", "PacingMode"];
+    // (message.field, module in crate::names)
+    const ENUM_FIELDS: &[(&str, &str)] = &[
+        ("Recording.state", "recording_state"),
+        ("ReplayStatus.state", "replay_state"),
+        ("ReplayStatus.pacing", "pacing_mode"),
+        ("ReplayOptions.pacing", "pacing_mode"),
+    ];
+
+    let mut builder = tonic_prost_build::configure().btree_map(".");
+    for message in JSON_MESSAGES {
+        builder = builder.message_attribute(
+            format!(".reprise.v1.{message}"),
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        );
+    }
+    for name in JSON_ENUMS {
+        builder = builder.enum_attribute(
+            format!(".reprise.v1.{name}"),
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"snake_case\")]",
+        );
+    }
+    for (field, module) in ENUM_FIELDS {
+        builder = builder
+            .field_attribute(format!(".reprise.v1.{field}"), format!("#[serde(with = \"crate::names::{module}\")]"));
+    }
+    builder.compile_protos(
+        &[
+            "proto/reprise/v1/traffic.proto",
+            "proto/reprise/v1/catalog.proto",
+            "proto/reprise/v1/worker.proto",
+            "proto/reprise/v1/controller.proto",
+        ],
         &["proto"],
     )?;
     Ok(())

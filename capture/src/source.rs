@@ -230,14 +230,14 @@ async fn register(catalog_url: String, config: CaptureConfig, counters: Arc<Coun
             interface: config.interface.clone().unwrap_or_default(),
             filter: config.bpf(),
             log_url: config.log.clone(),
-            counters: CaptureCounters {
+            counters: Some(CaptureCounters {
                 packets: report.packets,
                 kernel_drops: report.kernel_drops,
                 own_drops: report.records_dropped,
                 records: report.records_stored,
                 bytes: counters.output.bytes.load(Ordering::Relaxed),
                 spool_bytes: counters.output.spool_bytes.load(Ordering::Relaxed),
-            },
+            }),
             started_at_ms,
             updated_at_ms: reprise_store::now_ms(),
         };

@@ -3,37 +3,34 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
-use reprise_proto::PROTOCOL_VERSION;
+use futures::{Stream, StreamExt};
 use reprise_proto::v1::controller_server::Controller as ControllerRpc;
 use reprise_proto::v1::{
-    ControlAction, ControlReplayRequest, CutRecordingRequest, HelloRequest, HelloResponse, JsonList, ListRequest,
-    RecordingReply, ReplayRef, ReplayReply, StartRecordingRequest, StartReplayRequest, StopRecordingRequest,
+    CaptureList, ControlAction, ControlReplayRequest, CutRecordingRequest, HelloRequest, HelloResponse, ListRequest,
+    Recording, RecordingList, ReplayEvent, ReplayList, ReplayRef, ReplayStatus, StartRecordingRequest,
+    StartReplayRequest, StopRecordingRequest, WorkerList,
 };
-use reprise_store::schema::{Recording, WorkerInfo};
-use tokio::sync::broadcast::error::RecvError;
+use reprise_proto::{PROTOCOL_VERSION, check_protocol};
+use reprise_store::schema::{CaptureInfo, WorkerInfo};
+use reprise_store::{Catalog, CatalogError, schema::Entity};
 use tonic::{Request, Response, Status};
 
 use crate::recordings::RecordingError;
-use crate::replays::{Pacing, ReplayError, ReplaySpec};
+use crate::replays::{ReplayError, ReplaySpec};
 use crate::state::ControllerState;
 
 pub struct ControllerService {
     pub state: Arc<ControllerState>,
 }
 
-fn check_protocol(version: u32) -> Result<(), Status> {
-    if version == PROTOCOL_VERSION {
-        Ok(())
-    } else {
-        Err(Status::failed_precondition(format!(
-            "protocol version mismatch: ctl speaks {version}, this controller speaks {PROTOCOL_VERSION}; use matching versions"
-        )))
-    }
+/// Refuses a ctl of another protocol version.
+fn check_ctl(version: u32) -> Result<(), Status> {
+    check_protocol(version, "ctl", "controller")
 }
 
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("serialisable")
+/// Every document of one catalog collection.
+pub async fn list_all<T: Entity>(catalog: &Catalog) -> Result<Vec<T>, CatalogError> {
+    Ok(catalog.list::<T>().await?.into_iter().map(|stored| stored.value).collect())
 }
 
 impl From<RecordingError> for Status {
@@ -66,12 +63,16 @@ impl From<ReplayError> for Status {
     }
 }
 
-type ReplayStream = Pin<Box<dyn Stream<Item = Result<ReplayReply, Status>> + Send>>;
+type ReplayEvents = Pin<Box<dyn Stream<Item = Result<ReplayEvent, Status>> + Send>>;
+
+fn unavailable(e: CatalogError) -> Status {
+    Status::unavailable(e.to_string())
+}
 
 #[tonic::async_trait]
 impl ControllerRpc for ControllerService {
     async fn hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
-        check_protocol(request.into_inner().protocol_version)?;
+        check_ctl(request.into_inner().protocol_version)?;
         Ok(Response::new(HelloResponse {
             protocol_version: PROTOCOL_VERSION,
             controller_id: self.state.controller_id.clone(),
@@ -79,120 +80,69 @@ impl ControllerRpc for ControllerService {
         }))
     }
 
-    async fn start_recording(
-        &self,
-        request: Request<StartRecordingRequest>,
-    ) -> Result<Response<RecordingReply>, Status> {
+    async fn start_recording(&self, request: Request<StartRecordingRequest>) -> Result<Response<Recording>, Status> {
         let request = request.into_inner();
-        check_protocol(request.protocol_version)?;
+        check_ctl(request.protocol_version)?;
         if request.name.trim().is_empty() {
             return Err(Status::invalid_argument("a recording needs a --name"));
         }
-        let recording = self.state.recordings.start(&request.name, request.labels.into_iter().collect()).await?;
-        Ok(Response::new(RecordingReply { json: json(&recording) }))
+        Ok(Response::new(self.state.recordings.start(&request.name, request.labels).await?))
     }
 
-    async fn stop_recording(&self, request: Request<StopRecordingRequest>) -> Result<Response<RecordingReply>, Status> {
-        let recording = self.state.recordings.stop(&request.into_inner().id).await?;
-        Ok(Response::new(RecordingReply { json: json(&recording) }))
+    async fn stop_recording(&self, request: Request<StopRecordingRequest>) -> Result<Response<Recording>, Status> {
+        Ok(Response::new(self.state.recordings.stop(&request.into_inner().id).await?))
     }
 
-    async fn cut_recording(&self, request: Request<CutRecordingRequest>) -> Result<Response<RecordingReply>, Status> {
+    async fn cut_recording(&self, request: Request<CutRecordingRequest>) -> Result<Response<Recording>, Status> {
         let request = request.into_inner();
-        check_protocol(request.protocol_version)?;
-        let labels = request.labels.into_iter().collect();
-        let recording =
-            self.state.recordings.cut(&request.name, labels, request.from_unix_ms, request.to_unix_ms).await?;
-        Ok(Response::new(RecordingReply { json: json(&recording) }))
+        check_ctl(request.protocol_version)?;
+        let (from, to) = (request.from_unix_ms, request.to_unix_ms);
+        Ok(Response::new(self.state.recordings.cut(&request.name, request.labels, from, to).await?))
     }
 
-    async fn list_recordings(&self, _: Request<ListRequest>) -> Result<Response<JsonList>, Status> {
-        let items = self.state.catalog.list::<Recording>().await.map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok(Response::new(JsonList { items: items.iter().map(|s| json(&s.value)).collect() }))
+    async fn list_recordings(&self, _: Request<ListRequest>) -> Result<Response<RecordingList>, Status> {
+        let recordings = list_all(&self.state.catalog).await.map_err(unavailable)?;
+        Ok(Response::new(RecordingList { recordings }))
     }
 
-    async fn list_workers(&self, _: Request<ListRequest>) -> Result<Response<JsonList>, Status> {
-        let items = self.state.catalog.list::<WorkerInfo>().await.map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok(Response::new(JsonList { items: items.iter().map(|s| json(&s.value)).collect() }))
+    async fn list_workers(&self, _: Request<ListRequest>) -> Result<Response<WorkerList>, Status> {
+        let workers: Vec<WorkerInfo> = list_all(&self.state.catalog).await.map_err(unavailable)?;
+        Ok(Response::new(WorkerList { workers }))
     }
 
-    async fn start_replay(&self, request: Request<StartReplayRequest>) -> Result<Response<ReplayReply>, Status> {
-        let r = request.into_inner();
-        check_protocol(r.protocol_version)?;
-        let pacing = match r.pacing {
-            1 => Pacing::Original,
-            2 => Pacing::Max,
-            3 => Pacing::Constant,
-            other => return Err(Status::invalid_argument(format!("unknown pacing mode {other}"))),
-        };
-        let spec = ReplaySpec {
-            recording_id: r.recording_id,
-            target: r.target,
-            multiple: r.multiple,
-            speed: r.speed,
-            pacing,
-            rate_per_sec: r.rate_per_sec,
-            workers: r.workers,
-            worker_labels: r.worker_labels.into_iter().collect(),
-            max_in_flight: r.max_in_flight,
-            request_timeout_ms: r.request_timeout_ms,
-            keep_host: r.keep_host,
-            http2: r.http2,
-            dry_run: r.dry_run,
-            insecure_tls: r.insecure_tls,
-        };
-        let status = self.state.replays.start(spec).await?;
-        Ok(Response::new(ReplayReply { json: json(&status) }))
+    async fn list_captures(&self, _: Request<ListRequest>) -> Result<Response<CaptureList>, Status> {
+        let captures: Vec<CaptureInfo> = list_all(&self.state.catalog).await.map_err(unavailable)?;
+        Ok(Response::new(CaptureList { captures }))
     }
 
-    async fn get_replay(&self, request: Request<ReplayRef>) -> Result<Response<ReplayReply>, Status> {
-        let status = self.state.replays.status(&request.into_inner().id).await?;
-        Ok(Response::new(ReplayReply { json: json(&status) }))
+    async fn start_replay(&self, request: Request<StartReplayRequest>) -> Result<Response<ReplayStatus>, Status> {
+        let request = request.into_inner();
+        check_ctl(request.protocol_version)?;
+        let spec = ReplaySpec::try_from(request)?;
+        Ok(Response::new(self.state.replays.start(spec).await?))
     }
 
-    async fn list_replays(&self, _: Request<ListRequest>) -> Result<Response<JsonList>, Status> {
-        let list = self.state.replays.list().await?;
-        Ok(Response::new(JsonList { items: list.iter().map(json).collect() }))
+    async fn get_replay(&self, request: Request<ReplayRef>) -> Result<Response<ReplayStatus>, Status> {
+        Ok(Response::new(self.state.replays.status(&request.into_inner().id).await?))
     }
 
-    async fn control_replay(&self, request: Request<ControlReplayRequest>) -> Result<Response<ReplayReply>, Status> {
+    async fn list_replays(&self, _: Request<ListRequest>) -> Result<Response<ReplayList>, Status> {
+        Ok(Response::new(ReplayList { replays: self.state.replays.list().await? }))
+    }
+
+    async fn control_replay(&self, request: Request<ControlReplayRequest>) -> Result<Response<ReplayStatus>, Status> {
         let request = request.into_inner();
         let action = ControlAction::try_from(request.action)
             .ok()
             .filter(|a| *a != ControlAction::Unspecified)
             .ok_or_else(|| Status::invalid_argument("unknown control action"))?;
-        let status = self.state.replays.control(&request.id, action).await?;
-        Ok(Response::new(ReplayReply { json: json(&status) }))
+        Ok(Response::new(self.state.replays.control(&request.id, action).await?))
     }
 
-    type WatchReplayStream = ReplayStream;
+    type WatchReplayStream = ReplayEvents;
 
     async fn watch_replay(&self, request: Request<ReplayRef>) -> Result<Response<Self::WatchReplayStream>, Status> {
-        let id = request.into_inner().id;
-        let replays = self.state.replays.clone();
-        // Subscribe before reading the status, so that no event falls in between.
-        let mut events = replays.live(&id).map(|l| l.subscribe());
-        let first = replays.status(&id).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
-            let ended = first.state.is_final();
-            if tx.send(Ok(ReplayReply { json: json(&first) })).await.is_err() || ended {
-                return;
-            }
-            let Some(events) = events.as_mut() else { return };
-            loop {
-                match events.recv().await {
-                    Ok(event) => {
-                        let last = event.status.state.is_final();
-                        if tx.send(Ok(ReplayReply { json: json(&event.status) })).await.is_err() || last {
-                            return;
-                        }
-                    }
-                    Err(RecvError::Lagged(_)) => continue,
-                    Err(RecvError::Closed) => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let events = self.state.replays.watch(&request.into_inner().id).await?;
+        Ok(Response::new(Box::pin(events.map(Ok))))
     }
 }

@@ -11,10 +11,11 @@ use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use futures::Stream;
-use reprise_store::schema::{Recording, WorkerInfo};
-use tokio::sync::broadcast::error::RecvError;
+use futures::{Stream, StreamExt};
+use reprise_proto::v1::ReplayStatus;
+use reprise_store::schema::{CaptureInfo, Recording, WorkerInfo};
 
+use crate::grpc::list_all;
 use crate::replays::ReplayError;
 use crate::state::ControllerState;
 
@@ -29,6 +30,7 @@ pub fn router(state: Arc<ControllerState>) -> Router {
         .route("/api/replays/{id}/events", get(events))
         .route("/api/workers", get(workers))
         .route("/api/recordings", get(recordings))
+        .route("/api/captures", get(captures))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -83,53 +85,21 @@ async fn events(
     State(state): State<Arc<ControllerState>>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let mut subscription = state.replays.live(&id).map(|l| l.subscribe());
-    let first = state.replays.status(&id).await?;
-    let stream = async_stream(move |tx| async move {
-        let event = |data: String| Event::default().event("status").data(data);
-        let first_final = first.state.is_final();
-        let hello = serde_json::json!({ "status": first, "point": null }).to_string();
-        if tx.send(Ok(event(hello))).await.is_err() || first_final {
-            return;
-        }
-        let Some(subscription) = subscription.as_mut() else { return };
-        loop {
-            match subscription.recv().await {
-                Ok(e) => {
-                    let last = e.status.state.is_final();
-                    let data = serde_json::to_string(&e).expect("serialisable");
-                    if tx.send(Ok(event(data))).await.is_err() || last {
-                        return;
-                    }
-                }
-                Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return,
-            }
-        }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
-}
-
-/// A stream fed by a task through a small bounded channel.
-fn async_stream<T, F, Fut>(produce: F) -> tokio_stream::wrappers::ReceiverStream<T>
-where
-    T: Send + 'static,
-    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(produce(tx));
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+    let events = state.replays.watch(&id).await?;
+    let events = events.map(|e| Ok(Event::default().event("status").data(serde_json::to_string(&e).expect("json"))));
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 async fn workers(State(state): State<Arc<ControllerState>>) -> ApiResult {
-    let list: Vec<WorkerInfo> = state.catalog.list::<WorkerInfo>().await?.into_iter().map(|s| s.value).collect();
-    Ok(json(&list))
+    Ok(json(&list_all::<WorkerInfo>(&state.catalog).await?))
 }
 
 async fn recordings(State(state): State<Arc<ControllerState>>) -> ApiResult {
-    let list: Vec<Recording> = state.catalog.list::<Recording>().await?.into_iter().map(|s| s.value).collect();
-    Ok(json(&list))
+    Ok(json(&list_all::<Recording>(&state.catalog).await?))
+}
+
+async fn captures(State(state): State<Arc<ControllerState>>) -> ApiResult {
+    Ok(json(&list_all::<CaptureInfo>(&state.catalog).await?))
 }
 
 /// Prometheus text format. Counters are per replay (label `replay`) for the replays
@@ -145,7 +115,7 @@ async fn metrics(State(state): State<Arc<ControllerState>>) -> ApiResult {
         }
     };
     family("workers", "gauge", "Live registered workers.", &mut std::iter::once((String::new(), workers as f64)));
-    let per_replay = |f: fn(&crate::status::ReplayStatus) -> f64| {
+    let per_replay = |f: fn(&ReplayStatus) -> f64| {
         statuses.iter().map(move |s| (format!("{{replay=\"{}\"}}", s.id), f(s))).collect::<Vec<_>>().into_iter()
     };
     family("replay_sent_total", "counter", "Requests sent.", &mut per_replay(|s| s.sent as f64));
@@ -165,8 +135,8 @@ async fn metrics(State(state): State<Arc<ControllerState>>) -> ApiResult {
         "replay_latency_p99_seconds",
         "gauge",
         "p99 latency from the due time.",
-        &mut per_replay(|s| s.latency_ms.p99 / 1000.0),
+        &mut per_replay(|s| s.latency().p99 / 1000.0),
     );
-    family("replay_lag_p99_seconds", "gauge", "p99 schedule lag.", &mut per_replay(|s| s.lag_ms.p99 / 1000.0));
+    family("replay_lag_p99_seconds", "gauge", "p99 schedule lag.", &mut per_replay(|s| s.lag().p99 / 1000.0));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

@@ -55,6 +55,15 @@ pub struct ControllerConfig {
     pub start_lead_ms: u64,
 }
 
+impl ControllerConfig {
+    /// Defaults for everything but the catalog and log, serving on free loopback ports
+    /// (an in-process cluster: tests, `ctl demo`).
+    pub fn local(catalog: &str, log: &str) -> ControllerConfig {
+        let args = ["--catalog", catalog, "--log", log, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"];
+        ControllerConfig::parse_from(std::iter::once("reprise-controller").chain(args))
+    }
+}
+
 /// A running controller.
 pub struct Controller {
     pub id: String,

@@ -56,7 +56,7 @@ impl Recordings {
             last_timestamp_ns: None,
             record_count: 0,
             bytes: None,
-            state: RecordingState::Recording,
+            state: RecordingState::Recording.into(),
             missing_records: 0,
             created_at_ms: now_ms(),
             stopped_at_ms: None,
@@ -69,7 +69,7 @@ impl Recordings {
         let stored =
             self.catalog.get::<Recording>(id).await?.ok_or_else(|| RecordingError::NotFound(id.to_string()))?;
         let mut recording = stored.value;
-        if recording.state != RecordingState::Recording {
+        if recording.state() != RecordingState::Recording {
             return Err(RecordingError::AlreadyStopped(id.to_string()));
         }
         let marks = self.log.watermarks().await?;
@@ -130,7 +130,7 @@ impl Recordings {
             last_timestamp_ns: None,
             record_count: 0,
             bytes: None,
-            state: RecordingState::Complete,
+            state: RecordingState::Complete.into(),
             missing_records: 0,
             created_at_ms: now,
             stopped_at_ms: Some(now),
@@ -147,7 +147,7 @@ impl Recordings {
         let missing = missing_records(&recording.ranges, &marks);
         if missing > recording.missing_records {
             recording.missing_records = missing;
-            recording.state = RecordingState::Expired;
+            recording.set_state(RecordingState::Expired);
             self.catalog.put(recording).await?;
         }
         Ok(())
@@ -157,8 +157,11 @@ impl Recordings {
     async fn describe(&self, recording: &mut Recording, marks: &[Watermarks]) -> Result<(), RecordingError> {
         recording.record_count = recording.ranges.iter().map(PartitionRange::len).sum();
         recording.missing_records = missing_records(&recording.ranges, marks);
-        recording.state =
-            if recording.missing_records > 0 { RecordingState::Expired } else { RecordingState::Complete };
+        recording.set_state(if recording.missing_records > 0 {
+            RecordingState::Expired
+        } else {
+            RecordingState::Complete
+        });
         let (mut first, mut last) = (None::<i64>, None::<i64>);
         let mut deleted_meanwhile = false;
         for range in recording.ranges.iter().filter(|r| !r.is_empty()) {
@@ -182,7 +185,7 @@ impl Recordings {
         }
         if deleted_meanwhile {
             recording.missing_records = missing_records(&recording.ranges, &self.log.watermarks().await?);
-            recording.state = RecordingState::Expired;
+            recording.set_state(RecordingState::Expired);
         }
         recording.first_timestamp_ns = first;
         recording.last_timestamp_ns = last;

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reprise_controller::recordings::Recordings;
-use reprise_controller::replays::{Pacing, ReplayError, ReplayManager, ReplaySpec};
+use reprise_controller::replays::{ReplayError, ReplayManager, ReplaySpec};
 use reprise_proto::v1::{MessageKind, TrafficRecord};
+use reprise_proto::v1::{PacingMode, ReplayOptions, StartReplayRequest};
 use reprise_store::log::{NewRecord, TrafficLog};
 use reprise_store::schema::RecordingState;
 use reprise_store::{Catalog, traffic};
@@ -56,7 +57,7 @@ async fn a_cut_holds_exactly_the_window(kind: &str) {
     assert_eq!(cut.record_count, 4, "records at +3 s, +4 s, +5 s and +6 s");
     assert_eq!(cut.first_timestamp_ns, Some((base + 3000) * 1_000_000));
     assert_eq!(cut.last_timestamp_ns, Some((base + 6000) * 1_000_000));
-    assert_eq!(cut.state, RecordingState::Complete);
+    assert_eq!(cut.state(), RecordingState::Complete);
     let empty = recordings.cut("later", Default::default(), base + 60_000, base + 70_000).await.unwrap();
     assert_eq!(empty.record_count, 0);
 }
@@ -82,26 +83,25 @@ async fn a_recording_eaten_by_retention_is_refused(kind: &str) {
     }
     assert!(gone, "the broker did not apply retention within a minute");
     let replays = ReplayManager::new("c".into(), s.catalog.clone(), recordings.clone(), Duration::from_secs(1));
-    let spec = ReplaySpec {
+    let request = StartReplayRequest {
         recording_id: stopped.id.clone(),
-        target: "http://127.0.0.1:9".into(),
-        multiple: 1,
-        speed: 1.0,
-        pacing: Pacing::Original,
-        rate_per_sec: 0.0,
-        workers: 0,
-        worker_labels: Default::default(),
-        max_in_flight: 1,
-        request_timeout_ms: 1000,
-        keep_host: false,
-        http2: false,
-        dry_run: true,
-        insecure_tls: false,
+        options: Some(ReplayOptions {
+            target: "http://127.0.0.1:9".into(),
+            multiple: 1,
+            speed: 1.0,
+            pacing: PacingMode::Original.into(),
+            max_in_flight: 1,
+            request_timeout_ms: 1000,
+            dry_run: true,
+            ..Default::default()
+        }),
+        ..Default::default()
     };
+    let spec = ReplaySpec::try_from(request).unwrap();
     let error = replays.start(spec).await.unwrap_err();
     assert!(matches!(error, ReplayError::Expired { missing: 6, .. }), "{error}");
     let stored = s.catalog.get::<reprise_store::schema::Recording>(&stopped.id).await.unwrap().unwrap().value;
-    assert_eq!((stored.state, stored.missing_records), (RecordingState::Expired, 6), "the recording says so");
+    assert_eq!((stored.state(), stored.missing_records), (RecordingState::Expired, 6), "the recording says so");
 }
 
 reprise_store::on_backends!([kafka => "kafka", file => "file"] [a_cut_holds_exactly_the_window]);

@@ -12,15 +12,18 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use reprise_controller::status::ReplayStatus;
-use reprise_controller::{Controller, ControllerConfig};
+use reprise_controller::ControllerConfig;
 use reprise_proto::PROTOCOL_VERSION;
-use reprise_proto::v1::{StartRecordingRequest, StartReplayRequest, StopRecordingRequest};
-use reprise_store::schema::{Recording, ReplayState};
-use reprise_worker::{Worker, WorkerConfig};
+use reprise_proto::v1::{
+    PacingMode, ReplayOptions, ReplayState, ReplayStatus, StartRecordingRequest, StartReplayRequest,
+    StopRecordingRequest,
+};
+use reprise_worker::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::status_error;
 use crate::demo_service::DemoService;
+use crate::local::LocalCluster;
 
 /// How the demo traffic looks: users browsing the shop at once, each for some requests.
 const USERS: usize = 4;
@@ -56,60 +59,32 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let catalog = format!("file://{}/catalog", data.display());
     let log = format!("file://{}/log", data.display());
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
 
     let service = DemoService::start().await.context("cannot start the demo service")?;
-    let controller = Controller::start(ControllerConfig {
-        config: None,
-        catalog: catalog.clone(),
-        log: log.clone(),
-        listen: loopback,
+    let controller = ControllerConfig {
         http: args.http,
         partitions: 4,
         start_lead_ms: 1000,
-    })
-    .await?;
-    let mut workers = Vec::new();
-    for i in 1..=2 {
-        workers.push(
-            Worker::start(WorkerConfig {
-                config: None,
-                catalog: catalog.clone(),
-                listen: loopback,
-                name: Some(format!("demo-w{i}")),
-                advertise: None,
-                labels: Vec::new(),
-                controller_grace_secs: 15.0,
-                source_ip: None,
-                dispatch_threads: 0,
-                lease_ttl_secs: 10,
-            })
-            .await?,
-        );
-    }
+        ..ControllerConfig::local(&catalog, &log)
+    };
+    let workers = (1..=2).map(|i| WorkerConfig::local(&catalog, &format!("demo-w{i}"))).collect();
+    let cluster = LocalCluster::start(controller, workers).await?;
+    let controller = &cluster.controller;
     say!(quiet, "Reprise demo: everything in this process, data in {}", data.display());
     say!(quiet, "  demo service  http://{}", service.addr);
-    say!(
-        quiet,
-        "  controller    http://{}  (ctl --controller http://{} ...)",
-        controller.grpc_addr,
-        controller.grpc_addr
-    );
+    say!(quiet, "  controller    {}  (ctl --controller {} ...)", cluster.controller_url(), cluster.controller_url());
     say!(quiet, "  dashboard     http://{}/", controller.http_addr);
-    say!(quiet, "  workers       {}", workers.iter().map(|w| w.id.as_str()).collect::<Vec<_>>().join(", "));
+    say!(quiet, "  workers       {}", cluster.worker_ids().join(", "));
 
-    let result = record_and_replay(&args, &service, &controller, &log, &data).await;
-    for worker in workers {
-        worker.shutdown().await;
-    }
-    let dashboard = controller.http_addr;
-    controller.shutdown().await;
+    let result = record_and_replay(&args, &service, &cluster, &log, &data).await;
+    let dashboard = cluster.controller.http_addr;
+    cluster.stop().await;
     let (status, recorded) = result?;
 
     let replayed_received = service.answered() - recorded;
     let expected = recorded * u64::from(MULTIPLE);
     let answered = status.ok + status.http_errors;
-    let all_answered = status.state == ReplayState::Done && answered == expected && replayed_received == expected;
+    let all_answered = status.state() == ReplayState::Done && answered == expected && replayed_received == expected;
     if args.json {
         let mut summary = serde_json::to_value(&status)?;
         summary["recorded_requests"] = recorded.into();
@@ -117,7 +92,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         summary["all_answered"] = all_answered.into();
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        crate::show_status(&status, false);
+        crate::output::status(&status, false);
         println!(
             "demo service received {replayed_received} of the {expected} replayed requests ({recorded} recorded x {MULTIPLE})"
         );
@@ -131,12 +106,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 async fn record_and_replay(
     args: &DemoArgs,
     service: &DemoService,
-    controller: &Controller,
+    cluster: &LocalCluster,
     log: &str,
     data: &std::path::Path,
 ) -> anyhow::Result<(ReplayStatus, u64)> {
     let quiet = args.json;
-    let mut client = crate::connect(&format!("http://{}", controller.grpc_addr)).await?;
+    let mut client = cluster.client().await?;
 
     // 1. Record: a live capture on loopback while users browse the service.
     let mut capture = reprise_capture::CaptureConfig::for_log(log);
@@ -154,8 +129,7 @@ async fn record_and_replay(
     }
     let request =
         StartRecordingRequest { protocol_version: PROTOCOL_VERSION, name: "demo".into(), labels: Default::default() };
-    let started: Recording =
-        serde_json::from_str(&client.start_recording(request).await.map_err(crate::status_error)?.into_inner().json)?;
+    let started = client.start_recording(request).await.map_err(status_error)?.into_inner();
     say!(
         quiet,
         "1/3 recording {}: capturing on lo port {} while {USERS} users browse the shop",
@@ -167,8 +141,8 @@ async fn record_and_replay(
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop_capture.cancel();
     let report = capturing.await??;
-    let stopped = client.stop_recording(StopRecordingRequest { id: started.id }).await.map_err(crate::status_error)?;
-    let recording: Recording = serde_json::from_str(&stopped.into_inner().json)?;
+    let stopped = client.stop_recording(StopRecordingRequest { id: started.id }).await.map_err(status_error)?;
+    let recording = stopped.into_inner();
     let recorded = report.requests;
     let span = match (recording.first_timestamp_ns, recording.last_timestamp_ns) {
         (Some(a), Some(b)) => (b - a) as f64 / 1e9,
@@ -192,16 +166,19 @@ async fn record_and_replay(
     let request = StartReplayRequest {
         protocol_version: PROTOCOL_VERSION,
         recording_id: recording.id.clone(),
-        target: format!("http://{}", service.addr),
-        multiple: MULTIPLE,
-        speed: 1.0,
-        pacing: 1,
-        max_in_flight: 256,
-        request_timeout_ms: 5000,
+        options: Some(ReplayOptions {
+            target: format!("http://{}", service.addr),
+            multiple: MULTIPLE,
+            speed: 1.0,
+            pacing: PacingMode::Original.into(),
+            max_in_flight: 256,
+            request_timeout_ms: 5000,
+            ..Default::default()
+        }),
         ..Default::default()
     };
-    let reply = client.start_replay(request).await.map_err(crate::status_error)?.into_inner();
-    let status = crate::follow_replay(&mut client, serde_json::from_str(&reply.json)?, !quiet).await?;
+    let started = client.start_replay(request).await.map_err(status_error)?.into_inner();
+    let status = crate::commands::follow_with_progress(&mut client, &started.id, !quiet).await?;
     say!(quiet, "3/3 summary");
     Ok((status, recorded))
 }

@@ -7,14 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use reprise_controller::status::ReplayStatus;
-use reprise_proto::PROTOCOL_VERSION;
-use reprise_proto::v1::controller_client::ControllerClient;
-use reprise_proto::v1::{ListRequest, ReplayRef, StartReplayRequest};
-use reprise_store::schema::Recording;
+use reprise_ctl::client::{self, Client};
+use reprise_proto::v1::{ListRequest, PacingMode, Recording, ReplayRef, ReplayState, ReplayStatus, StartReplayRequest};
 use serde::Serialize;
-use tonic::transport::Channel;
 
+use crate::cluster::replay_request;
 use crate::procstat;
 use crate::synth::{Profile, Shape};
 
@@ -175,7 +172,7 @@ pub struct BenchCluster {
     pub log: String,
     pub controller: Proc,
     pub workers: Vec<Proc>,
-    pub client: ControllerClient<Channel>,
+    pub client: Client,
 }
 
 impl BenchCluster {
@@ -226,7 +223,7 @@ impl BenchCluster {
         let url = format!("http://127.0.0.1:{grpc}");
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut client = loop {
-            match ControllerClient::connect(url.clone()).await {
+            match client::connect(&url).await {
                 Ok(client) => break client,
                 Err(e) if Instant::now() > deadline => bail!("the controller did not answer at {url}: {e}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -235,7 +232,7 @@ impl BenchCluster {
         let listing = client.clone();
         wait_for("every worker to register", Duration::from_secs(30), || {
             let mut c = listing.clone();
-            async move { c.list_workers(ListRequest {}).await.is_ok_and(|r| r.into_inner().items.len() == workers) }
+            async move { c.list_workers(ListRequest {}).await.is_ok_and(|r| r.into_inner().workers.len() == workers) }
         })
         .await?;
         client.list_workers(ListRequest {}).await?;
@@ -248,9 +245,8 @@ impl BenchCluster {
     }
 
     pub async fn replay(&mut self, request: StartReplayRequest) -> anyhow::Result<ReplayStatus> {
-        let reply = self.client.start_replay(request).await?.into_inner();
-        let id = serde_json::from_str::<ReplayStatus>(&reply.json)?.id;
-        crate::cluster::follow_to_end(&mut self.client, &id).await
+        let id = self.client.start_replay(request).await?.into_inner().id;
+        client::follow(&mut self.client, &id, |_| {}).await
     }
 
     pub fn worker_cpu_seconds(&self) -> f64 {
@@ -352,10 +348,10 @@ pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
         sink_requests: sink_count,
         seconds,
         requests_per_second,
-        latency_p50_ms: status.latency_ms.p50,
-        latency_p99_ms: status.latency_ms.p99,
-        lag_p50_ms: status.lag_ms.p50,
-        lag_p99_ms: status.lag_ms.p99,
+        latency_p50_ms: status.latency().p50,
+        latency_p99_ms: status.latency().p99,
+        lag_p50_ms: status.lag().p50,
+        lag_p99_ms: status.lag().p99,
         worker_cpu_seconds: worker_cpu,
         cpu_seconds_per_1k_requests: worker_cpu / (status.sent.max(1) as f64 / 1000.0),
         worker_peak_rss_mib: cluster.workers.iter().map(Proc::peak_rss_mib).fold(0.0, f64::max),
@@ -366,8 +362,8 @@ pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
         round_ratios,
         gor_requests_per_second: gor_rps,
     };
-    if status.state != reprise_store::schema::ReplayState::Done {
-        bail!("the replay ended {:?}: {:?}", status.state, status.error);
+    if status.state() != ReplayState::Done {
+        bail!("the replay ended {}: {:?}", status.state(), status.error);
     }
     drop(sink);
     cluster.cleanup();
@@ -394,23 +390,15 @@ async fn replay_round(
     let cpu_before = cluster.worker_cpu_seconds();
     let controller_cpu_before = cluster.controller.cpu_seconds();
     let started = Instant::now();
-    let status = cluster
-        .replay(StartReplayRequest {
-            protocol_version: PROTOCOL_VERSION,
-            recording_id: recording_id.to_string(),
-            target: format!("http://127.0.0.1:{sink_port}"),
-            multiple: bench.multiple,
-            speed: 1.0,
-            pacing: match bench.mode {
-                Mode::Original => 1,
-                Mode::Max => 2,
-            },
-            max_in_flight: bench.max_in_flight,
-            request_timeout_ms: 10_000,
-            dry_run: bench.dry_run,
-            ..Default::default()
-        })
-        .await?;
+    let mut request = replay_request(recording_id, &format!("http://127.0.0.1:{sink_port}"), bench.multiple);
+    let options = crate::cluster::options(&mut request);
+    options.pacing = match bench.mode {
+        Mode::Original => PacingMode::Original,
+        Mode::Max => PacingMode::Max,
+    }
+    .into();
+    (options.max_in_flight, options.request_timeout_ms, options.dry_run) = (bench.max_in_flight, 10_000, bench.dry_run);
+    let status = cluster.replay(request).await?;
     let wall = started.elapsed().as_secs_f64();
     let worker_cpu_seconds = cluster.worker_cpu_seconds() - cpu_before;
     let controller_cpu_seconds = cluster.controller.cpu_seconds() - controller_cpu_before;
@@ -478,20 +466,10 @@ pub async fn run_stats_plane(workers: usize, seconds: u64, work_dir: &Path) -> a
         16,
     );
     let recording = cluster.record(&profile, None).await?;
-    let request = StartReplayRequest {
-        protocol_version: PROTOCOL_VERSION,
-        recording_id: recording.id,
-        target: "http://127.0.0.1:9".into(),
-        multiple: 1,
-        speed: 1.0,
-        pacing: 1,
-        max_in_flight: 16,
-        request_timeout_ms: 1000,
-        dry_run: true,
-        ..Default::default()
-    };
-    let reply = cluster.client.start_replay(request).await?.into_inner();
-    let id = serde_json::from_str::<ReplayStatus>(&reply.json)?.id;
+    let mut request = replay_request(&recording.id, "http://127.0.0.1:9", 1);
+    let options = crate::cluster::options(&mut request);
+    (options.max_in_flight, options.request_timeout_ms, options.dry_run) = (16, 1000, true);
+    let id = cluster.client.start_replay(request).await?.into_inner().id;
     // Let every stream attach, then measure.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = cluster.controller.cpu_seconds();
@@ -499,8 +477,7 @@ pub async fn run_stats_plane(workers: usize, seconds: u64, work_dir: &Path) -> a
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let cpu = cluster.controller.cpu_seconds() - before;
     let elapsed = started.elapsed().as_secs_f64();
-    let status: ReplayStatus =
-        serde_json::from_str(&cluster.client.get_replay(ReplayRef { id }).await?.into_inner().json)?;
+    let status = cluster.client.get_replay(ReplayRef { id }).await?.into_inner();
     let reporting = status.workers.iter().filter(|w| w.state == "running").count();
     if reporting != workers {
         bail!("only {reporting} of {workers} workers were reporting");

@@ -3,18 +3,17 @@
 //! the workers' traffic apart.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
 use std::time::Duration;
 
 use anyhow::Context;
-use reprise_controller::status::ReplayStatus;
-use reprise_controller::{Controller, ControllerConfig};
+use reprise_controller::ControllerConfig;
+use reprise_ctl::client::{self, Client};
+use reprise_ctl::local::LocalCluster;
 use reprise_proto::PROTOCOL_VERSION;
-use reprise_proto::v1::controller_client::ControllerClient;
-use reprise_proto::v1::{ReplayRef, StartRecordingRequest, StartReplayRequest, StopRecordingRequest};
-use reprise_store::schema::Recording;
-use reprise_worker::{Worker, WorkerConfig};
-use tonic::transport::Channel;
+use reprise_proto::v1::{
+    PacingMode, Recording, ReplayOptions, ReplayStatus, StartRecordingRequest, StartReplayRequest, StopRecordingRequest,
+};
+use reprise_worker::WorkerConfig;
 
 use crate::sink::Sink;
 use crate::synth::{self, Profile};
@@ -35,9 +34,9 @@ impl ClusterConfig {
     }
 }
 
+/// An in-process cluster ([`LocalCluster`]) and a sink to replay to.
 pub struct Cluster {
-    pub controller: Controller,
-    pub workers: Vec<Worker>,
+    pub local: LocalCluster,
     pub sink: Sink,
 }
 
@@ -48,51 +47,36 @@ pub fn worker_source_ip(i: usize) -> IpAddr {
 
 impl Cluster {
     pub async fn start(config: &ClusterConfig) -> anyhow::Result<Cluster> {
-        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
-        let sink = Sink::start(loopback(0)).await?;
-        let controller = Controller::start(ControllerConfig {
-            config: None,
-            catalog: config.catalog.clone(),
-            log: config.log.clone(),
-            listen: loopback(0),
-            http: loopback(0),
+        let sink = Sink::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let controller = ControllerConfig {
             partitions: config.partitions,
             start_lead_ms: 1000,
-        })
-        .await?;
-        let mut workers = Vec::new();
-        for i in 0..config.workers {
-            workers.push(
-                Worker::start(WorkerConfig {
-                    config: None,
-                    catalog: config.catalog.clone(),
-                    listen: loopback(0),
-                    name: Some(format!("worker-{i}")),
-                    advertise: None,
-                    labels: vec![("index".into(), i.to_string())],
-                    controller_grace_secs: config.controller_grace_secs,
-                    source_ip: Some(worker_source_ip(i)),
-                    // Two threads even on a one-core machine, so split lanes are always exercised.
-                    dispatch_threads: 2,
-                    lease_ttl_secs: 10,
-                })
-                .await?,
-            );
-        }
-        Ok(Cluster { controller, workers, sink })
+            ..ControllerConfig::local(&config.catalog, &config.log)
+        };
+        let workers = (0..config.workers)
+            .map(|i| WorkerConfig {
+                labels: vec![("index".into(), i.to_string())],
+                controller_grace_secs: config.controller_grace_secs,
+                source_ip: Some(worker_source_ip(i)),
+                // Two threads even on a one-core machine, so split lanes are always exercised.
+                dispatch_threads: 2,
+                ..WorkerConfig::local(&config.catalog, &format!("worker-{i}"))
+            })
+            .collect();
+        Ok(Cluster { local: LocalCluster::start(controller, workers).await?, sink })
     }
 
     /// The URL `ctl --controller` takes.
     pub fn controller_url(&self) -> String {
-        format!("http://{}", self.controller.grpc_addr)
+        self.local.controller_url()
     }
 
     pub fn sink_url(&self) -> String {
         format!("http://{}", self.sink.addr)
     }
 
-    pub async fn client(&self) -> anyhow::Result<ControllerClient<Channel>> {
-        Ok(ControllerClient::connect(self.controller_url()).await?)
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        self.local.client().await
     }
 
     /// Records `profile` through the controller: start a recording, write the traffic
@@ -103,24 +87,27 @@ impl Cluster {
 
     /// Starts a replay; returns its id.
     pub async fn replay(&self, request: StartReplayRequest) -> anyhow::Result<String> {
-        let reply = self.client().await?.start_replay(request).await?.into_inner();
-        Ok(serde_json::from_str::<ReplayStatus>(&reply.json)?.id)
+        Ok(self.client().await?.start_replay(request).await?.into_inner().id)
     }
 
     /// Follows a replay to its end (at most `limit`); returns the final status.
     pub async fn wait_final(&self, id: &str, limit: Duration) -> anyhow::Result<ReplayStatus> {
         let mut client = self.client().await?;
-        tokio::time::timeout(limit, follow_to_end(&mut client, id))
+        tokio::time::timeout(limit, client::follow(&mut client, id, |_| {}))
             .await
             .with_context(|| format!("replay {id} did not end within {limit:?}"))?
     }
 
     pub async fn stop(self) {
-        for worker in self.workers {
-            worker.shutdown().await;
-        }
-        self.controller.shutdown().await;
+        self.local.stop().await;
         self.sink.stop();
+    }
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = LocalCluster;
+    fn deref(&self) -> &LocalCluster {
+        &self.local
     }
 }
 
@@ -128,7 +115,7 @@ impl Cluster {
 /// writes `profile` into `log_url` (as a capture node would; also as a GoReplay file to
 /// `gor`), stops it.
 pub async fn record_synthetic(
-    client: &mut ControllerClient<Channel>,
+    client: &mut Client,
     log_url: &str,
     profile: &Profile,
     gor: Option<&std::path::Path>,
@@ -138,7 +125,7 @@ pub async fn record_synthetic(
         name: "synthetic".into(),
         labels: Default::default(),
     };
-    let started: Recording = serde_json::from_str(&client.start_recording(request).await?.into_inner().json)?;
+    let started = client.start_recording(request).await?.into_inner();
     let log = reprise_store::open_log(log_url).await?;
     match gor {
         Some(path) => {
@@ -150,23 +137,7 @@ pub async fn record_synthetic(
             synth::write(&log, profile).await?;
         }
     }
-    let stopped = client.stop_recording(StopRecordingRequest { id: started.id }).await?.into_inner();
-    Ok(serde_json::from_str(&stopped.json)?)
-}
-
-/// Watches replay `id` until it ends; returns its final status.
-pub async fn follow_to_end(client: &mut ControllerClient<Channel>, id: &str) -> anyhow::Result<ReplayStatus> {
-    let mut stream = client.watch_replay(ReplayRef { id: id.into() }).await?.into_inner();
-    let mut last = None;
-    while let Some(reply) = stream.message().await? {
-        let status: ReplayStatus = serde_json::from_str(&reply.json)?;
-        let done = status.state.is_final();
-        last = Some(status);
-        if done {
-            break;
-        }
-    }
-    last.context("the watch ended without a status")
+    Ok(client.stop_recording(StopRecordingRequest { id: started.id }).await?.into_inner())
 }
 
 /// A cluster on one of the test backends: `"kafka_etcd"` (the real broker and etcd the
@@ -218,12 +189,20 @@ pub fn replay_request(recording: &str, target: &str, multiple: u32) -> StartRepl
     StartReplayRequest {
         protocol_version: PROTOCOL_VERSION,
         recording_id: recording.into(),
-        target: target.into(),
-        multiple,
-        speed: 1.0,
-        pacing: 1,
-        max_in_flight: 256,
-        request_timeout_ms: 5_000,
+        options: Some(ReplayOptions {
+            target: target.into(),
+            multiple,
+            speed: 1.0,
+            pacing: PacingMode::Original.into(),
+            max_in_flight: 256,
+            request_timeout_ms: 5_000,
+            ..Default::default()
+        }),
         ..Default::default()
     }
+}
+
+/// The options of a request, to adjust.
+pub fn options(request: &mut StartReplayRequest) -> &mut ReplayOptions {
+    request.options.get_or_insert_with(Default::default)
 }

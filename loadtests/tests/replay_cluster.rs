@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use reprise_loadtests::cluster::{TestCluster, replay_request, worker_source_ip};
+use reprise_loadtests::cluster::{TestCluster, options, replay_request, worker_source_ip};
 use reprise_loadtests::synth::Profile;
-use reprise_store::schema::ReplayState;
+use reprise_proto::v1::{PacingMode, ReplayState};
 
 const WORKERS: usize = 3;
 const LIMIT: Duration = Duration::from_secs(60);
@@ -31,7 +31,7 @@ async fn multiple_five_delivers_every_request_five_times_spread_over_workers(kin
     let status = cluster.wait_final(&id, LIMIT).await.unwrap();
     let sink = cluster.sink.report();
 
-    assert_eq!(status.state, ReplayState::Done, "{status:?}");
+    assert_eq!(status.state(), ReplayState::Done, "{status:?}");
     assert_eq!(sink.requests, 5 * n, "the sink must receive every request exactly five times");
     assert_eq!(status.sent, sink.requests, "the summary's count must equal the sink's");
     assert_eq!(status.ok, sink.requests);
@@ -80,7 +80,7 @@ async fn two_replays_of_one_recording_run_at_once(kind: &str) {
     }
     let (a, b) = tokio::join!(cluster.wait_final(&ids[0], LIMIT), cluster.wait_final(&ids[1], LIMIT));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!((a.state, b.state), (ReplayState::Done, ReplayState::Done));
+    assert_eq!((a.state(), b.state()), (ReplayState::Done, ReplayState::Done));
     assert_eq!((a.sent, b.sent), (n, 2 * n));
     assert_eq!(cluster.sink.report().requests, 3 * n);
     // Both overlapped in time: the second started before the first ended.
@@ -95,12 +95,12 @@ async fn http2_and_constant_rate_replays(kind: &str) {
     let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(10))).await.unwrap();
     // HTTP/2 (prior knowledge on http://) at a constant 200 req/s, ignoring the 10 s span.
     let mut request = replay_request(&recording.id, &cluster.sink_url(), 1);
-    request.http2 = true;
-    request.pacing = 3;
-    request.rate_per_sec = 200.0;
+    options(&mut request).http2 = true;
+    options(&mut request).pacing = PacingMode::Constant.into();
+    options(&mut request).rate_per_sec = 200.0;
     let id = cluster.replay(request).await.unwrap();
     let status = cluster.wait_final(&id, LIMIT).await.unwrap();
-    assert_eq!((status.state, status.sent, status.ok), (ReplayState::Done, n, n), "{status:?}");
+    assert_eq!((status.state(), status.sent, status.ok), (ReplayState::Done, n, n), "{status:?}");
     // The last of 200 sends at 200/s is due 0.995 s after the start: the rate held.
     assert!(status.duration_s >= 0.95, "200 requests at 200/s cannot take under a second: {}", status.duration_s);
     assert_eq!(cluster.sink.report().requests, n);
@@ -114,11 +114,11 @@ async fn a_rate_cap_holds_the_whole_cluster(kind: &str) {
     let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(1))).await.unwrap();
     // As fast as possible, but capped at 300 req/s across the three workers.
     let mut request = replay_request(&recording.id, &cluster.sink_url(), 1);
-    request.pacing = 2;
-    request.rate_per_sec = 300.0;
+    options(&mut request).pacing = PacingMode::Max.into();
+    options(&mut request).rate_per_sec = 300.0;
     let id = cluster.replay(request).await.unwrap();
     let status = cluster.wait_final(&id, LIMIT).await.unwrap();
-    assert_eq!((status.state, status.sent, status.ok), (ReplayState::Done, n, n), "{status:?}");
+    assert_eq!((status.state(), status.sent, status.ok), (ReplayState::Done, n, n), "{status:?}");
     // Each worker's limiter allows a burst of one request, then one per 1/100 s.
     assert!(status.duration_s >= 0.9, "300 requests capped at 300/s cannot take under a second: {}", status.duration_s);
     cluster.stop().await;

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use reprise_loadtests::cluster::{Cluster, TestCluster, replay_request};
+use reprise_ctl::local::LocalCluster;
+use reprise_loadtests::cluster::{Cluster, TestCluster, options, replay_request};
 use reprise_loadtests::synth::{self, Profile};
 use reprise_proto::PROTOCOL_VERSION;
 use reprise_proto::v1::worker_client::WorkerClient;
@@ -13,8 +14,8 @@ use reprise_proto::v1::{
     ControlAction, ControlReplayRequest, ReplayRef, StartRecordingRequest, StatsRequest, StopRecordingRequest,
     WorkerReplayState,
 };
+use reprise_proto::v1::{Recording, ReplayState};
 use reprise_store::log::NewRecord;
-use reprise_store::schema::{Recording, ReplayState};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -38,8 +39,7 @@ async fn garbage_and_a_dead_target_are_counted_not_fatal(kind: &str) {
     let mut client = cluster.client().await.unwrap();
     let request =
         StartRecordingRequest { protocol_version: PROTOCOL_VERSION, name: "bad".into(), labels: Default::default() };
-    let recording: Recording =
-        serde_json::from_str(&client.start_recording(request).await.unwrap().into_inner().json).unwrap();
+    let recording: Recording = client.start_recording(request).await.unwrap().into_inner();
     let log = reprise_store::open_log(&log_url).await.unwrap();
     let profile = profile(40, Duration::from_millis(500));
     synth::write(&log, &profile).await.unwrap();
@@ -61,7 +61,7 @@ async fn garbage_and_a_dead_target_are_counted_not_fatal(kind: &str) {
     let dead_target = format!("http://127.0.0.1:{}", closed_port().await);
     let id = cluster.replay(replay_request(&recording.id, &dead_target, 2)).await.unwrap();
     let status = cluster.wait_final(&id, LIMIT).await.unwrap();
-    assert_eq!(status.state, ReplayState::Done, "a replay against a dead target still ends: {status:?}");
+    assert_eq!(status.state(), ReplayState::Done, "a replay against a dead target still ends: {status:?}");
     assert_eq!(status.read, 45);
     assert_eq!(status.skipped, 5, "undecodable and non-HTTP records are skipped and counted");
     assert_eq!(status.sent, 80);
@@ -85,11 +85,11 @@ async fn a_silent_target_gives_timeouts(kind: &str) {
     });
     let recording = cluster.record(&log_url, &profile(10, Duration::from_millis(200))).await.unwrap();
     let mut request = replay_request(&recording.id, &target, 1);
-    request.request_timeout_ms = 300;
-    request.max_in_flight = 4;
+    options(&mut request).request_timeout_ms = 300;
+    options(&mut request).max_in_flight = 4;
     let id = cluster.replay(request).await.unwrap();
     let status = cluster.wait_final(&id, LIMIT).await.unwrap();
-    assert_eq!(status.state, ReplayState::Done);
+    assert_eq!(status.state(), ReplayState::Done);
     assert_eq!((status.sent, status.errors, status.error_kinds["timeout"]), (10, 10, 10), "{status:?}");
     assert_eq!(status.in_flight, 0);
     holder.abort();
@@ -112,13 +112,11 @@ async fn pause_holds_the_timeline_and_cancel_stops_it(kind: &str) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(cluster.sink.report().requests, held, "nothing is sent while paused");
     assert!(held > 0 && held < n, "{held}");
-    let paused: reprise_controller::status::ReplayStatus =
-        serde_json::from_str(&client.get_replay(ReplayRef { id: id.clone() }).await.unwrap().into_inner().json)
-            .unwrap();
-    assert_eq!(paused.state, ReplayState::Paused);
+    let paused = client.get_replay(ReplayRef { id: id.clone() }).await.unwrap().into_inner();
+    assert_eq!(paused.state(), ReplayState::Paused);
     client.control_replay(control(&id, ControlAction::Resume)).await.unwrap();
     let done = cluster.wait_final(&id, LIMIT).await.unwrap();
-    assert_eq!((done.state, done.sent), (ReplayState::Done, n), "resumed where it stopped, nothing lost");
+    assert_eq!((done.state(), done.sent), (ReplayState::Done, n), "resumed where it stopped, nothing lost");
     assert!(done.duration_s >= 4.0, "the pause shifts the timeline: {} s", done.duration_s);
 
     let before = cluster.sink.report().requests;
@@ -126,7 +124,7 @@ async fn pause_holds_the_timeline_and_cancel_stops_it(kind: &str) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     client.control_replay(control(&id, ControlAction::Cancel)).await.unwrap();
     let cancelled = cluster.wait_final(&id, LIMIT).await.unwrap();
-    assert_eq!(cancelled.state, ReplayState::Cancelled);
+    assert_eq!(cancelled.state(), ReplayState::Cancelled);
     assert!(cancelled.sent < n, "{}", cancelled.sent);
     assert_eq!(cluster.sink.report().requests - before, cancelled.sent);
     assert!(client.control_replay(control(&id, ControlAction::Resume)).await.is_err(), "an ended replay stays ended");
@@ -140,7 +138,8 @@ async fn workers_stop_when_no_controller_is_heard(kind: &str) {
     let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(20))).await.unwrap();
     let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    let Cluster { controller, workers, sink } = cluster.cluster;
+    let Cluster { local, sink } = cluster.cluster;
+    let LocalCluster { controller, workers } = local;
     controller.shutdown().await;
     // Grace (2 s) plus a report interval.
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -16,9 +16,9 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use reprise_loadtests::cluster::{TestCluster, replay_request};
+use reprise_loadtests::cluster::{TestCluster, options, replay_request};
 use reprise_loadtests::synth::Profile;
-use reprise_store::schema::{Recording, ReplayState};
+use reprise_proto::v1::{PacingMode, Recording, ReplayState};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
@@ -100,21 +100,21 @@ async fn https_targets_over_http1_and_http2_with_the_certificate_checked_by_defa
 
     // Verified by default: a self-signed certificate fails every send as a connect error.
     let mut request = replay_request(&recording.id, &url, 1);
-    request.pacing = 2;
+    options(&mut request).pacing = PacingMode::Max.into();
     let id = cluster.replay(request.clone()).await.unwrap();
     let refused = cluster.wait_final(&id, LIMIT).await.unwrap();
-    assert_eq!(refused.state, ReplayState::Done, "{refused:?}");
+    assert_eq!(refused.state(), ReplayState::Done, "{refused:?}");
     assert_eq!((refused.ok, refused.error_kinds["connect"]), (0, REQUESTS), "{refused:?}");
     assert!(arrivals.lock().unwrap().is_empty());
 
     // `insecure_tls` accepts it, over HTTP/1.1 and then over HTTP/2 (ALPN).
     for (http2, version) in [(false, Version::HTTP_11), (true, Version::HTTP_2)] {
         arrivals.lock().unwrap().clear();
-        request.insecure_tls = true;
-        request.http2 = http2;
+        options(&mut request).insecure_tls = true;
+        options(&mut request).http2 = http2;
         let id = cluster.replay(request.clone()).await.unwrap();
         let status = cluster.wait_final(&id, LIMIT).await.unwrap();
-        assert_eq!((status.state, status.ok, status.errors), (ReplayState::Done, REQUESTS, 0), "{status:?}");
+        assert_eq!((status.state(), status.ok, status.errors), (ReplayState::Done, REQUESTS, 0), "{status:?}");
         let arrived = arrivals.lock().unwrap().clone();
         assert_eq!(arrived.len() as u64, REQUESTS);
         assert!(arrived.iter().all(|a| a.version == version), "{arrived:?}");
@@ -132,11 +132,11 @@ async fn the_host_header_is_the_targets_unless_the_recorded_one_is_kept() {
     for (keep_host, expected) in [(false, addr.to_string()), (true, "shop.example".to_string())] {
         arrivals.lock().unwrap().clear();
         let mut request = replay_request(&recording.id, &format!("http://{addr}"), 1);
-        request.pacing = 2;
-        request.keep_host = keep_host;
+        options(&mut request).pacing = PacingMode::Max.into();
+        options(&mut request).keep_host = keep_host;
         let id = cluster.replay(request).await.unwrap();
         let status = cluster.wait_final(&id, LIMIT).await.unwrap();
-        assert_eq!((status.state, status.ok), (ReplayState::Done, REQUESTS), "{status:?}");
+        assert_eq!((status.state(), status.ok), (ReplayState::Done, REQUESTS), "{status:?}");
         let arrived = arrivals.lock().unwrap().clone();
         assert_eq!(arrived.len() as u64, REQUESTS);
         assert!(arrived.iter().all(|a| a.host == expected), "keep_host {keep_host}: {arrived:?}");

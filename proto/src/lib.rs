@@ -1,11 +1,15 @@
 //! Wire formats shared by every Reprise daemon: the traffic record stored in the log
-//! (one per captured HTTP message) and the gRPC services between controller, workers
-//! and `ctl`.
+//! (one per captured HTTP message), the documents kept in the catalog, and the gRPC
+//! services between controller, workers and `ctl`.
+//!
+//! Catalog documents and the controller's status messages are also JSON documents (the
+//! catalog's storage, the stats API, `ctl --json`): they derive serde with the proto
+//! field names, and their enum fields read and write lower-case names (`"running"`).
 
-/// Version of the controller/worker/ctl protocol. Every registration and assignment
-/// carries it; a peer with another version is refused with a clear error instead of
-/// being misread.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of the controller/worker/ctl protocol. Every registration, assignment and
+/// ctl hello carries it; a peer with another version is refused with a clear error
+/// instead of being misread.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Version of [`v1::TrafficRecord`]'s format written by this build.
 pub const TRAFFIC_FORMAT_VERSION: u32 = 1;
@@ -13,4 +17,131 @@ pub const TRAFFIC_FORMAT_VERSION: u32 = 1;
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("reprise.v1");
+}
+
+use v1::{PacingMode, PartitionRange, Percentiles, RecordingState, ReplayState, ReplayStatus, WorkerReplayState};
+
+/// Refuses a peer that speaks another protocol version. `peer` and `this` name the two
+/// sides for the message ("ctl", "controller", "worker").
+pub fn check_protocol(peer_version: u32, peer: &str, this: &str) -> Result<(), tonic::Status> {
+    if peer_version == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(tonic::Status::failed_precondition(format!(
+            "protocol version mismatch: the {peer} speaks {peer_version}, this {this} speaks {PROTOCOL_VERSION}; \
+             use matching versions"
+        )))
+    }
+}
+
+impl ReplayState {
+    /// Done, cancelled or failed: nothing will change any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, ReplayState::Done | ReplayState::Cancelled | ReplayState::Failed)
+    }
+}
+
+impl WorkerReplayState {
+    /// Done, cancelled or failed: the report carrying it is the worker's last.
+    pub fn is_final(self) -> bool {
+        matches!(self, WorkerReplayState::Done | WorkerReplayState::Cancelled | WorkerReplayState::Failed)
+    }
+}
+
+const NO_PERCENTILES: Percentiles = Percentiles { p50: 0.0, p90: 0.0, p99: 0.0, p999: 0.0, max: 0.0, mean: 0.0 };
+
+impl ReplayStatus {
+    /// Latency from each request's due time to its complete response (zeros if unset).
+    pub fn latency(&self) -> &Percentiles {
+        self.latency_ms.as_ref().unwrap_or(&NO_PERCENTILES)
+    }
+
+    /// Schedule lag: how late each send left against its due time (zeros if unset).
+    pub fn lag(&self) -> &Percentiles {
+        self.lag_ms.as_ref().unwrap_or(&NO_PERCENTILES)
+    }
+}
+
+impl PartitionRange {
+    pub fn len(&self) -> u64 {
+        (self.end - self.start).max(0) as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The lower-case names of enums (`ReplayState::Done` is `done`), as shown and stored.
+macro_rules! lower_case_names {
+    ($($enum:ident => $prefix:literal),* $(,)?) => {$(
+        impl std::fmt::Display for $enum {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let name = self.as_str_name();
+                f.write_str(&name.strip_prefix($prefix).unwrap_or(name).to_ascii_lowercase())
+            }
+        }
+    )*};
+}
+
+lower_case_names!(
+    ReplayState => "REPLAY_STATE_",
+    RecordingState => "RECORDING_STATE_",
+    PacingMode => "PACING_MODE_",
+    WorkerReplayState => "WORKER_REPLAY_STATE_",
+);
+
+/// serde adapters for enum fields, which prost keeps as `i32`: each writes the enum's
+/// name and reads it back (an unknown number is written as `unspecified`).
+pub mod names {
+    macro_rules! enum_field {
+        ($($module:ident: $enum:ty),* $(,)?) => {$(
+            pub mod $module {
+                use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+                pub fn serialize<S: Serializer>(value: &i32, serializer: S) -> Result<S::Ok, S::Error> {
+                    <$enum>::try_from(*value).unwrap_or_default().serialize(serializer)
+                }
+
+                pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i32, D::Error> {
+                    <$enum>::deserialize(deserializer).map(i32::from)
+                }
+            }
+        )*};
+    }
+
+    enum_field!(
+        recording_state: crate::v1::RecordingState,
+        replay_state: crate::v1::ReplayState,
+        pacing_mode: crate::v1::PacingMode,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::v1::{PacingMode, Percentiles, ReplayState, ReplayStatus};
+
+    #[test]
+    fn enums_travel_as_lower_case_names() {
+        let status = ReplayStatus {
+            state: ReplayState::Running.into(),
+            pacing: PacingMode::Constant.into(),
+            latency_ms: Some(Percentiles::default()),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!((json["state"].as_str(), json["pacing"].as_str()), (Some("running"), Some("constant")));
+        assert_eq!(json["speed"], serde_json::Value::Null);
+        let back: ReplayStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(back, status);
+        assert_eq!(ReplayState::Cancelled.to_string(), "cancelled");
+    }
+
+    #[test]
+    fn a_peer_of_another_version_is_refused() {
+        assert!(super::check_protocol(super::PROTOCOL_VERSION, "ctl", "controller").is_ok());
+        let refused = super::check_protocol(super::PROTOCOL_VERSION + 1, "ctl", "controller").unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(refused.message().contains("the ctl speaks"), "{}", refused.message());
+    }
 }

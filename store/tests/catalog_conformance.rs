@@ -39,7 +39,7 @@ fn recording(id: &str) -> Recording {
         last_timestamp_ns: Some(2),
         record_count: 6,
         bytes: Some(600),
-        state: RecordingState::Complete,
+        state: RecordingState::Complete.into(),
         missing_records: 0,
         created_at_ms: 1,
         stopped_at_ms: Some(2),
@@ -53,7 +53,6 @@ fn worker(id: &str) -> WorkerInfo {
         version: "test".into(),
         protocol_version: 1,
         cores: 2,
-        max_rate: 0.0,
         labels: BTreeMap::new(),
         started_at_ms: 1,
     }

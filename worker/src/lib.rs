@@ -66,6 +66,15 @@ pub struct WorkerConfig {
     pub lease_ttl_secs: u64,
 }
 
+impl WorkerConfig {
+    /// Defaults for everything but the catalog and the name, serving on a free loopback
+    /// port (an in-process cluster: tests, `ctl demo`).
+    pub fn local(catalog: &str, name: &str) -> WorkerConfig {
+        let args = ["--catalog", catalog, "--name", name, "--listen", "127.0.0.1:0"];
+        WorkerConfig::parse_from(std::iter::once("reprise-worker").chain(args))
+    }
+}
+
 fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -108,7 +117,6 @@ impl Worker {
             version: env!("CARGO_PKG_VERSION").to_string(),
             protocol_version: PROTOCOL_VERSION,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-            max_rate: 0.0,
             labels: config.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
             started_at_ms: reprise_store::now_ms(),
         };

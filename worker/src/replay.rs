@@ -317,7 +317,7 @@ impl Replay {
     }
 
     pub fn is_final(&self) -> bool {
-        matches!(self.state(), WorkerReplayState::Done | WorkerReplayState::Cancelled | WorkerReplayState::Failed)
+        self.state().is_final()
     }
 
     fn sender_config(&self, max_in_flight: usize) -> SenderConfig {

@@ -1,5 +1,6 @@
 //! The worker's gRPC service: assignments keyed by replay id, start, control, stats
-//! streams, and the controller heartbeat that keeps replays from running away.
+//! streams, and the controller heartbeat that keeps replays from running away: a
+//! replay that no controller has named for the grace period stops by itself.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -8,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use reprise_proto::PROTOCOL_VERSION;
 use reprise_proto::v1::worker_server::Worker as WorkerRpc;
 use reprise_proto::v1::{
     AssignRequest, AssignResponse, ControlAction, ControlRequest, ControlResponse, HeartbeatRequest, HeartbeatResponse,
-    StartRequest, StartResponse, StatsRequest, WorkerReplayState, WorkerStats,
+    StartRequest, StartResponse, StatsRequest, WorkerStats,
 };
+use reprise_proto::{PROTOCOL_VERSION, check_protocol};
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
@@ -23,61 +24,63 @@ use crate::replay::{HostSettings, Replay, ReplayError};
 /// controllers.
 const KEEP_FINISHED: Duration = Duration::from_secs(600);
 
+/// A replay held here, and when a controller last named it (ms since the epoch).
+struct Held {
+    replay: Arc<Replay>,
+    last_heard_ms: AtomicI64,
+}
+
 pub struct WorkerService {
     pub worker_id: String,
-    replays: Mutex<HashMap<String, Arc<Replay>>>,
-    /// When a controller last called (ms since the epoch).
-    last_heard_ms: AtomicI64,
+    replays: Mutex<HashMap<String, Held>>,
     grace: Duration,
     host: HostSettings,
 }
 
 impl WorkerService {
     pub fn new(worker_id: String, grace: Duration, host: HostSettings) -> Arc<Self> {
-        Arc::new(WorkerService {
-            worker_id,
-            replays: Mutex::new(HashMap::new()),
-            last_heard_ms: AtomicI64::new(reprise_store::now_ms()),
-            grace,
-            host,
-        })
+        Arc::new(WorkerService { worker_id, replays: Mutex::new(HashMap::new()), grace, host })
     }
 
-    fn heard(&self) {
-        self.last_heard_ms.store(reprise_store::now_ms(), Ordering::Relaxed);
-    }
-
-    fn replay(&self, id: &str) -> Result<Arc<Replay>, Status> {
-        self.replays
-            .lock()
-            .expect("lock")
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("replay {id} is not assigned to this worker")))
+    /// A controller named replay `id`: its grace starts again. Returns the replay.
+    fn heard(&self, id: &str) -> Result<Arc<Replay>, Status> {
+        let replays = self.replays.lock().expect("lock");
+        let held =
+            replays.get(id).ok_or_else(|| Status::not_found(format!("replay {id} is not assigned to this worker")))?;
+        held.last_heard_ms.store(reprise_store::now_ms(), Ordering::Relaxed);
+        Ok(held.replay.clone())
     }
 
     /// Replays that have not ended.
     pub fn active(&self) -> Vec<Arc<Replay>> {
-        self.replays.lock().expect("lock").values().filter(|r| !r.is_final()).cloned().collect()
+        self.replays.lock().expect("lock").values().map(|h| &h.replay).filter(|r| !r.is_final()).cloned().collect()
     }
 
-    /// Stops every active replay when no controller has been heard for the grace
-    /// period, and forgets replays that ended long ago. Runs until the process ends.
+    /// Stops every active replay that no controller has named for the grace period, and
+    /// forgets replays that ended long ago. Runs until the process ends.
     pub async fn watchdog(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            let silent_ms = reprise_store::now_ms() - self.last_heard_ms.load(Ordering::Relaxed);
-            if silent_ms > self.grace.as_millis() as i64 {
-                for replay in self.active() {
-                    let error = format!("no controller heard for {} s; stopped sending", silent_ms / 1000);
-                    tracing::warn!(replay = %replay.id, "{error}");
-                    replay.cancel(Some(error));
-                }
+            let now_ms = reprise_store::now_ms();
+            let silent: Vec<(Arc<Replay>, i64)> = self
+                .replays
+                .lock()
+                .expect("lock")
+                .values()
+                .filter(|h| !h.replay.is_final())
+                .map(|h| (h.replay.clone(), now_ms - h.last_heard_ms.load(Ordering::Relaxed)))
+                .filter(|(_, silent_ms)| *silent_ms > self.grace.as_millis() as i64)
+                .collect();
+            for (replay, silent_ms) in silent {
+                let error = format!("no controller heard for {} s; stopped sending", silent_ms / 1000);
+                tracing::warn!(replay = %replay.id, "{error}");
+                replay.cancel(Some(error));
             }
             let now_ns = reprise_store::now_ns();
-            self.replays.lock().expect("lock").retain(|_, r| {
-                !r.is_final() || now_ns - r.subscribe().borrow().at_unix_ns < KEEP_FINISHED.as_nanos() as i64
+            self.replays.lock().expect("lock").retain(|_, h| {
+                !h.replay.is_final()
+                    || now_ns - h.replay.subscribe().borrow().at_unix_ns < KEEP_FINISHED.as_nanos() as i64
             });
         }
     }
@@ -90,25 +93,14 @@ impl WorkerService {
     }
 }
 
-fn check_protocol(version: u32) -> Result<(), Status> {
-    if version == PROTOCOL_VERSION {
-        Ok(())
-    } else {
-        Err(Status::failed_precondition(format!(
-            "protocol version mismatch: controller speaks {version}, this worker speaks {PROTOCOL_VERSION}"
-        )))
-    }
-}
-
 type StatsStream = Pin<Box<dyn Stream<Item = Result<WorkerStats, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl WorkerRpc for WorkerService {
     async fn assign(&self, request: Request<AssignRequest>) -> Result<Response<AssignResponse>, Status> {
-        self.heard();
         let assignment = request.into_inner();
-        check_protocol(assignment.protocol_version)?;
-        let existing = self.replays.lock().expect("lock").get(&assignment.replay_id).cloned();
+        check_protocol(assignment.protocol_version, "controller", "worker")?;
+        let existing = self.heard(&assignment.replay_id).ok();
         let replay = match existing {
             Some(existing) if existing.assignment.shares == assignment.shares => existing,
             Some(_) => {
@@ -124,7 +116,8 @@ impl WorkerRpc for WorkerService {
                     ReplayError::Log(_) => Status::unavailable(e.to_string()),
                 })?;
                 // A concurrent identical Assign may have won the race: keep the first.
-                self.replays.lock().expect("lock").entry(id).or_insert(replay).clone()
+                let held = || Held { replay, last_heard_ms: AtomicI64::new(reprise_store::now_ms()) };
+                self.replays.lock().expect("lock").entry(id).or_insert_with(held).replay.clone()
             }
         };
         tracing::info!(replay = %replay.id, shares = replay.assignment.shares.len(), records = replay.planned_records, "assigned");
@@ -136,17 +129,15 @@ impl WorkerRpc for WorkerService {
     }
 
     async fn start(&self, request: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
-        self.heard();
         let request = request.into_inner();
-        let replay = self.replay(&request.replay_id)?;
+        let replay = self.heard(&request.replay_id)?;
         replay.start(request.start_at_unix_ns);
         Ok(Response::new(StartResponse {}))
     }
 
     async fn control(&self, request: Request<ControlRequest>) -> Result<Response<ControlResponse>, Status> {
-        self.heard();
         let request = request.into_inner();
-        let replay = self.replay(&request.replay_id)?;
+        let replay = self.heard(&request.replay_id)?;
         match request.action() {
             ControlAction::Pause => replay.pause(true),
             ControlAction::Resume => replay.pause(false),
@@ -159,25 +150,20 @@ impl WorkerRpc for WorkerService {
     type StatsStream = StatsStream;
 
     async fn stats(&self, request: Request<StatsRequest>) -> Result<Response<Self::StatsStream>, Status> {
-        self.heard();
-        let replay = self.replay(&request.into_inner().replay_id)?;
-        let is_final = |s: &WorkerStats| {
-            matches!(s.state(), WorkerReplayState::Done | WorkerReplayState::Cancelled | WorkerReplayState::Failed)
-        };
+        let replay = self.heard(&request.into_inner().replay_id)?;
         // Every report up to and including the final one.
         let mut ended = false;
         let reports = WatchStream::new(replay.subscribe()).take_while(move |report| {
             let keep = !ended;
-            ended = is_final(report);
+            ended = report.state().is_final();
             std::future::ready(keep)
         });
         Ok(Response::new(Box::pin(reports.map(Ok))))
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
-        self.heard();
-        let _ = request;
-        let replay_ids = self.active().iter().map(|r| r.id.clone()).collect();
-        Ok(Response::new(HeartbeatResponse { worker_id: self.worker_id.clone(), replay_ids }))
+        let unknown_replay_ids =
+            request.into_inner().replay_ids.into_iter().filter(|id| self.heard(id).is_err()).collect();
+        Ok(Response::new(HeartbeatResponse { worker_id: self.worker_id.clone(), unknown_replay_ids }))
     }
 }

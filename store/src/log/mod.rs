@@ -63,6 +63,19 @@ pub struct RangeSpec {
     pub phase: u32,
 }
 
+/// A share of a replay as it travels to a worker.
+impl From<RangeSpec> for reprise_proto::v1::PartitionShare {
+    fn from(r: RangeSpec) -> Self {
+        reprise_proto::v1::PartitionShare {
+            partition: r.partition,
+            start_offset: r.start,
+            end_offset: r.end,
+            stride: r.stride,
+            phase: r.phase,
+        }
+    }
+}
+
 impl RangeSpec {
     /// Every record of `[start, end)` in `partition`.
     pub fn whole(partition: i32, start: i64, end: i64) -> Self {

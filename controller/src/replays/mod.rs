@@ -1,0 +1,284 @@
+//! Replays: plan a recording over the live workers, assign and start them on a common
+//! instant, follow their stats streams, merge them into a cluster status and timeline,
+//! and store the outcome. Every replay is persisted in the catalog at each state change.
+//!
+//! * [`spec`]: the validated request;
+//! * `start`: planning, assigning and starting, as steps;
+//! * `follow`: following the workers (stats streams, ticks, heartbeats, the end);
+//! * [`tally`]: the merged status, timeline and outcome (pure data);
+//! * [`stored`]: the replay's parts as the catalog keeps them.
+
+mod follow;
+pub mod spec;
+mod start;
+pub mod stored;
+pub mod tally;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use futures::stream::{BoxStream, StreamExt};
+use reprise_proto::v1::worker_client::WorkerClient;
+use reprise_proto::v1::{ControlAction, ControlRequest, ReplayEvent, ReplayState, ReplayStatus, TimelinePoint};
+use reprise_store::schema::Replay;
+use reprise_store::{Catalog, CatalogError, now_ms};
+use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub use self::spec::ReplaySpec;
+use self::stored::ReplayPlan;
+use self::tally::Tally;
+use crate::recordings::{RecordingError, Recordings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("invalid replay: {0}")]
+    Invalid(String),
+    #[error("no recording {0}")]
+    UnknownRecording(String),
+    #[error("recording {0} is still recording; stop it first (ctl record stop {0})")]
+    StillRecording(String),
+    #[error("recording {id} is partly gone from the log: retention deleted {missing} of its records")]
+    Expired { id: String, missing: u64 },
+    #[error("recording {0} holds no records")]
+    EmptyRecording(String),
+    #[error("no live workers{0}")]
+    NoWorkers(String),
+    #[error("no replay {0}")]
+    UnknownReplay(String),
+    #[error("replay {0} has already ended")]
+    Ended(String),
+    #[error("worker {worker} ({address}) refused the replay: {reason}")]
+    WorkerRefused { worker: String, address: String, reason: String },
+    #[error(transparent)]
+    Recording(#[from] RecordingError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+/// A replay this controller follows.
+pub struct LiveReplay {
+    replay: Mutex<Replay>,
+    spec: ReplaySpec,
+    plan: ReplayPlan,
+    tally: Mutex<Tally>,
+    /// The latest status event, for every watcher (gRPC and SSE alike).
+    events: watch::Sender<ReplayEvent>,
+    /// A user cancelled: the replay ends as cancelled once every worker has reported its
+    /// final counts (until then its state stays what it was, so no one reads a final
+    /// status with counts still coming in).
+    cancel_requested: AtomicBool,
+}
+
+impl LiveReplay {
+    fn new(replay: Replay, spec: ReplaySpec, plan: ReplayPlan) -> Arc<LiveReplay> {
+        let tally = Tally::new(&plan);
+        let status = tally.status(&replay, &spec, &plan, now_ms());
+        Arc::new(LiveReplay {
+            replay: Mutex::new(replay),
+            spec,
+            plan,
+            tally: Mutex::new(tally),
+            events: watch::Sender::new(ReplayEvent { status: Some(status), point: None }),
+            cancel_requested: AtomicBool::new(false),
+        })
+    }
+
+    pub fn id(&self) -> String {
+        self.replay.lock().expect("lock").id.clone()
+    }
+
+    pub fn is_final(&self) -> bool {
+        self.replay.lock().expect("lock").state.is_final()
+    }
+
+    pub fn timeline(&self) -> Vec<TimelinePoint> {
+        self.tally.lock().expect("lock").timeline()
+    }
+
+    /// The merged status now.
+    pub fn status(&self) -> ReplayStatus {
+        let replay = self.replay.lock().expect("lock").clone();
+        self.tally.lock().expect("lock").status(&replay, &self.spec, &self.plan, now_ms())
+    }
+
+    /// Tells every watcher the status now, with the timeline point that made it.
+    fn publish(&self, point: Option<TimelinePoint>) {
+        self.events.send_replace(ReplayEvent { status: Some(self.status()), point });
+    }
+}
+
+/// One gRPC client per worker address, made on first use.
+#[derive(Default)]
+struct WorkerClients(Mutex<HashMap<String, WorkerClient<Channel>>>);
+
+impl WorkerClients {
+    fn get(&self, address: &str) -> Result<WorkerClient<Channel>, String> {
+        let mut clients = self.0.lock().expect("lock");
+        if let Some(client) = clients.get(address) {
+            return Ok(client.clone());
+        }
+        let endpoint = Channel::from_shared(format!("http://{address}"))
+            .map_err(|e| format!("bad worker address {address:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let client = WorkerClient::new(endpoint.connect_lazy());
+        clients.insert(address.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Sends `action` for `replay_id` to every address; failures are logged, not fatal.
+    async fn control_all<'a>(
+        &self,
+        replay_id: &str,
+        addresses: impl IntoIterator<Item = &'a str>,
+        action: ControlAction,
+    ) {
+        let calls = addresses.into_iter().filter_map(|a| self.get(a).ok()).map(|mut client| {
+            let request = ControlRequest { replay_id: replay_id.to_string(), action: action.into() };
+            async move { client.control(request).await }
+        });
+        for result in join_all(calls).await {
+            if let Err(status) = result {
+                tracing::warn!(replay = %replay_id, ?action, error = %status.message(), "control call failed");
+            }
+        }
+    }
+}
+
+pub struct ReplayManager {
+    controller_id: String,
+    catalog: Catalog,
+    recordings: Arc<Recordings>,
+    start_lead: Duration,
+    live: Mutex<HashMap<String, Arc<LiveReplay>>>,
+    clients: WorkerClients,
+    /// Ends every background task of this manager (controller shutdown).
+    shutdown: CancellationToken,
+}
+
+impl ReplayManager {
+    pub fn new(
+        controller_id: String,
+        catalog: Catalog,
+        recordings: Arc<Recordings>,
+        start_lead: Duration,
+    ) -> Arc<Self> {
+        Arc::new(ReplayManager {
+            controller_id,
+            catalog,
+            recordings,
+            start_lead,
+            live: Mutex::new(HashMap::new()),
+            clients: WorkerClients::default(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// Runs `task` in the background until it ends or the manager shuts down.
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = task => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+
+    /// Stops following replays and heartbeating workers (which then stop by themselves
+    /// after their grace period unless another controller takes over).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    pub fn live(&self, id: &str) -> Option<Arc<LiveReplay>> {
+        self.live.lock().expect("lock").get(id).cloned()
+    }
+
+    /// A replay's status: live if followed here, else the stored summary (or, for a
+    /// replay nobody follows, what its record says).
+    pub async fn status(&self, id: &str) -> Result<ReplayStatus, ReplayError> {
+        if let Some(live) = self.live(id) {
+            return Ok(live.status());
+        }
+        let stored = self.catalog.get::<Replay>(id).await?.ok_or_else(|| ReplayError::UnknownReplay(id.to_string()))?;
+        Ok(stored_status(&stored.value))
+    }
+
+    /// Every replay, newest first.
+    pub async fn list(&self) -> Result<Vec<ReplayStatus>, ReplayError> {
+        let mut out: Vec<ReplayStatus> = self
+            .catalog
+            .list::<Replay>()
+            .await?
+            .into_iter()
+            .map(|stored| self.live(&stored.value.id).map_or_else(|| stored_status(&stored.value), |l| l.status()))
+            .collect();
+        out.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(b.id.cmp(&a.id)));
+        Ok(out)
+    }
+
+    /// Live replays' statuses (for metrics).
+    pub fn live_statuses(&self) -> Vec<ReplayStatus> {
+        let live: Vec<Arc<LiveReplay>> = self.live.lock().expect("lock").values().cloned().collect();
+        live.iter().map(|l| l.status()).collect()
+    }
+
+    /// The replay's status now, then each change, until (and with) the final one: the one
+    /// feed of `ctl`'s watch and the stats API's event stream.
+    pub async fn watch(&self, id: &str) -> Result<BoxStream<'static, ReplayEvent>, ReplayError> {
+        // Subscribe before reading the status, so that no change falls in between.
+        let changes = self.live(id).map(|l| WatchStream::from_changes(l.events.subscribe()));
+        let first = ReplayEvent { status: Some(self.status(id).await?), point: None };
+        let events = futures::stream::once(async { first }).chain(futures::stream::iter(changes).flatten());
+        let mut ended = false;
+        Ok(events
+            .take_while(move |event| {
+                let more = !ended;
+                ended = event.status.as_ref().is_none_or(|s| s.state().is_final());
+                std::future::ready(more)
+            })
+            .boxed())
+    }
+
+    /// Pauses, resumes or cancels a running replay on all its workers.
+    pub async fn control(&self, id: &str, action: ControlAction) -> Result<ReplayStatus, ReplayError> {
+        let live = self.live(id).ok_or_else(|| ReplayError::UnknownReplay(id.to_string()))?;
+        if live.is_final() || live.cancel_requested.load(Ordering::Relaxed) {
+            return Err(ReplayError::Ended(id.to_string()));
+        }
+        if action == ControlAction::Cancel {
+            live.cancel_requested.store(true, Ordering::Relaxed);
+        }
+        let addresses: Vec<String> = live.plan.workers.iter().map(|w| w.address.clone()).collect();
+        self.clients.control_all(id, addresses.iter().map(String::as_str), action).await;
+        let replay = {
+            let mut replay = live.replay.lock().expect("lock");
+            match action {
+                ControlAction::Pause => replay.state = ReplayState::Paused,
+                ControlAction::Resume => replay.state = ReplayState::Running,
+                // Final once the workers have reported (see `finish`).
+                _ => {}
+            }
+            replay.clone()
+        };
+        self.catalog.put(&replay).await?;
+        Ok(live.status())
+    }
+}
+
+/// The status of a replay this controller does not follow: its stored summary once it
+/// has ended, else its record and plan with no reports.
+fn stored_status(replay: &Replay) -> ReplayStatus {
+    if let Ok(status) = serde_json::from_value::<ReplayStatus>(replay.summary.clone()) {
+        return status;
+    }
+    let (spec, plan) = stored::parts(replay);
+    Tally::new(&plan).status(replay, &spec, &plan, now_ms())
+}

@@ -1,0 +1,137 @@
+//! What `ctl replay` asks for, validated once: the one conversion from the wire request.
+
+use std::collections::BTreeMap;
+
+use reprise_proto::v1::{PacingMode, ReplayOptions, StartReplayRequest};
+use serde::{Deserialize, Serialize};
+
+use super::ReplayError;
+
+/// A validated replay request; stored with the replay so another controller can carry on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplaySpec {
+    pub recording_id: String,
+    /// What every worker is told; `rate_per_sec` is the cluster's cap (each worker is
+    /// assigned its share).
+    pub options: ReplayOptions,
+    /// How many workers to use; 0 = every live one.
+    pub workers: u32,
+    pub worker_labels: BTreeMap<String, String>,
+}
+
+impl TryFrom<StartReplayRequest> for ReplaySpec {
+    type Error = ReplayError;
+
+    fn try_from(request: StartReplayRequest) -> Result<Self, ReplayError> {
+        let options = request.options.ok_or_else(|| invalid("the request carries no replay options"))?;
+        validate(&options)?;
+        Ok(ReplaySpec {
+            recording_id: request.recording_id,
+            options,
+            workers: request.workers,
+            worker_labels: request.worker_labels,
+        })
+    }
+}
+
+impl ReplaySpec {
+    pub fn pacing(&self) -> PacingMode {
+        self.options.pacing()
+    }
+
+    /// The options for a worker that sends `records` of the recording's `total`: its
+    /// share of the cluster's rate cap.
+    pub fn worker_options(&self, records: u64, total: u64) -> ReplayOptions {
+        let rate_per_sec = self.options.rate_per_sec * records as f64 / total.max(1) as f64;
+        ReplayOptions { rate_per_sec, ..self.options.clone() }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ReplayError {
+    ReplayError::Invalid(message.into())
+}
+
+fn validate(options: &ReplayOptions) -> Result<(), ReplayError> {
+    let pacing = PacingMode::try_from(options.pacing).unwrap_or_default();
+    if pacing == PacingMode::Unspecified {
+        return Err(invalid(format!("unknown pacing mode {}", options.pacing)));
+    }
+    if options.multiple == 0 {
+        return Err(invalid("--multiple must be at least 1"));
+    }
+    if pacing == PacingMode::Original && !(options.speed.is_finite() && options.speed > 0.0) {
+        return Err(invalid(format!("--speed must be a positive number, got {}", options.speed)));
+    }
+    if pacing == PacingMode::Constant && options.rate_per_sec <= 0.0 {
+        return Err(invalid("constant pacing needs --rate"));
+    }
+    if options.rate_per_sec < 0.0 || options.rate_per_sec.is_nan() {
+        return Err(invalid("--rate must not be negative"));
+    }
+    if options.max_in_flight == 0 {
+        return Err(invalid("--max-in-flight must be at least 1"));
+    }
+    let uri: http::Uri = options.target.parse().map_err(|e| invalid(format!("target {:?}: {e}", options.target)))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        return Err(invalid(format!("target {:?} must be an http:// or https:// URL with a host", options.target)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(options: ReplayOptions) -> StartReplayRequest {
+        StartReplayRequest { recording_id: "rec-1".into(), options: Some(options), ..Default::default() }
+    }
+
+    fn valid() -> ReplayOptions {
+        ReplayOptions {
+            target: "http://127.0.0.1:8080".into(),
+            multiple: 2,
+            speed: 1.0,
+            pacing: PacingMode::Original.into(),
+            rate_per_sec: 100.0,
+            max_in_flight: 8,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_valid_request_converts_whole() {
+        let mut wire = request(valid());
+        wire.worker_labels.insert("zone".into(), "a".into());
+        let spec = ReplaySpec::try_from(wire).unwrap();
+        assert_eq!((spec.recording_id.as_str(), spec.options, spec.worker_labels.len()), ("rec-1", valid(), 1));
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_the_flag_named() {
+        type Spoil = fn(&mut ReplayOptions);
+        let cases: [(Spoil, &str); 6] = [
+            (|o| o.multiple = 0, "--multiple"),
+            (|o| o.speed = f64::NAN, "--speed"),
+            (|o| o.pacing = 9, "pacing mode 9"),
+            (|o| o.rate_per_sec = -1.0, "--rate"),
+            (|o| o.max_in_flight = 0, "--max-in-flight"),
+            (|o| o.target = "ftp://host".into(), "http:// or https://"),
+        ];
+        for (spoil, named) in cases {
+            let mut options = valid();
+            spoil(&mut options);
+            let error = ReplaySpec::try_from(request(options)).unwrap_err().to_string();
+            assert!(error.contains(named), "{error:?} should name {named:?}");
+        }
+        let constant = ReplayOptions { pacing: PacingMode::Constant.into(), rate_per_sec: 0.0, ..valid() };
+        assert!(ReplaySpec::try_from(request(constant)).unwrap_err().to_string().contains("--rate"));
+        assert!(ReplaySpec::try_from(StartReplayRequest::default()).is_err(), "no options at all");
+    }
+
+    #[test]
+    fn each_worker_gets_its_share_of_the_rate() {
+        let spec = ReplaySpec::try_from(request(valid())).unwrap();
+        assert_eq!(spec.worker_options(25, 100).rate_per_sec, 25.0);
+        assert_eq!(spec.worker_options(25, 100).target, valid().target);
+    }
+}

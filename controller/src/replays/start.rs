@@ -1,0 +1,171 @@
+//! Starting a replay, step by step: check the recording, pick the workers, plan, store,
+//! assign every share (prepare), then start everyone on one instant a little ahead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use reprise_proto::PROTOCOL_VERSION;
+use reprise_proto::v1::{AssignRequest, ControlAction, PartitionShare, ReplayState, ReplayStatus, StartRequest};
+use reprise_store::schema::{Recording, RecordingState, Replay, WorkerInfo};
+use reprise_store::{now_ms, now_ns};
+
+use super::stored::{self, ReplayPlan};
+use super::{LiveReplay, ReplayError, ReplayManager, ReplaySpec};
+use crate::planner::{self, Candidate, WorkerPlan};
+use crate::recordings::new_id;
+
+/// How long a worker may take to accept its share.
+const ASSIGN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl ReplayManager {
+    /// Plans, assigns and starts a replay; returns once every worker has its start time.
+    pub async fn start(self: &Arc<Self>, spec: ReplaySpec) -> Result<ReplayStatus, ReplayError> {
+        let recording = self.replayable_recording(&spec.recording_id).await?;
+        let candidates = self.pick_workers(&spec).await?;
+        let origin_ns = recording.first_timestamp_ns.unwrap_or(0);
+        let mut plan = ReplayPlan {
+            start_at_unix_ns: 0,
+            origin_ns,
+            span_ns: recording.last_timestamp_ns.unwrap_or(origin_ns) - origin_ns,
+            records: recording.record_count,
+            log_url: recording.log_url.clone(),
+            workers: planner::plan(&recording.ranges, &candidates),
+        };
+        let mut replay = Replay {
+            id: new_id("rep"),
+            recording_id: recording.id.clone(),
+            target: spec.options.target.clone(),
+            state: ReplayState::Planning,
+            options: Default::default(),
+            plan: Default::default(),
+            summary: Default::default(),
+            error: None,
+            created_at_ms: now_ms(),
+            started_at_ms: None,
+            finished_at_ms: None,
+        };
+        stored::set_parts(&mut replay, &spec, &plan);
+        self.catalog.put(&replay).await?;
+
+        if let Err(error) = self.assign_all(&replay.id, &spec, &plan).await {
+            return self.abort(replay, &plan, error).await;
+        }
+        plan.start_at_unix_ns = now_ns() + self.start_lead.as_nanos() as i64;
+        if let Err(error) = self.start_all(&replay.id, &plan).await {
+            return self.abort(replay, &plan, error).await;
+        }
+        replay.state = ReplayState::Running;
+        replay.started_at_ms = Some(plan.start_at_unix_ns / 1_000_000);
+        stored::set_parts(&mut replay, &spec, &plan);
+        self.catalog.put(&replay).await?;
+
+        tracing::info!(replay = %replay.id, workers = plan.workers.len(), records = plan.records, "replay started");
+        let live = LiveReplay::new(replay, spec, plan);
+        self.live.lock().expect("lock").insert(live.id(), live.clone());
+        self.follow_all(&live);
+        Ok(live.status())
+    }
+
+    /// The recording, if it can be replayed whole.
+    async fn replayable_recording(&self, id: &str) -> Result<Recording, ReplayError> {
+        let stored = self.catalog.get::<Recording>(id).await?;
+        let mut recording = stored.ok_or_else(|| ReplayError::UnknownRecording(id.to_string()))?.value;
+        if recording.state() == RecordingState::Recording {
+            return Err(ReplayError::StillRecording(recording.id));
+        }
+        if recording.state() == RecordingState::Complete {
+            self.recordings.check_retention(&mut recording).await?;
+        }
+        if recording.state() == RecordingState::Expired {
+            return Err(ReplayError::Expired { id: recording.id, missing: recording.missing_records });
+        }
+        if recording.record_count == 0 {
+            return Err(ReplayError::EmptyRecording(recording.id));
+        }
+        Ok(recording)
+    }
+
+    async fn pick_workers(&self, spec: &ReplaySpec) -> Result<Vec<Candidate>, ReplayError> {
+        let mut workers: Vec<WorkerInfo> =
+            self.catalog.list::<WorkerInfo>().await?.into_iter().map(|s| s.value).collect();
+        let live = workers.len();
+        workers.retain(|w| spec.worker_labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)));
+        let labelled = workers.len();
+        workers.retain(|w| w.protocol_version == PROTOCOL_VERSION);
+        if workers.is_empty() {
+            let why = if live == 0 {
+                " (start reprise-worker with the same --catalog)".to_string()
+            } else if labelled == 0 {
+                format!(": none of the {live} live workers has labels {:?}", spec.worker_labels)
+            } else {
+                format!(": the {labelled} matching workers speak another protocol version than {PROTOCOL_VERSION}")
+            };
+            return Err(ReplayError::NoWorkers(why));
+        }
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        if spec.workers > 0 {
+            workers.truncate(spec.workers as usize);
+        }
+        Ok(workers.into_iter().map(|w| Candidate { id: w.id, address: w.address }).collect())
+    }
+
+    /// Prepare: every worker acknowledges its share before anyone starts.
+    async fn assign_all(&self, replay_id: &str, spec: &ReplaySpec, plan: &ReplayPlan) -> Result<(), ReplayError> {
+        let assigns = plan.workers.iter().map(|worker| {
+            let request = AssignRequest {
+                protocol_version: PROTOCOL_VERSION,
+                replay_id: replay_id.to_string(),
+                controller_id: self.controller_id.clone(),
+                log_url: plan.log_url.clone(),
+                shares: worker.shares.iter().map(|s| PartitionShare::from(*s)).collect(),
+                options: Some(spec.worker_options(worker.records, plan.records)),
+                origin_ns: plan.origin_ns,
+                recording_records: plan.records,
+            };
+            let client = self.clients.get(&worker.address);
+            async move {
+                let mut client = client.map_err(|reason| refused(worker, reason))?;
+                match tokio::time::timeout(ASSIGN_TIMEOUT, client.assign(request)).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(status)) => Err(refused(worker, status.message().to_string())),
+                    Err(_) => Err(refused(worker, format!("no answer within {} s", ASSIGN_TIMEOUT.as_secs()))),
+                }
+            }
+        });
+        join_all(assigns).await.into_iter().collect()
+    }
+
+    /// Start: one instant, a little ahead, for everyone.
+    async fn start_all(&self, replay_id: &str, plan: &ReplayPlan) -> Result<(), ReplayError> {
+        let starts = plan.workers.iter().map(|worker| {
+            let request = StartRequest { replay_id: replay_id.to_string(), start_at_unix_ns: plan.start_at_unix_ns };
+            let client = self.clients.get(&worker.address);
+            async move {
+                let mut client = client.map_err(|reason| refused(worker, reason))?;
+                client.start(request).await.map(drop).map_err(|s| refused(worker, s.message().to_string()))
+            }
+        });
+        join_all(starts).await.into_iter().collect()
+    }
+
+    /// A replay that could not start: the workers drop it, and it is stored as failed.
+    async fn abort(
+        &self,
+        mut replay: Replay,
+        plan: &ReplayPlan,
+        error: ReplayError,
+    ) -> Result<ReplayStatus, ReplayError> {
+        let addresses = plan.workers.iter().map(|w| w.address.as_str());
+        self.clients.control_all(&replay.id, addresses, ControlAction::Cancel).await;
+        replay.state = ReplayState::Failed;
+        replay.error = Some(error.to_string());
+        replay.finished_at_ms = Some(now_ms());
+        self.catalog.put(&replay).await?;
+        Err(error)
+    }
+}
+
+fn refused(worker: &WorkerPlan, reason: String) -> ReplayError {
+    ReplayError::WorkerRefused { worker: worker.worker_id.clone(), address: worker.address.clone(), reason }
+}

@@ -1,0 +1,408 @@
+//! The live tally of a replay: each worker's latest report, merged into the cluster's
+//! status, its per-second timeline and its outcome. Pure data, no network: the callers
+//! pass the time in.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use hdrhistogram::Histogram;
+use reprise_proto::v1::{PacingMode, ReplayState, ReplayStatus, TimelinePoint, WorkerProgress, WorkerStats};
+use reprise_store::schema::Replay;
+use tokio::time::Instant;
+
+use super::spec::ReplaySpec;
+use super::stored::ReplayPlan;
+use crate::status::{empty_histogram, histogram, percentiles};
+
+/// Timeline points kept per replay (an hour at one per second).
+const MAX_TIMELINE: usize = 3600;
+
+pub struct WorkerTally {
+    pub address: String,
+    planned_records: u64,
+    latest: Option<WorkerStats>,
+    lost: Option<String>,
+    sent_at_last_tick: u64,
+}
+
+impl WorkerTally {
+    /// Nothing more will come from this worker: its final report is in, or it is lost.
+    pub fn is_final(&self) -> bool {
+        self.lost.is_some() || self.latest.as_ref().is_some_and(|s| s.state().is_final())
+    }
+
+    fn state_name(&self) -> String {
+        match (&self.lost, &self.latest) {
+            (Some(_), _) => "lost".into(),
+            (None, Some(report)) => report.state().to_string(),
+            (None, None) => "starting".into(),
+        }
+    }
+
+    fn error(&self) -> Option<String> {
+        self.lost.clone().or_else(|| self.latest.as_ref().map(|s| s.error.clone()).filter(|e| !e.is_empty()))
+    }
+}
+
+pub struct Tally {
+    pub workers: BTreeMap<String, WorkerTally>,
+    interval_latency: Histogram<u64>,
+    interval_lag: Histogram<u64>,
+    timeline: VecDeque<TimelinePoint>,
+    last_tick: Option<(Instant, u64)>,
+    started: Option<Instant>,
+}
+
+/// One count of a worker report.
+type Count = fn(&WorkerStats) -> u64;
+
+fn ok_count(s: &WorkerStats) -> u64 {
+    s.status_1xx + s.status_2xx + s.status_3xx
+}
+
+fn error_count(s: &WorkerStats) -> u64 {
+    s.errors_connect + s.errors_timeout + s.errors_reset + s.errors_other
+}
+
+impl Tally {
+    /// An empty tally of the planned workers.
+    pub fn new(plan: &ReplayPlan) -> Tally {
+        let worker = |address: &str, planned_records| WorkerTally {
+            address: address.to_string(),
+            planned_records,
+            latest: None,
+            lost: None,
+            sent_at_last_tick: 0,
+        };
+        Tally {
+            workers: plan.workers.iter().map(|p| (p.worker_id.clone(), worker(&p.address, p.records))).collect(),
+            interval_latency: empty_histogram(),
+            interval_lag: empty_histogram(),
+            timeline: VecDeque::new(),
+            last_tick: None,
+            started: None,
+        }
+    }
+
+    /// The replay's timeline starts now (its first point counts from here).
+    pub fn start(&mut self, now: Instant) {
+        self.started = Some(now);
+    }
+
+    /// Takes a report in; whether it was the worker's final one.
+    pub fn on_report(&mut self, worker_id: &str, report: WorkerStats) -> bool {
+        let Some(worker) = self.workers.get_mut(worker_id) else { return true };
+        // A re-attached stream starts with the latest report, which may be known already.
+        if worker.latest.as_ref().is_some_and(|l| l.seq >= report.seq) {
+            return worker.is_final();
+        }
+        let _ = self.interval_latency.add(histogram(&report.latency_us_interval));
+        let _ = self.interval_lag.add(histogram(&report.lag_us_interval));
+        worker.latest = Some(report);
+        worker.is_final()
+    }
+
+    pub fn mark_lost(&mut self, worker_id: &str, reason: String) {
+        if let Some(worker) = self.workers.get_mut(worker_id) {
+            worker.lost = Some(reason);
+        }
+    }
+
+    pub fn workers_final(&self) -> bool {
+        self.workers.values().all(WorkerTally::is_final)
+    }
+
+    /// The final state from the workers' final reports: failed if any worker failed or
+    /// was lost, cancelled if any was cancelled, else done.
+    pub fn outcome(&self) -> (ReplayState, Option<String>) {
+        let mut errors = Vec::new();
+        let mut cancelled = false;
+        for (id, worker) in &self.workers {
+            errors.extend(worker.lost.clone());
+            match worker.latest.as_ref().map(|l| (l.state(), &l.error)) {
+                Some((reprise_proto::v1::WorkerReplayState::Failed, error)) => {
+                    errors.push(format!("worker {id}: {error}"))
+                }
+                Some((reprise_proto::v1::WorkerReplayState::Cancelled, _)) => cancelled = true,
+                _ => {}
+            }
+        }
+        if !errors.is_empty() {
+            (ReplayState::Failed, Some(errors.join("; ")))
+        } else if cancelled {
+            (ReplayState::Cancelled, None)
+        } else {
+            (ReplayState::Done, None)
+        }
+    }
+
+    fn reports(&self) -> impl Iterator<Item = &WorkerStats> {
+        self.workers.values().filter_map(|w| w.latest.as_ref())
+    }
+
+    fn sum(&self, field: impl Fn(&WorkerStats) -> u64) -> u64 {
+        self.reports().map(field).sum()
+    }
+
+    /// Named sums, e.g. responses by status class.
+    fn named(&self, fields: &[(&str, Count)]) -> BTreeMap<String, u64> {
+        fields.iter().map(|(name, field)| (name.to_string(), self.sum(field))).collect()
+    }
+
+    /// Closes the current second: rates and percentiles since the previous point.
+    pub fn timeline_point(&mut self, now: Instant, at_ms: i64) -> TimelinePoint {
+        let (sent, ok, errors) = (self.sum(|s| s.sent), self.sum(ok_count), self.sum(error_count));
+        let (since, sent_before) = self.last_tick.unwrap_or((self.started.unwrap_or(now), 0));
+        let seconds = now.duration_since(since).as_secs_f64().max(1e-3);
+        let mut per_worker = BTreeMap::new();
+        for (id, worker) in &mut self.workers {
+            let sent = worker.latest.as_ref().map_or(0, |s| s.sent);
+            per_worker.insert(id.clone(), sent - worker.sent_at_last_tick.min(sent));
+            worker.sent_at_last_tick = sent;
+        }
+        let (latency, lag) = (percentiles(&self.interval_latency), percentiles(&self.interval_lag));
+        self.interval_latency.reset();
+        self.interval_lag.reset();
+        let point = TimelinePoint {
+            t_s: self.started.map_or(0.0, |s| now.duration_since(s).as_secs_f64()),
+            at_ms,
+            qps: (sent - sent_before.min(sent)) as f64 / seconds,
+            sent,
+            ok,
+            errors,
+            latency_p50_ms: latency.p50,
+            latency_p99_ms: latency.p99,
+            lag_p99_ms: lag.p99,
+            workers: per_worker,
+        };
+        self.last_tick = Some((now, sent));
+        if self.timeline.len() >= MAX_TIMELINE {
+            self.timeline.pop_front();
+        }
+        self.timeline.push_back(point.clone());
+        point
+    }
+
+    pub fn timeline(&self) -> Vec<TimelinePoint> {
+        self.timeline.iter().cloned().collect()
+    }
+
+    /// The replay's status: the record's state and times, the spec, and the merged reports.
+    pub fn status(&self, replay: &Replay, spec: &ReplaySpec, plan: &ReplayPlan, now_ms: i64) -> ReplayStatus {
+        let (mut latency, mut lag) = (empty_histogram(), empty_histogram());
+        for report in self.reports() {
+            let _ = latency.add(histogram(&report.latency_us_total));
+            let _ = lag.add(histogram(&report.lag_us_total));
+        }
+        let (sent, read) = (self.sum(|s| s.sent), self.sum(|s| s.records_read));
+        let duration_s = match (replay.started_at_ms, replay.finished_at_ms) {
+            (Some(start), end) => (end.unwrap_or(now_ms) - start).max(0) as f64 / 1000.0,
+            _ => 0.0,
+        };
+        let progress = if plan.records == 0 { 1.0 } else { (read as f64 / plan.records as f64).min(1.0) };
+        let original = spec.pacing() == PacingMode::Original;
+        let eta_s = match replay.state {
+            s if s.is_final() => Some(0.0),
+            _ if original => Some((plan.span_ns as f64 / 1e9 / spec.options.speed - duration_s).max(0.0)),
+            _ if progress > 0.0 => Some(duration_s * (1.0 - progress) / progress),
+            _ => None,
+        };
+        ReplayStatus {
+            id: replay.id.clone(),
+            recording_id: replay.recording_id.clone(),
+            target: replay.target.clone(),
+            state: replay.state.into(),
+            error: replay.error.clone(),
+            multiple: spec.options.multiple,
+            speed: original.then_some(spec.options.speed),
+            pacing: spec.options.pacing,
+            rate: (spec.options.rate_per_sec > 0.0).then_some(spec.options.rate_per_sec),
+            records: plan.records,
+            read,
+            skipped: self.sum(|s| s.records_skipped),
+            sent,
+            ok: self.sum(ok_count),
+            errors: self.sum(error_count),
+            http_errors: self.sum(|s| s.status_4xx + s.status_5xx),
+            status: self.named(&[
+                ("1xx", |s| s.status_1xx),
+                ("2xx", |s| s.status_2xx),
+                ("3xx", |s| s.status_3xx),
+                ("4xx", |s| s.status_4xx),
+                ("5xx", |s| s.status_5xx),
+            ]),
+            error_kinds: self.named(&[
+                ("connect", |s| s.errors_connect),
+                ("timeout", |s| s.errors_timeout),
+                ("reset", |s| s.errors_reset),
+                ("other", |s| s.errors_other),
+            ]),
+            bytes_sent: self.sum(|s| s.bytes_sent),
+            bytes_received: self.sum(|s| s.bytes_received),
+            in_flight: self.sum(|s| s.in_flight),
+            qps: if duration_s > 0.0 { sent as f64 / duration_s } else { 0.0 },
+            current_qps: self.timeline.back().map_or(0.0, |p| p.qps),
+            duration_s,
+            progress,
+            eta_s,
+            created_at_ms: replay.created_at_ms,
+            started_at_ms: replay.started_at_ms,
+            finished_at_ms: replay.finished_at_ms,
+            latency_ms: Some(percentiles(&latency)),
+            lag_ms: Some(percentiles(&lag)),
+            workers: self
+                .workers
+                .iter()
+                .map(|(id, w)| WorkerProgress {
+                    id: id.clone(),
+                    address: w.address.clone(),
+                    state: w.state_name(),
+                    planned_records: w.planned_records,
+                    read: w.latest.as_ref().map_or(0, |s| s.records_read),
+                    sent: w.latest.as_ref().map_or(0, |s| s.sent),
+                    error: w.error(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hdrhistogram::serialization::{Serializer, V2Serializer};
+    use reprise_proto::v1::{ReplayOptions, WorkerReplayState};
+    use reprise_store::log::RangeSpec;
+
+    use super::*;
+    use crate::planner::WorkerPlan;
+
+    fn plan(workers: &[&str]) -> ReplayPlan {
+        let worker = |id: &&str| WorkerPlan {
+            worker_id: id.to_string(),
+            address: format!("{id}:1"),
+            shares: vec![RangeSpec::whole(0, 0, 50)],
+            records: 50,
+        };
+        ReplayPlan {
+            records: 50 * workers.len() as u64,
+            span_ns: 10_000_000_000,
+            workers: workers.iter().map(worker).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn spec(pacing: PacingMode) -> ReplaySpec {
+        let options =
+            ReplayOptions { multiple: 2, speed: 2.0, pacing: pacing.into(), rate_per_sec: 0.0, ..Default::default() };
+        ReplaySpec { options, ..Default::default() }
+    }
+
+    fn replay(state: ReplayState, started_at_ms: Option<i64>, finished_at_ms: Option<i64>) -> Replay {
+        Replay {
+            id: "rep-1".into(),
+            recording_id: "rec-1".into(),
+            target: "http://t".into(),
+            state,
+            options: Default::default(),
+            plan: Default::default(),
+            summary: Default::default(),
+            error: None,
+            created_at_ms: 1,
+            started_at_ms,
+            finished_at_ms,
+        }
+    }
+
+    fn encoded(values_us: &[u64]) -> Vec<u8> {
+        let mut h = empty_histogram();
+        values_us.iter().for_each(|v| h.record(*v).unwrap());
+        let mut out = Vec::new();
+        V2Serializer::new().serialize(&h, &mut out).unwrap();
+        out
+    }
+
+    fn report(seq: u64, state: WorkerReplayState, read: u64, sent: u64, latency_us: &[u64]) -> WorkerStats {
+        WorkerStats {
+            seq,
+            state: state.into(),
+            records_read: read,
+            sent,
+            status_2xx: sent.saturating_sub(2),
+            status_5xx: sent.min(1),
+            errors_timeout: sent.min(1),
+            latency_us_total: encoded(latency_us),
+            latency_us_interval: encoded(latency_us),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reports_merge_into_one_status() {
+        let plan = plan(&["a", "b"]);
+        let mut tally = Tally::new(&plan);
+        assert!(!tally.on_report("a", report(1, WorkerReplayState::Running, 20, 30, &[1000, 3000])));
+        assert!(!tally.on_report("b", report(1, WorkerReplayState::Running, 30, 40, &[5000])));
+        let status =
+            tally.status(&replay(ReplayState::Running, Some(1_000), None), &spec(PacingMode::Original), &plan, 5_000);
+        assert_eq!((status.read, status.sent, status.ok, status.http_errors, status.errors), (50, 70, 66, 2, 2));
+        assert_eq!((status.status["2xx"], status.error_kinds["timeout"]), (66, 2));
+        assert_eq!((status.progress, status.duration_s, status.qps), (0.5, 4.0, 17.5));
+        assert_eq!(status.eta_s, Some(1.0), "10 s recorded at speed 2, 4 s in");
+        assert!((status.latency().max - 5.0).abs() < 0.01, "{:?}", status.latency());
+        assert_eq!((status.speed, status.multiple, status.pacing()), (Some(2.0), 2, PacingMode::Original));
+        let states: Vec<&str> = status.workers.iter().map(|w| w.state.as_str()).collect();
+        assert_eq!(states, ["running", "running"]);
+    }
+
+    #[test]
+    fn a_repeated_or_older_report_changes_nothing() {
+        let plan = plan(&["a"]);
+        let mut tally = Tally::new(&plan);
+        tally.on_report("a", report(2, WorkerReplayState::Running, 10, 10, &[1000]));
+        tally.on_report("a", report(1, WorkerReplayState::Running, 5, 5, &[1000]));
+        tally.on_report("a", report(2, WorkerReplayState::Running, 10, 10, &[1000]));
+        let status = tally.status(&replay(ReplayState::Running, None, None), &spec(PacingMode::Max), &plan, 0);
+        assert_eq!(status.sent, 10);
+        assert_eq!(tally.timeline_point(Instant::now(), 0).latency_p99_ms, 1.0, "the interval counted once");
+        assert!(tally.on_report("unknown", report(1, WorkerReplayState::Running, 1, 1, &[])), "unknown: ignored");
+    }
+
+    #[test]
+    fn the_outcome_is_the_worst_final_state() {
+        let plan = plan(&["a", "b"]);
+        let mut tally = Tally::new(&plan);
+        tally.on_report("a", report(1, WorkerReplayState::Done, 50, 50, &[]));
+        assert!(!tally.workers_final());
+        assert!(tally.on_report("b", report(1, WorkerReplayState::Done, 50, 50, &[])));
+        assert!(tally.workers_final());
+        assert_eq!(tally.outcome(), (ReplayState::Done, None));
+        tally.on_report("b", report(2, WorkerReplayState::Cancelled, 50, 50, &[]));
+        assert_eq!(tally.outcome(), (ReplayState::Cancelled, None));
+        tally.mark_lost("a", "worker a lost: gone".into());
+        assert_eq!(tally.outcome(), (ReplayState::Failed, Some("worker a lost: gone".into())));
+        let status = tally.status(&replay(ReplayState::Failed, Some(0), Some(1)), &spec(PacingMode::Max), &plan, 0);
+        assert_eq!((status.workers[0].state.as_str(), status.eta_s), ("lost", Some(0.0)));
+        assert_eq!(status.workers[0].error.as_deref(), Some("worker a lost: gone"));
+    }
+
+    #[test]
+    fn timeline_points_count_each_second_once() {
+        let plan = plan(&["a", "b"]);
+        let mut tally = Tally::new(&plan);
+        let t0 = Instant::now();
+        tally.start(t0);
+        tally.on_report("a", report(1, WorkerReplayState::Running, 10, 10, &[2000]));
+        let first = tally.timeline_point(t0 + Duration::from_secs(1), 1_000);
+        assert_eq!((first.sent, first.qps, first.workers["a"], first.workers["b"]), (10, 10.0, 10, 0));
+        assert_eq!(first.latency_p99_ms, 2.0);
+        tally.on_report("a", report(2, WorkerReplayState::Running, 20, 25, &[]));
+        tally.on_report("b", report(1, WorkerReplayState::Running, 5, 5, &[]));
+        let second = tally.timeline_point(t0 + Duration::from_secs(3), 3_000);
+        assert_eq!((second.sent, second.qps, second.workers["a"], second.workers["b"]), (30, 10.0, 15, 5));
+        assert_eq!((second.t_s, second.latency_p99_ms), (3.0, 0.0), "interval percentiles start again");
+        assert_eq!(tally.timeline().len(), 2);
+        let status = tally.status(&replay(ReplayState::Running, None, None), &spec(PacingMode::Max), &plan, 0);
+        assert_eq!(status.current_qps, 10.0);
+    }
+}

@@ -1,0 +1,282 @@
+//! The command line: what a user can type, and the one conversion of `ctl replay`'s
+//! flags into the controller's request.
+
+use clap::{Args, Parser, Subcommand};
+use reprise_proto::PROTOCOL_VERSION;
+use reprise_proto::v1::{PacingMode, ReplayOptions, StartReplayRequest};
+
+/// Record and replay production HTTP traffic on a cluster.
+#[derive(Parser, Debug)]
+#[command(name = "ctl", version)]
+pub struct Cli {
+    /// The controller's gRPC address.
+    #[arg(long, global = true, env = "REPRISE_CONTROLLER", default_value = "http://127.0.0.1:7100")]
+    pub controller: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start, stop or cut recordings.
+    #[command(subcommand)]
+    Record(RecordCommand),
+    /// List recordings.
+    Recordings(JsonFlag),
+    /// List live workers.
+    Workers(JsonFlag),
+    /// List live capture nodes and their counters.
+    Captures(JsonFlag),
+    /// Replay a recording against a target and (by default) wait for the end.
+    Replay(ReplayArgs),
+    /// List replays, newest first.
+    Replays(JsonFlag),
+    /// Show one replay.
+    Status(IdArgs),
+    /// Pause a running replay (its timeline resumes where it stopped).
+    Pause(IdArgs),
+    /// Resume a paused replay.
+    Resume(IdArgs),
+    /// Cancel a replay.
+    Cancel(IdArgs),
+    /// Record and replay on this machine in one process, with nothing installed: a
+    /// controller, two workers, a demo service, live capture, a replay with --multiple 5.
+    Demo(crate::demo::DemoArgs),
+    /// Write a recording to a GoReplay file (read straight from the traffic log).
+    Export {
+        #[arg(long)]
+        recording: String,
+        /// The GoReplay file to write.
+        #[arg(long)]
+        gor: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RecordCommand {
+    /// Start a recording at the current end of the traffic log; prints its id.
+    Start {
+        #[arg(long)]
+        name: String,
+        /// KEY=VALUE; repeatable.
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a recording at the current end of the traffic log.
+    Stop {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a recording of a past time window.
+    Cut {
+        #[arg(long)]
+        name: String,
+        /// Start of the window: RFC 3339, Unix seconds or milliseconds, "now", or "-5m".
+        #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
+        from: i64,
+        /// End of the window, same forms as --from.
+        #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
+        to: i64,
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct JsonFlag {
+    /// Print a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct IdArgs {
+    pub id: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    #[arg(long)]
+    pub recording: String,
+    /// Where to send: scheme, host and port replace the recorded ones; a path is a prefix.
+    #[arg(long)]
+    pub target: String,
+    /// Send every record this many times.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub multiple: u32,
+    /// Timeline speed factor (2 = twice as fast), or "max" for as fast as possible.
+    #[arg(long, default_value = "1", value_parser = parse_speed)]
+    pub speed: Speed,
+    /// Cluster-wide cap in requests/s (each worker gets its share); with --constant, the rate.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Send at a constant --rate, ignoring the recorded timestamps.
+    #[arg(long, requires = "rate")]
+    pub constant: bool,
+    /// Use at most this many workers (default: every live one).
+    #[arg(long, default_value_t = 0)]
+    pub workers: u32,
+    /// Only workers with this label, KEY=VALUE; repeatable.
+    #[arg(long = "worker-label", value_parser = parse_label)]
+    pub worker_labels: Vec<(String, String)>,
+    /// Requests awaiting a response, per worker.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+    /// Per-request timeout in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+    /// Send the recorded Host header instead of the target's.
+    #[arg(long)]
+    pub keep_host: bool,
+    /// Speak HTTP/2 to the target.
+    #[arg(long)]
+    http2: bool,
+    /// Accept any TLS certificate from an https target (self-signed staging hosts).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Do everything but write to the socket (capacity planning).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Return once the replay has started; print its id.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print one JSON object at the end instead of the progress bar and table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Speed {
+    Factor(f64),
+    Max,
+}
+
+impl ReplayArgs {
+    /// The request these flags make.
+    pub fn request(&self) -> StartReplayRequest {
+        let (pacing, speed) = match (self.constant, self.speed) {
+            (true, _) => (PacingMode::Constant, 1.0),
+            (false, Speed::Max) => (PacingMode::Max, 1.0),
+            (false, Speed::Factor(f)) => (PacingMode::Original, f),
+        };
+        StartReplayRequest {
+            protocol_version: PROTOCOL_VERSION,
+            recording_id: self.recording.clone(),
+            options: Some(ReplayOptions {
+                target: self.target.clone(),
+                multiple: self.multiple,
+                speed,
+                pacing: pacing.into(),
+                rate_per_sec: self.rate,
+                max_in_flight: self.max_in_flight,
+                request_timeout_ms: self.timeout_ms,
+                keep_host: self.keep_host,
+                http2: self.http2,
+                dry_run: self.dry_run,
+                insecure_tls: self.insecure,
+            }),
+            workers: self.workers,
+            worker_labels: self.worker_labels.iter().cloned().collect(),
+        }
+    }
+}
+
+fn parse_speed(s: &str) -> Result<Speed, String> {
+    if s.eq_ignore_ascii_case("max") {
+        return Ok(Speed::Max);
+    }
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 => Ok(Speed::Factor(f)),
+        _ => Err(format!("{s:?} is not a positive number or \"max\"")),
+    }
+}
+
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+/// A time as Unix milliseconds.
+fn parse_time(s: &str) -> Result<i64, String> {
+    let now = reprise_store::now_ms();
+    if s == "now" {
+        return Ok(now);
+    }
+    if let Some(ago) = s.strip_prefix('-') {
+        let (number, unit) = ago.split_at(ago.find(|c: char| !c.is_ascii_digit()).unwrap_or(ago.len()));
+        let n: i64 = number.parse().map_err(|_| format!("{s:?}: expected e.g. -30s, -5m, -2h"))?;
+        let scale = match unit {
+            "s" | "" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+        };
+        return Ok(now - n * scale);
+    }
+    if let Ok(n) = s.parse::<i64>() {
+        // Milliseconds have 13 digits today; seconds 10.
+        return Ok(if n.abs() >= 100_000_000_000 { n } else { n * 1000 });
+    }
+    humantime::parse_rfc3339_weak(s)
+        .map(|t| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+        .map_err(|e| format!("{s:?} is not a time (RFC 3339, Unix seconds/ms, now, -5m): {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// The CLI reference of every binary, from clap itself.
+    fn cli_reference() -> String {
+        let mut out = String::from(
+            "# CLI reference\n\nGenerated from the binaries' own `--help` (a test keeps it current: \
+             `UPDATE_CLI_DOCS=1 cargo test -p reprise-ctl cli_reference`).\n",
+        );
+        let mut section = |title: &str, command: clap::Command| {
+            // Values of environment variables set where the test runs must not leak in.
+            let mut command = command.mut_args(|a| a.hide_env_values(true));
+            let help = command.render_long_help().to_string();
+            out.push_str(&format!("\n## `{title}`\n\n```text\n{}\n```\n", help.trim_end()));
+        };
+        section("ctl", super::Cli::command());
+        let ctl = super::Cli::command();
+        for sub in ctl.get_subcommands() {
+            let name = sub.get_name().to_string();
+            if sub.has_subcommands() {
+                for nested in sub.get_subcommands() {
+                    section(&format!("ctl {name} {}", nested.get_name()), nested.clone());
+                }
+            } else {
+                section(&format!("ctl {name}"), sub.clone());
+            }
+        }
+        section("reprise-controller", reprise_controller::ControllerConfig::command());
+        section("reprise-worker", reprise_worker::WorkerConfig::command());
+        section("reprise-capture", reprise_capture::CaptureConfig::command());
+        out
+    }
+
+    #[test]
+    fn cli_reference_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CLI.md");
+        let current = cli_reference();
+        if std::env::var_os("UPDATE_CLI_DOCS").is_some() {
+            std::fs::write(path, &current).unwrap();
+        }
+        let written = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            written == current,
+            "docs/CLI.md is stale: run UPDATE_CLI_DOCS=1 cargo test -p reprise-ctl cli_reference"
+        );
+    }
+}

@@ -1,0 +1,48 @@
+//! Talking to the controller: connect (with the protocol check) and follow a replay.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use reprise_proto::PROTOCOL_VERSION;
+use reprise_proto::v1::controller_client::ControllerClient;
+use reprise_proto::v1::{HelloRequest, ReplayRef, ReplayStatus};
+use tonic::transport::Channel;
+
+pub type Client = ControllerClient<Channel>;
+
+/// Connects to the controller at `address` and checks that it speaks our protocol.
+pub async fn connect(address: &str) -> anyhow::Result<Client> {
+    let endpoint = Channel::from_shared(address.to_string())
+        .with_context(|| format!("{address:?} is not a controller URL (e.g. http://127.0.0.1:7100)"))?
+        .connect_timeout(Duration::from_secs(5));
+    let channel =
+        endpoint.connect().await.map_err(|e| anyhow::anyhow!("cannot reach the controller at {address}: {e}"))?;
+    let mut client = ControllerClient::new(channel);
+    client.hello(HelloRequest { protocol_version: PROTOCOL_VERSION }).await.map_err(status_error)?;
+    Ok(client)
+}
+
+/// A controller's refusal as one clear line: its message.
+pub fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}
+
+/// Follows replay `id` to its end; `on_status` sees every status on the way. Returns the
+/// final status (or, if the watch broke off early, the status the controller reports).
+pub async fn follow(
+    client: &mut Client,
+    id: &str,
+    mut on_status: impl FnMut(&ReplayStatus),
+) -> anyhow::Result<ReplayStatus> {
+    let reference = || ReplayRef { id: id.to_string() };
+    let mut events = client.watch_replay(reference()).await.map_err(status_error)?.into_inner();
+    while let Some(event) = events.message().await.map_err(status_error)? {
+        let Some(status) = event.status else { continue };
+        on_status(&status);
+        if status.state().is_final() {
+            return Ok(status);
+        }
+    }
+    // The stream ended early (controller restart): report where it stands.
+    Ok(client.get_replay(reference()).await.map_err(status_error)?.into_inner())
+}

@@ -1,0 +1,155 @@
+//! Each ctl command: one call to the controller (or, for `export`, a read of the log),
+//! then output.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use reprise_proto::PROTOCOL_VERSION;
+use reprise_proto::v1::{
+    ControlAction, ControlReplayRequest, CutRecordingRequest, ListRequest, Recording, ReplayRef, ReplayState,
+    ReplayStatus, StartRecordingRequest, StopRecordingRequest,
+};
+
+use crate::cli::{Cli, Command, IdArgs, JsonFlag, RecordCommand, ReplayArgs};
+use crate::client::{self, Client, status_error};
+use crate::{demo, output};
+
+/// Runs one command; the exit status says whether it did what was asked.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Demo(args) = cli.command {
+        return demo::run(args).await;
+    }
+    let mut client = client::connect(&cli.controller).await?;
+    match cli.command {
+        Command::Record(command) => record(&mut client, command).await?,
+        Command::Recordings(JsonFlag { json }) => {
+            let list = client.list_recordings(ListRequest {}).await.map_err(status_error)?.into_inner().recordings;
+            if json { output::print_json(&list) } else { output::recordings(&list) }
+        }
+        Command::Workers(JsonFlag { json }) => {
+            let list = client.list_workers(ListRequest {}).await.map_err(status_error)?.into_inner().workers;
+            if json { output::print_json(&list) } else { output::workers(&list) }
+        }
+        Command::Captures(JsonFlag { json }) => {
+            let list = client.list_captures(ListRequest {}).await.map_err(status_error)?.into_inner().captures;
+            if json { output::print_json(&list) } else { output::captures(&list) }
+        }
+        Command::Replay(args) => return replay(&mut client, args).await,
+        Command::Replays(JsonFlag { json }) => {
+            let list = client.list_replays(ListRequest {}).await.map_err(status_error)?.into_inner().replays;
+            if json { output::print_json(&list) } else { output::replays(&list) }
+        }
+        Command::Status(IdArgs { id, json }) => {
+            output::status(&client.get_replay(ReplayRef { id }).await.map_err(status_error)?.into_inner(), json)
+        }
+        Command::Pause(args) => control(&mut client, args, ControlAction::Pause).await?,
+        Command::Resume(args) => control(&mut client, args, ControlAction::Resume).await?,
+        Command::Cancel(args) => control(&mut client, args, ControlAction::Cancel).await?,
+        Command::Demo(_) => unreachable!("handled before connecting"),
+        Command::Export { recording, gor } => export(&mut client, &recording, &gor).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn record(client: &mut Client, command: RecordCommand) -> anyhow::Result<()> {
+    let (recording, json) = match command {
+        RecordCommand::Start { name, labels, json } => {
+            let request = StartRecordingRequest {
+                protocol_version: PROTOCOL_VERSION,
+                name,
+                labels: labels.into_iter().collect(),
+            };
+            let recording = client.start_recording(request).await.map_err(status_error)?.into_inner();
+            // Scripts take the id: `ID=$(ctl record start --name x)`.
+            match json {
+                true => output::print_json(&serde_json::json!({ "id": recording.id })),
+                false => println!("{}", recording.id),
+            }
+            return Ok(());
+        }
+        RecordCommand::Stop { id, json } => {
+            (client.stop_recording(StopRecordingRequest { id }).await.map_err(status_error)?.into_inner(), json)
+        }
+        RecordCommand::Cut { name, from, to, labels, json } => {
+            let request = CutRecordingRequest {
+                protocol_version: PROTOCOL_VERSION,
+                name,
+                from_unix_ms: from,
+                to_unix_ms: to,
+                labels: labels.into_iter().collect(),
+            };
+            (client.cut_recording(request).await.map_err(status_error)?.into_inner(), json)
+        }
+    };
+    if json {
+        output::print_json(&recording)
+    } else {
+        output::recording(&recording)
+    }
+    Ok(())
+}
+
+async fn control(client: &mut Client, args: IdArgs, action: ControlAction) -> anyhow::Result<()> {
+    let request = ControlReplayRequest { id: args.id, action: action.into() };
+    let mut status = client.control_replay(request).await.map_err(status_error)?.into_inner();
+    if action == ControlAction::Cancel {
+        // Cancelled means the workers have stopped and reported: wait for that.
+        status = client::follow(client, &status.id, |_| {}).await?;
+    }
+    if args.json {
+        output::print_json(&status);
+    } else {
+        println!("{}: {}", status.id, status.state());
+    }
+    Ok(())
+}
+
+async fn replay(client: &mut Client, args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    if args.rate < 0.0 || args.rate.is_nan() {
+        anyhow::bail!("--rate must not be negative");
+    }
+    let started = client.start_replay(args.request()).await.map_err(status_error)?.into_inner();
+    if args.detach {
+        match args.json {
+            true => output::print_json(&serde_json::json!({ "id": started.id, "state": started.state().to_string() })),
+            false => println!("{}", started.id),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let last = follow_with_progress(client, &started.id, !args.json).await?;
+    output::status(&last, args.json);
+    Ok(if last.state() == ReplayState::Done { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+/// Follows a replay to its end, with a live progress line when `progress` and stderr is
+/// a terminal; returns the final status.
+pub async fn follow_with_progress(client: &mut Client, id: &str, progress: bool) -> anyhow::Result<ReplayStatus> {
+    let show = progress && std::io::stderr().is_terminal();
+    let last = client::follow(client, id, |status| {
+        if show {
+            eprint!("\r\x1b[2K{}", output::progress_line(status));
+            let _ = std::io::stderr().flush();
+        }
+    })
+    .await;
+    if show {
+        eprintln!();
+    }
+    last
+}
+
+async fn export(client: &mut Client, id: &str, gor: &std::path::Path) -> anyhow::Result<()> {
+    let recordings = client.list_recordings(ListRequest {}).await.map_err(status_error)?.into_inner().recordings;
+    let recording: Recording =
+        recordings.into_iter().find(|r| r.id == id).ok_or_else(|| anyhow::anyhow!("no recording {id}"))?;
+    let log = reprise_store::open_log(&recording.log_url)
+        .await
+        .with_context(|| format!("cannot open the recording's traffic log {}", recording.log_url))?;
+    let file = std::fs::File::create(gor).with_context(|| format!("cannot create {}", gor.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let written = reprise_store::gor::export(&*log, &recording.ranges, &mut out).await?;
+    out.flush()?;
+    println!("wrote {written} messages of {} to {}", recording.id, gor.display());
+    Ok(())
+}

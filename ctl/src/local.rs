@@ -1,0 +1,52 @@
+//! A controller and workers in this process, on loopback ports: the composition root of
+//! `ctl demo` and of the cluster tests and benchmarks (the daemons themselves never
+//! depend on each other).
+
+use reprise_controller::{Controller, ControllerConfig};
+use reprise_worker::{Worker, WorkerConfig};
+
+use crate::client::{self, Client};
+
+pub struct LocalCluster {
+    pub controller: Controller,
+    pub workers: Vec<Worker>,
+}
+
+impl LocalCluster {
+    /// Starts the controller, then every worker (registered in the controller's catalog).
+    /// If anything fails to start, what did start is stopped again.
+    pub async fn start(controller: ControllerConfig, workers: Vec<WorkerConfig>) -> anyhow::Result<LocalCluster> {
+        let mut cluster = LocalCluster { controller: Controller::start(controller).await?, workers: Vec::new() };
+        for config in workers {
+            match Worker::start(config).await {
+                Ok(worker) => cluster.workers.push(worker),
+                Err(e) => {
+                    cluster.stop().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// The URL `ctl --controller` takes.
+    pub fn controller_url(&self) -> String {
+        format!("http://{}", self.controller.grpc_addr)
+    }
+
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        client::connect(&self.controller_url()).await
+    }
+
+    pub fn worker_ids(&self) -> Vec<&str> {
+        self.workers.iter().map(|w| w.id.as_str()).collect()
+    }
+
+    /// Workers first, so that none outlives its controller's view.
+    pub async fn stop(self) {
+        for worker in self.workers {
+            worker.shutdown().await;
+        }
+        self.controller.shutdown().await;
+    }
+}

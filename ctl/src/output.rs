@@ -1,0 +1,105 @@
+//! What ctl prints: tables for people, JSON for machines, the live progress line and the
+//! replay summary.
+
+use reprise_proto::v1::{CaptureInfo, Recording, ReplayStatus, WorkerInfo};
+use serde::Serialize;
+
+pub fn print_json(value: &impl Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).expect("serialisable"));
+}
+
+fn span_s(recording: &Recording) -> Option<f64> {
+    Some((recording.last_timestamp_ns? - recording.first_timestamp_ns?) as f64 / 1e9)
+}
+
+pub fn recordings(list: &[Recording]) {
+    println!("{:<22} {:<20} {:<9} {:>10} {:>9}", "ID", "NAME", "STATE", "RECORDS", "SPAN_S");
+    for r in list {
+        let span = span_s(r).map_or("-".into(), |s| format!("{s:.1}"));
+        println!("{:<22} {:<20} {:<9} {:>10} {:>9}", r.id, r.name, r.state().to_string(), r.record_count, span);
+    }
+}
+
+pub fn recording(recording: &Recording) {
+    let span = span_s(recording).map_or("-".into(), |s| format!("{s:.1} s"));
+    println!("{}: {} records over {span}", recording.id, recording.record_count);
+    if recording.missing_records > 0 {
+        println!("warning: {} records are already gone from the log (retention)", recording.missing_records);
+    }
+}
+
+pub fn workers(list: &[WorkerInfo]) {
+    println!("{:<20} {:<24} {:>5} {:<10} LABELS", "ID", "ADDRESS", "CORES", "VERSION");
+    for w in list {
+        let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("{:<20} {:<24} {:>5} {:<10} {}", w.id, w.address, w.cores, w.version, labels.join(","));
+    }
+}
+
+pub fn captures(list: &[CaptureInfo]) {
+    println!("{:<20} {:<10} {:>12} {:>12} {:>10} {:>10}", "ID", "INTERFACE", "PACKETS", "RECORDS", "DROPS", "SPOOL_B");
+    for c in list {
+        let n = c.counters.unwrap_or_default();
+        let drops = n.kernel_drops + n.own_drops;
+        let interface = if c.interface.is_empty() { "-" } else { c.interface.as_str() };
+        println!(
+            "{:<20} {:<10} {:>12} {:>12} {:>10} {:>10}",
+            c.id, interface, n.packets, n.records, drops, n.spool_bytes
+        );
+    }
+}
+
+pub fn replays(list: &[ReplayStatus]) {
+    println!("{:<22} {:<22} {:<10} {:>10} {:>10} {:>8}", "ID", "RECORDING", "STATE", "SENT", "QPS", "ERRORS");
+    for s in list {
+        let state = s.state().to_string();
+        println!("{:<22} {:<22} {:<10} {:>10} {:>10.0} {:>8}", s.id, s.recording_id, state, s.sent, s.qps, s.errors);
+    }
+}
+
+pub fn progress_line(s: &ReplayStatus) -> String {
+    let width = 24;
+    let filled = ((s.progress * width as f64) as usize).min(width);
+    let eta = s.eta_s.map_or("-".into(), |e| format!("{e:.0}s"));
+    let (latency, lag) = (s.latency(), s.lag());
+    format!(
+        "[{}{}] {:>5.1}%  {:>9.0} req/s  p99 {:.1} ms  lag p99 {:.2} ms  errors {}  ETA {eta}",
+        "=".repeat(filled),
+        " ".repeat(width - filled),
+        s.progress * 100.0,
+        s.current_qps,
+        latency.p99,
+        lag.p99,
+        s.errors + s.http_errors,
+    )
+}
+
+pub fn status(s: &ReplayStatus, json: bool) {
+    if json {
+        print_json(s);
+        return;
+    }
+    let speed = s.speed.map_or(s.pacing().to_string(), |f| format!("x{f}"));
+    let (latency, lag) = (s.latency(), s.lag());
+    println!("replay      {} ({})", s.id, s.state());
+    println!("recording   {}  ({} records, multiple {}, {speed})", s.recording_id, s.records, s.multiple);
+    println!("target      {}", s.target);
+    println!("sent        {}  in {:.1} s  ({:.0} req/s)", s.sent, s.duration_s, s.qps);
+    println!("responses   ok {}  4xx/5xx {}  {:?}", s.ok, s.http_errors, s.status);
+    println!("errors      {}  {:?}", s.errors, s.error_kinds);
+    println!(
+        "latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+        latency.p50, latency.p90, latency.p99, latency.max
+    );
+    println!("lag ms      p50 {:.2}  p99 {:.2}  max {:.2}", lag.p50, lag.p99, lag.max);
+    if s.skipped > 0 {
+        println!("skipped     {} records (undecodable or not a request)", s.skipped);
+    }
+    for w in &s.workers {
+        let error = w.error.as_deref().map(|e| format!("  {e}")).unwrap_or_default();
+        println!("worker      {:<16} {:<10} read {:>9} sent {:>9}{error}", w.id, w.state, w.read, w.sent);
+    }
+    if let Some(error) = &s.error {
+        println!("error       {error}");
+    }
+}
