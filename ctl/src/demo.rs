@@ -15,13 +15,13 @@ use hyper_util::rt::TokioExecutor;
 use reprise_controller::ControllerConfig;
 use reprise_proto::PROTOCOL_VERSION;
 use reprise_proto::v1::{
-    PacingMode, ReplayOptions, ReplayState, ReplayStatus, StartRecordingRequest, StartReplayRequest,
+    PacingMode, Recording, ReplayOptions, ReplayState, ReplayStatus, StartRecordingRequest, StartReplayRequest,
     StopRecordingRequest,
 };
 use reprise_worker::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::status_error;
+use crate::client::{self, status_error};
 use crate::demo_service::DemoService;
 use crate::local::LocalCluster;
 
@@ -112,54 +112,7 @@ async fn record_and_replay(
 ) -> anyhow::Result<(ReplayStatus, u64)> {
     let quiet = args.json;
     let mut client = cluster.client().await?;
-
-    // 1. Record: a live capture on loopback while users browse the service.
-    let mut capture = reprise_capture::CaptureConfig::for_log(log);
-    capture.interface = Some("lo".into());
-    capture.port = vec![service.addr.port()];
-    capture.track_responses = true;
-    capture.node = Some("demo".into());
-    capture.spool_dir = Some(data.join("spool"));
-    let stop_capture = CancellationToken::new();
-    let (ready_tx, ready) = tokio::sync::oneshot::channel();
-    let capturing = tokio::spawn(reprise_capture::run_notify(capture, stop_capture.clone(), Some(ready_tx)));
-    if ready.await.is_err() {
-        let error = capturing.await?.err().map(|e| format!("{e:#}")).unwrap_or_default();
-        anyhow::bail!("{error} (live capture on lo needs root or CAP_NET_RAW: run the demo as root or with sudo)");
-    }
-    let request =
-        StartRecordingRequest { protocol_version: PROTOCOL_VERSION, name: "demo".into(), labels: Default::default() };
-    let started = client.start_recording(request).await.map_err(status_error)?.into_inner();
-    say!(
-        quiet,
-        "1/3 recording {}: capturing on lo port {} while {USERS} users browse the shop",
-        started.id,
-        service.addr.port()
-    );
-    browse(service.addr).await?;
-    // Let the last packets reach the capture before it stops.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop_capture.cancel();
-    let report = capturing.await??;
-    let stopped = client.stop_recording(StopRecordingRequest { id: started.id }).await.map_err(status_error)?;
-    let recording = stopped.into_inner();
-    let recorded = report.requests;
-    let span = match (recording.first_timestamp_ns, recording.last_timestamp_ns) {
-        (Some(a), Some(b)) => (b - a) as f64 / 1e9,
-        _ => 0.0,
-    };
-    say!(
-        quiet,
-        "    captured {} requests and {} responses ({} packets) over {span:.1} s",
-        report.requests,
-        report.responses,
-        report.packets
-    );
-    anyhow::ensure!(
-        recorded == (USERS * REQUESTS_PER_USER) as u64,
-        "captured {recorded} of {} requests",
-        USERS * REQUESTS_PER_USER
-    );
+    let (recording, recorded) = record(quiet, &mut client, service, log, data).await?;
 
     // 2. Replay it five times over against the same service.
     say!(quiet, "2/3 replaying {} with --multiple {MULTIPLE} against http://{}", recording.id, service.addr);
@@ -181,6 +134,51 @@ async fn record_and_replay(
     let status = crate::commands::follow_with_progress(&mut client, &started.id, !quiet).await?;
     say!(quiet, "3/3 summary");
     Ok((status, recorded))
+}
+
+/// Step 1, record: a live capture on loopback while users browse the service. Returns
+/// the recording and how many requests the capture saw.
+async fn record(
+    quiet: bool,
+    client: &mut client::Client,
+    service: &DemoService,
+    log: &str,
+    data: &std::path::Path,
+) -> anyhow::Result<(Recording, u64)> {
+    let mut capture = reprise_capture::CaptureConfig::for_log(log);
+    capture.interface = Some("lo".into());
+    capture.port = vec![service.addr.port()];
+    capture.track_responses = true;
+    capture.node = Some("demo".into());
+    capture.spool_dir = Some(data.join("spool"));
+    let stop_capture = CancellationToken::new();
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let capturing = tokio::spawn(reprise_capture::run_notify(capture, stop_capture.clone(), Some(ready_tx)));
+    if ready.await.is_err() {
+        let error = capturing.await?.err().map(|e| format!("{e:#}")).unwrap_or_default();
+        anyhow::bail!("{error} (live capture on lo needs root or CAP_NET_RAW: run the demo as root or with sudo)");
+    }
+    let request =
+        StartRecordingRequest { protocol_version: PROTOCOL_VERSION, name: "demo".into(), labels: Default::default() };
+    let started = client.start_recording(request).await.map_err(status_error)?.into_inner();
+    let port = service.addr.port();
+    say!(quiet, "1/3 recording {}: capturing on lo port {port} while {USERS} users browse the shop", started.id);
+    browse(service.addr).await?;
+    // Let the last packets reach the capture before it stops.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_capture.cancel();
+    let report = capturing.await??;
+    let stopped = client.stop_recording(StopRecordingRequest { id: started.id }).await.map_err(status_error)?;
+    let recording = stopped.into_inner();
+    let span = match (recording.first_timestamp_ns, recording.last_timestamp_ns) {
+        (Some(a), Some(b)) => (b - a) as f64 / 1e9,
+        _ => 0.0,
+    };
+    let (requests, responses, packets) = (report.requests, report.responses, report.packets);
+    say!(quiet, "    captured {requests} requests and {responses} responses ({packets} packets) over {span:.1} s");
+    let expected = (USERS * REQUESTS_PER_USER) as u64;
+    anyhow::ensure!(requests == expected, "captured {requests} of {expected} requests");
+    Ok((recording, requests))
 }
 
 /// Real HTTP traffic: users on their own keep-alive connections, with think time.

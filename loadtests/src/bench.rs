@@ -288,29 +288,8 @@ async fn sink_requests(port: u16) -> anyhow::Result<u64> {
 pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
     let mut cluster = BenchCluster::start(&bench.work_dir, bench.workers, bench.dispatch_threads).await?;
     let sink_port = free_port()?;
-    let sink = if bench.dry_run {
-        None
-    } else {
-        let sink = spawn("sink", "reprise-sink", &["--listen".into(), format!("127.0.0.1:{sink_port}")], &cluster.dir)?;
-        wait_for("the sink", Duration::from_secs(10), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", sink_port)).await.is_ok()
-        })
-        .await?;
-        Some(sink)
-    };
-    let span_ns = match bench.mode {
-        Mode::Original => (bench.requests as f64 / bench.rate * 1e9) as i64,
-        Mode::Max => 60_000_000_000,
-    };
-    let profile = Profile {
-        requests: bench.requests,
-        start_ns: reprise_store::now_ns() - span_ns - 60_000_000_000,
-        span_ns,
-        connections: 1000,
-        body_bytes: 128,
-        post_share: 0.25,
-        shape: Shape::Constant,
-    };
+    let sink = if bench.dry_run { None } else { Some(start_sink(sink_port, &cluster.dir).await?) };
+    let profile = bench_profile(bench);
     let gor_file = bench.gor.as_ref().map(|_| cluster.dir.join("traffic.gor"));
     let recording = cluster.record(&profile, gor_file.as_deref()).await?;
 
@@ -318,14 +297,7 @@ pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
     for _ in 0..bench.rounds {
         rounds.push(replay_round(&mut cluster, bench, &recording.id, sink_port, sink.is_some()).await?);
     }
-    // The round with the median replay rate stands for the run; wrk's median is its match.
-    rounds.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
-    let round_ratios: Vec<f64> =
-        rounds.iter().filter_map(|r| r.wrk_requests_per_second.map(|w| r.requests_per_second / w)).collect();
-    let mut wrk_rates: Vec<f64> = rounds.iter().filter_map(|r| r.wrk_requests_per_second).collect();
-    wrk_rates.sort_by(f64::total_cmp);
-    let wrk_rps = wrk_rates.get(wrk_rates.len() / 2).copied();
-    let median = rounds.swap_remove(rounds.len() / 2);
+    let (median, wrk_rps, round_ratios) = median_round(rounds);
     let (status, seconds, worker_cpu, controller_cpu) =
         (median.status, median.seconds, median.worker_cpu_seconds, median.controller_cpu_seconds);
     let sink_count = match sink {
@@ -368,6 +340,45 @@ pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
     drop(sink);
     cluster.cleanup();
     Ok(result)
+}
+
+/// Starts `reprise-sink` on `port` and waits until it accepts connections.
+async fn start_sink(port: u16, dir: &Path) -> anyhow::Result<Proc> {
+    let sink = spawn("sink", "reprise-sink", &["--listen".into(), format!("127.0.0.1:{port}")], dir)?;
+    wait_for("the sink", Duration::from_secs(10), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await?;
+    Ok(sink)
+}
+
+/// The bench's synthetic traffic: at its rate for original pace, over a minute for max.
+fn bench_profile(bench: &ReplayBench) -> Profile {
+    let span_ns = match bench.mode {
+        Mode::Original => (bench.requests as f64 / bench.rate * 1e9) as i64,
+        Mode::Max => 60_000_000_000,
+    };
+    Profile {
+        requests: bench.requests,
+        start_ns: reprise_store::now_ns() - span_ns - 60_000_000_000,
+        span_ns,
+        connections: 1000,
+        body_bytes: 128,
+        post_share: 0.25,
+        shape: Shape::Constant,
+    }
+}
+
+/// The round with the median replay rate stands for the run; wrk's median is its match.
+/// Returns that round, wrk's median rate, and every round's ratio to its own wrk run.
+fn median_round(mut rounds: Vec<Round>) -> (Round, Option<f64>, Vec<f64>) {
+    rounds.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+    let round_ratios: Vec<f64> =
+        rounds.iter().filter_map(|r| r.wrk_requests_per_second.map(|w| r.requests_per_second / w)).collect();
+    let mut wrk_rates: Vec<f64> = rounds.iter().filter_map(|r| r.wrk_requests_per_second).collect();
+    wrk_rates.sort_by(f64::total_cmp);
+    let wrk_rps = wrk_rates.get(wrk_rates.len() / 2).copied();
+    (rounds.swap_remove(rounds.len() / 2), wrk_rps, round_ratios)
 }
 
 /// One replay of the bench's recording, then (with a sink) its wrk run.

@@ -167,54 +167,63 @@ fn against_wrk(r: &bench::ReplayResult) -> String {
 }
 
 /// Every figure, printed as the rows of docs/BENCHMARKS.md.
+/// A row of the results table: what was measured, the figure, the goal.
+type Row = (String, String, &'static str);
+
 async fn all(work_dir: &std::path::Path, gor: Option<PathBuf>) -> anyhow::Result<()> {
-    let mut rows = Vec::new();
-    let mut row = |what: &str, figure: String, goal: &str| {
-        eprintln!("{what}: {figure}");
-        rows.push(format!("| {what} | {figure} | {goal} |"));
+    let mut rows: Vec<Row> = Vec::new();
+    // Each figure as soon as it is measured; the table at the end.
+    let mut report = |new: Vec<Row>| {
+        new.iter().for_each(|(what, figure, _)| eprintln!("{what}: {figure}"));
+        rows.extend(new);
     };
-
     let c = capture(work_dir, PcapProfile { connections: 500, requests_per_connection: 1000, body_bytes: 256 }).await?;
-    row("capture from a pcap file (500 connections x 1000 requests)", capture_line(&c), "measured");
+    report(vec![("capture from a pcap file (500 connections x 1000 requests)".into(), capture_line(&c), "measured")]);
+    report(throughput_rows(work_dir, gor).await?);
+    report(pacing_rows(work_dir).await?);
+    report(scale_rows(work_dir).await?);
+    println!("| benchmark | measured | goal |\n|---|---|---|");
+    for (what, figure, goal) in rows {
+        println!("| {what} | {figure} | {goal} |");
+    }
+    Ok(())
+}
 
+/// One worker at max pace against wrk (a dispatch thread per core, then one), and GoReplay.
+async fn throughput_rows(work_dir: &std::path::Path, gor: Option<PathBuf>) -> anyhow::Result<Vec<Row>> {
     let mut throughput = replay_bench(work_dir, 1, 400_000, Mode::Max, false);
-    throughput.wrk_seconds = 8;
-    throughput.rounds = 3;
-    throughput.gor = gor;
+    (throughput.wrk_seconds, throughput.rounds, throughput.gor) = (8, 3, gor);
     let t = bench::run_replay(&throughput).await?;
-    row(
-        "1 worker (a dispatch thread per core), max pace, 64 in flight, vs `wrk -t1 -c64`",
-        format!("median of 3 alternating rounds: {}; p99 latency {:.2} ms", against_wrk(&t), t.latency_p99_ms),
-        ">= 0.7x wrk",
-    );
     // The same with one dispatch thread: thread for thread against wrk -t1.
     let mut single = replay_bench(work_dir, 1, 400_000, Mode::Max, false);
-    single.dispatch_threads = 1;
-    single.wrk_seconds = 8;
-    single.rounds = 3;
+    (single.dispatch_threads, single.wrk_seconds, single.rounds) = (1, 8, 3);
     let s1 = bench::run_replay(&single).await?;
-    row("the same, 1 dispatch thread", against_wrk(&s1), "-");
-    match t.gor_requests_per_second {
-        Some(g) => row(
-            "the same recording with GoReplay",
-            format!("{g:.0} req/s: Reprise {:.1}x", t.requests_per_second / g),
-            ">= 5x GoReplay",
+    let gor_figure = match t.gor_requests_per_second {
+        Some(g) => format!("{g:.0} req/s: Reprise {:.1}x", t.requests_per_second / g),
+        None => "not run (no --gor binary on this machine)".into(),
+    };
+    Ok(vec![
+        (
+            "1 worker (a dispatch thread per core), max pace, 64 in flight, vs `wrk -t1 -c64`".into(),
+            format!("median of 3 alternating rounds: {}; p99 latency {:.2} ms", against_wrk(&t), t.latency_p99_ms),
+            ">= 0.7x wrk",
         ),
-        None => row(
-            "the same recording with GoReplay",
-            "not run (no --gor binary on this machine)".into(),
-            ">= 5x GoReplay",
-        ),
-    }
+        ("the same, 1 dispatch thread".into(), against_wrk(&s1), "-"),
+        ("the same recording with GoReplay".into(), gor_figure, ">= 5x GoReplay"),
+    ])
+}
 
+/// Schedule lag at original pace.
+async fn pacing_rows(work_dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
     // With HTTP/1.1 the in-flight bound is also the connection bound: 1024 is ctl's
     // default, 128 leaves room for 6 ms of latency at 20k req/s with far fewer sockets.
     for max_in_flight in [1024, 128] {
         let mut lag_run = replay_bench(work_dir, 1, 600_000, Mode::Original, false);
         lag_run.max_in_flight = max_in_flight;
         let lag = bench::run_replay(&lag_run).await?;
-        row(
-            &format!("1 worker, original pace at 20k req/s (30 s), {max_in_flight} in flight"),
+        rows.push((
+            format!("1 worker, original pace at 20k req/s (30 s), {max_in_flight} in flight"),
             format!(
                 "{:.0} req/s; lag p50 {:.3} ms, p99 {:.3} ms; latency p99 {:.2} ms; {:.3} CPU s per 1k requests",
                 lag.requests_per_second,
@@ -224,42 +233,40 @@ async fn all(work_dir: &std::path::Path, gor: Option<PathBuf>) -> anyhow::Result
                 lag.cpu_seconds_per_1k_requests
             ),
             "p99 lag < 1 ms",
-        );
+        ));
     }
+    Ok(rows)
+}
 
+/// Memory on a big recording, many workers' dispatch rate, the controller's stats plane.
+async fn scale_rows(work_dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     let memory = bench::run_replay(&replay_bench(work_dir, 1, 10_000_000, Mode::Max, true)).await?;
-    row(
-        "1 worker, 10M-record recording, dry run",
-        format!("peak RSS {:.0} MiB; {:.0} records/s", memory.worker_peak_rss_mib, memory.requests_per_second),
-        "< 150 MB RSS",
-    );
-
     let scale = bench::run_replay(&replay_bench(work_dir, 8, 4_000_000, Mode::Max, true)).await?;
-    row(
-        "8 workers on one host, dry run",
-        format!(
-            "{:.0} records/s dispatched in total ({:.3} CPU s per 1k)",
-            scale.requests_per_second, scale.cpu_seconds_per_1k_requests
-        ),
-        ">= 500k/s",
-    );
-
     let plane = bench::run_stats_plane(64, 30, work_dir).await?;
-    row(
-        "controller following 64 workers at 1 Hz",
-        format!(
-            "{:.1}% of a core ({:.2} CPU s in {:.0} s), peak RSS {:.0} MiB",
-            plane.controller_core_share * 100.0,
-            plane.controller_cpu_seconds,
-            plane.seconds,
-            plane.controller_peak_rss_mib
+    Ok(vec![
+        (
+            "1 worker, 10M-record recording, dry run".into(),
+            format!("peak RSS {:.0} MiB; {:.0} records/s", memory.worker_peak_rss_mib, memory.requests_per_second),
+            "< 150 MB RSS",
         ),
-        "< 5% of a core",
-    );
-
-    println!("| benchmark | measured | goal |\n|---|---|---|");
-    for r in rows {
-        println!("{r}");
-    }
-    Ok(())
+        (
+            "8 workers on one host, dry run".into(),
+            format!(
+                "{:.0} records/s dispatched in total ({:.3} CPU s per 1k)",
+                scale.requests_per_second, scale.cpu_seconds_per_1k_requests
+            ),
+            ">= 500k/s",
+        ),
+        (
+            "controller following 64 workers at 1 Hz".into(),
+            format!(
+                "{:.1}% of a core ({:.2} CPU s in {:.0} s), peak RSS {:.0} MiB",
+                plane.controller_core_share * 100.0,
+                plane.controller_cpu_seconds,
+                plane.seconds,
+                plane.controller_peak_rss_mib
+            ),
+            "< 5% of a core",
+        ),
+    ])
 }
