@@ -1,7 +1,6 @@
 //! `ctl` as a user runs it, against a real controller (file catalog and file log):
 //! listings, recordings, and one clear error line for every kind of wrong input.
 
-use std::net::SocketAddr;
 use std::process::Command;
 
 use bytes::Bytes;
@@ -38,18 +37,10 @@ fn assert_clear_error(run: &Run, expected: &str) {
 }
 
 async fn controller(dir: &std::path::Path) -> Controller {
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    Controller::start(ControllerConfig {
-        config: None,
-        catalog: format!("file://{}/catalog", dir.display()),
-        log: format!("file://{}/log", dir.display()),
-        listen: loopback,
-        http: loopback,
-        partitions: 2,
-        start_lead_ms: 500,
-    })
-    .await
-    .unwrap()
+    let (catalog, log) = (format!("file://{}/catalog", dir.display()), format!("file://{}/log", dir.display()));
+    Controller::start(ControllerConfig { partitions: 2, start_lead_ms: 500, ..ControllerConfig::local(&catalog, &log) })
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,4 +134,69 @@ fn an_unreachable_controller_is_one_clear_line() {
     assert_clear_error(&run, "cannot reach the controller at http://127.0.0.1:9");
     assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
     assert_clear_error(&ctl("not a url", &["workers"]), "not a controller URL");
+}
+
+/// Sends `n` HTTP/1.1 GETs to `addr` on one keep-alive connection, reading each answer.
+async fn get_times(addr: std::net::SocketAddr, path: &str, n: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for _ in 0..n {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let read = stream.read(&mut buf).await.unwrap();
+        assert!(read > 0 && buf.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..read]));
+    }
+}
+
+/// `ctl captures` lists the live capture nodes with their counters; a node that stops
+/// leaves the list (its lease is revoked). Live capture on lo needs root or CAP_NET_RAW.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_lists_live_capture_nodes_with_their_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = controller(dir.path()).await;
+    let url = format!("http://{}", controller.grpc_addr);
+    let captures = || {
+        let url = url.clone();
+        async move {
+            let run = tokio::task::spawn_blocking(move || ctl(&url, &["captures", "--json"])).await.unwrap();
+            assert_eq!(run.code, 0, "{}", run.stderr);
+            serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap().as_array().unwrap().clone()
+        }
+    };
+    // Capture the controller's own stats API: real HTTP on loopback.
+    let mut config = reprise_capture::CaptureConfig::for_log(&format!("file://{}/log", dir.path().display()));
+    config.catalog = Some(format!("file://{}/catalog", dir.path().display()));
+    config.interface = Some("lo".into());
+    config.port = vec![controller.http_addr.port()];
+    config.node = Some("cli-capture".into());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let capturing = tokio::spawn(reprise_capture::run_notify(config, stop.clone(), Some(ready_tx)));
+    ready.await.expect("live capture on lo starts (run as root)");
+    get_times(controller.http_addr, "/api/workers", 5).await;
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let node = loop {
+        let listed = captures().await;
+        if let Some(node) = listed.iter().find(|n| n["counters"]["records"].as_u64() == Some(5)) {
+            break node.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no capture node with 5 records listed: {listed:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    assert_eq!((node["id"].as_str(), node["interface"].as_str()), (Some("cli-capture"), Some("lo")));
+    assert!(node["counters"]["packets"].as_u64().unwrap() >= 10, "{node}");
+    let table = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || ctl(&url, &["captures"])
+    })
+    .await
+    .unwrap();
+    assert!(table.stdout.lines().any(|l| l.starts_with("cli-capture") && l.contains(" lo ")), "{}", table.stdout);
+
+    stop.cancel();
+    capturing.await.unwrap().unwrap();
+    assert_eq!(captures().await, Vec::<serde_json::Value>::new(), "a stopped node leaves the list");
+    controller.shutdown().await;
 }
