@@ -11,8 +11,8 @@ use reprise_loadtests::synth::{self, Profile};
 use reprise_proto::PROTOCOL_VERSION;
 use reprise_proto::v1::worker_client::WorkerClient;
 use reprise_proto::v1::{
-    ControlAction, ControlReplayRequest, ReplayRef, StartRecordingRequest, StatsRequest, StopRecordingRequest,
-    WorkerReplayState,
+    AssignRequest, ControlAction, ControlReplayRequest, PartitionShare, ReplayRef, StartRecordingRequest, StartRequest,
+    StatsRequest, StopRecordingRequest, WorkerReplayState,
 };
 use reprise_proto::v1::{Recording, ReplayState};
 use reprise_store::log::NewRecord;
@@ -159,12 +159,69 @@ async fn workers_stop_when_no_controller_is_heard(kind: &str) {
     }
 }
 
+/// The controller's heartbeat names the replays it follows, and only those stay alive on a
+/// worker: a replay assigned to the same worker behind the controller's back stops after
+/// the grace period, while the controller's own replay there runs on.
+async fn the_grace_period_counts_per_replay(kind: &str) {
+    let cluster = setup(kind, "per-replay", 1, 2.0).await;
+    let log_url = cluster.log_url.clone();
+    let n = 200;
+    let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(8))).await.unwrap();
+    let followed = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
+
+    let worker = &cluster.workers[0];
+    let mut direct = WorkerClient::connect(format!("http://{}", worker.local_addr)).await.unwrap();
+    let shares = recording
+        .ranges
+        .iter()
+        .map(|r| PartitionShare {
+            partition: r.partition,
+            start_offset: r.start,
+            end_offset: r.end,
+            stride: 1,
+            phase: 0,
+        })
+        .collect();
+    let assign = AssignRequest {
+        protocol_version: PROTOCOL_VERSION,
+        replay_id: "rep-unfollowed".into(),
+        controller_id: "nobody".into(),
+        log_url,
+        shares,
+        options: replay_request(&recording.id, &cluster.sink_url(), 1).options,
+        origin_ns: recording.first_timestamp_ns.unwrap(),
+        recording_records: n,
+    };
+    direct.assign(assign).await.unwrap();
+    let start_at_unix_ns = reprise_store::now_ns() + 200_000_000;
+    direct.start(StartRequest { replay_id: "rep-unfollowed".into(), start_at_unix_ns }).await.unwrap();
+
+    let mut stats = direct.stats(StatsRequest { replay_id: "rep-unfollowed".into() }).await.unwrap().into_inner();
+    let last = tokio::time::timeout(LIMIT, async {
+        let mut last = None;
+        while let Some(report) = stats.message().await.unwrap() {
+            last = Some(report);
+        }
+        last.unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(last.state(), WorkerReplayState::Failed, "{last:?}");
+    assert!(last.error.contains("no controller heard"), "{}", last.error);
+    assert!(last.sent < n, "stopped early: {} of {n}", last.sent);
+
+    let status = cluster.wait_final(&followed, LIMIT).await.unwrap();
+    assert_eq!((status.state(), status.sent), (ReplayState::Done, n), "the followed replay ran on: {status:?}");
+    cluster.stop().await;
+}
+
 reprise_store::on_backends!(
     [kafka_etcd => "kafka_etcd", file => "file"]
     [
         garbage_and_a_dead_target_are_counted_not_fatal,
         a_silent_target_gives_timeouts,
         pause_holds_the_timeline_and_cancel_stops_it,
-        workers_stop_when_no_controller_is_heard
+        workers_stop_when_no_controller_is_heard,
+        the_grace_period_counts_per_replay
     ]
 );

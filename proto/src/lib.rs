@@ -72,6 +72,43 @@ impl PartitionRange {
     }
 }
 
+/// A message that can be the last of a stream: a worker's final report, a replay's
+/// final status event.
+pub trait Final {
+    fn is_final(&self) -> bool;
+}
+
+impl Final for v1::WorkerStats {
+    fn is_final(&self) -> bool {
+        self.state().is_final()
+    }
+}
+
+impl Final for v1::ReplayEvent {
+    fn is_final(&self) -> bool {
+        self.status.as_ref().is_none_or(|s| s.state().is_final())
+    }
+}
+
+/// `messages` up to and including the first final one, ending right after it (a watch
+/// would otherwise wait forever for a change that never comes).
+pub fn until_final<T, S>(messages: S) -> futures::stream::BoxStream<'static, T>
+where
+    T: Final + Send + 'static,
+    S: futures::Stream<Item = T> + Send + 'static,
+{
+    use futures::StreamExt;
+    futures::stream::unfold((messages.boxed(), false), |(mut messages, ended)| async move {
+        if ended {
+            return None;
+        }
+        let message = messages.next().await?;
+        let ended = message.is_final();
+        Some((message, (messages, ended)))
+    })
+    .boxed()
+}
+
 /// The lower-case names of enums (`ReplayState::Done` is `done`), as shown and stored.
 macro_rules! lower_case_names {
     ($($enum:ident => $prefix:literal),* $(,)?) => {$(
@@ -135,6 +172,22 @@ mod tests {
         let back: ReplayStatus = serde_json::from_value(json).unwrap();
         assert_eq!(back, status);
         assert_eq!(ReplayState::Cancelled.to_string(), "cancelled");
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_right_after_its_final_message() {
+        use super::v1::{WorkerReplayState, WorkerStats};
+        use futures::StreamExt;
+        let report = |seq, state: WorkerReplayState| WorkerStats { seq, state: state.into(), ..Default::default() };
+        // A pending tail stands for a watch whose next change never comes.
+        let reports = futures::stream::iter([
+            report(1, WorkerReplayState::Running),
+            report(2, WorkerReplayState::Done),
+            report(3, WorkerReplayState::Done),
+        ])
+        .chain(futures::stream::pending());
+        let seen: Vec<u64> = super::until_final(reports).map(|r| r.seq).collect().await;
+        assert_eq!(seen, [1, 2]);
     }
 
     #[test]

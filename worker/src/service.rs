@@ -152,12 +152,7 @@ impl WorkerRpc for WorkerService {
     async fn stats(&self, request: Request<StatsRequest>) -> Result<Response<Self::StatsStream>, Status> {
         let replay = self.heard(&request.into_inner().replay_id)?;
         // Every report up to and including the final one.
-        let mut ended = false;
-        let reports = WatchStream::new(replay.subscribe()).take_while(move |report| {
-            let keep = !ended;
-            ended = report.state().is_final();
-            std::future::ready(keep)
-        });
+        let reports = reprise_proto::until_final(WatchStream::new(replay.subscribe()));
         Ok(Response::new(Box::pin(reports.map(Ok))))
     }
 

@@ -236,17 +236,8 @@ impl ReplayManager {
         // Subscribe before reading the status, so that no change falls in between.
         let changes = self.live(id).map(|l| WatchStream::from_changes(l.events.subscribe()));
         let first = ReplayEvent { status: Some(self.status(id).await?), point: None };
-        let events = futures::stream::once(async { first }).chain(futures::stream::iter(changes).flatten()).boxed();
-        // Up to and including the final event, and not a moment longer.
-        Ok(futures::stream::unfold((events, false), |(mut events, ended)| async move {
-            if ended {
-                return None;
-            }
-            let event = events.next().await?;
-            let ended = event.status.as_ref().is_none_or(|s| s.state().is_final());
-            Some((event, (events, ended)))
-        })
-        .boxed())
+        let events = futures::stream::once(async { first }).chain(futures::stream::iter(changes).flatten());
+        Ok(reprise_proto::until_final(events))
     }
 
     /// Pauses, resumes or cancels a running replay on all its workers.
