@@ -219,7 +219,7 @@ fn parse_time(s: &str) -> Result<i64, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    reprise_store::config::init_logging("warn");
+    reprise_process::init_logging("warn", reprise_process::LogFormat::Text);
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,
