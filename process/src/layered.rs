@@ -67,8 +67,8 @@ fn parse_with_file<T: Parser>(
     let from_file = file_arguments(command, given, path, text)?;
     // The file's settings go first: no trailing argument of the command line can swallow them.
     let mut rest = args.into_iter();
-    let all: Vec<OsString> = rest.next().into_iter().chain(from_file).chain(rest).collect();
-    T::try_parse_from(all).map_err(|e| with_file_tip(e, path))
+    let all: Vec<OsString> = rest.next().into_iter().chain(from_file.iter().cloned()).chain(rest).collect();
+    T::try_parse_from(all).map_err(|e| with_file_tip(e, path, &from_file))
 }
 
 /// The config file's settings as command-line arguments, leaving out those that flags or
@@ -136,13 +136,26 @@ fn given_outside_file(command: &Command, given: &ArgMatches, id: &clap::Id) -> b
             .any(outside)
 }
 
-/// Points a parse error at the config file, which the user may not think of.
-fn with_file_tip(mut error: clap::Error, path: &Path) -> clap::Error {
+/// Points a parse error at the config file when the file gave the bad setting, or when a
+/// setting is missing (the user may have expected it from the file).
+fn with_file_tip(mut error: clap::Error, path: &Path, from_file: &[OsString]) -> clap::Error {
+    let bad_arg = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.split([' ', '=']).next().unwrap_or_default().to_string(),
+        _ => String::new(),
+    };
+    let from_file = from_file.iter().any(|a| a.to_string_lossy().split('=').next() == Some(bad_arg.as_str()));
+    let tip = if from_file {
+        format!("{bad_arg} comes from the config file {}", path.display())
+    } else if error.kind() == ErrorKind::MissingRequiredArgument {
+        format!("settings also come from the config file {}", path.display())
+    } else {
+        return error;
+    };
     let mut tips = match error.get(ContextKind::Suggested) {
         Some(ContextValue::StyledStrs(tips)) => tips.clone(),
         _ => Vec::new(),
     };
-    tips.push(format!("settings also come from the config file {}", path.display()).into());
+    tips.push(tip.into());
     error.insert(ContextKind::Suggested, ContextValue::StyledStrs(tips));
     error
 }
@@ -248,9 +261,15 @@ mod tests {
         let (_dir, bad_value) = config_file("catalog = \"x\"\npartitions = \"many\"\n");
         let message = error(&["--config", &bad_value]);
         assert!(
-            message.contains("'many'") && message.contains("tip: settings also come from the config file"),
+            message.contains("'many'") && message.contains("tip: --partitions comes from the config file"),
             "{message}"
         );
+        let (_dir, good) = config_file("catalog = \"x\"\n");
+        let message = error(&["--config", &good, "--partitions", "many"]);
+        assert!(message.contains("'many'") && !message.contains("tip:"), "{message}");
+        let (_dir, empty) = config_file("");
+        let message = error(&["--config", &empty]);
+        assert!(message.contains("--catalog") && message.contains("tip: settings also come from"), "{message}");
     }
 
     #[test]
