@@ -123,6 +123,8 @@ pub struct CaptureConfig {
     /// Connections idle this long are flushed, seconds.
     #[arg(long, default_value_t = 120)]
     pub idle_timeout_secs: u64,
+    #[command(flatten)]
+    pub logging: reprise_process::LogArgs,
 }
 
 impl CaptureConfig {

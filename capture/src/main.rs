@@ -4,7 +4,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config: CaptureConfig = reprise_process::parse_layered();
-    reprise_process::init_logging("info", reprise_process::LogFormat::Text);
+    config.logging.init("info");
     reprise_process::exit_code(run(config).await)
 }
 

@@ -53,6 +53,8 @@ pub struct ControllerConfig {
     /// every worker to receive it).
     #[arg(long, default_value_t = 2000)]
     pub start_lead_ms: u64,
+    #[command(flatten)]
+    pub logging: reprise_process::LogArgs,
 }
 
 /// A running controller.

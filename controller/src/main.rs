@@ -3,7 +3,7 @@ use reprise_controller::{Controller, ControllerConfig};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config: ControllerConfig = reprise_process::parse_layered();
-    reprise_process::init_logging("info", reprise_process::LogFormat::Text);
+    config.logging.init("info");
     reprise_process::exit_code(run(config).await)
 }
 

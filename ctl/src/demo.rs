@@ -67,6 +67,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         http: args.http,
         partitions: 4,
         start_lead_ms: 1000,
+        logging: Default::default(),
     })
     .await?;
     let mut workers = Vec::new();
@@ -83,6 +84,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 source_ip: None,
                 dispatch_threads: 0,
                 lease_ttl_secs: 10,
+                logging: Default::default(),
             })
             .await?,
         );

@@ -47,6 +47,7 @@ async fn controller(dir: &std::path::Path) -> Controller {
         http: loopback,
         partitions: 2,
         start_lead_ms: 500,
+        logging: Default::default(),
     })
     .await
     .unwrap()

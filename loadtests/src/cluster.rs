@@ -58,6 +58,7 @@ impl Cluster {
             http: loopback(0),
             partitions: config.partitions,
             start_lead_ms: 1000,
+            logging: Default::default(),
         })
         .await?;
         let mut workers = Vec::new();
@@ -75,6 +76,7 @@ impl Cluster {
                     // Two threads even on a one-core machine, so split lanes are always exercised.
                     dispatch_threads: 2,
                     lease_ttl_secs: 10,
+                    logging: Default::default(),
                 })
                 .await?,
             );

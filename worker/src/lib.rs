@@ -64,6 +64,8 @@ pub struct WorkerConfig {
     /// TTL of the catalog lease that keeps this worker registered.
     #[arg(long, default_value_t = 10)]
     pub lease_ttl_secs: u64,
+    #[command(flatten)]
+    pub logging: reprise_process::LogArgs,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

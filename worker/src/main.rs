@@ -3,7 +3,7 @@ use reprise_worker::{Worker, WorkerConfig};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config: WorkerConfig = reprise_process::parse_layered();
-    reprise_process::init_logging("info", reprise_process::LogFormat::Text);
+    config.logging.init("info");
     reprise_process::exit_code(run(config).await)
 }
 
