@@ -49,7 +49,7 @@ pub struct WorkerConfig {
     #[arg(long, env = "REPRISE_WORKER_ADVERTISE")]
     pub advertise: Option<String>,
     /// A label for worker selection, KEY=VALUE; repeatable.
-    #[arg(long = "label", value_parser = parse_label)]
+    #[arg(long = "label", value_parser = reprise_process::parse_label)]
     pub labels: Vec<(String, String)>,
     /// Stop sending when no controller has been heard for this many seconds.
     #[arg(long, env = "REPRISE_CONTROLLER_GRACE_SECS", default_value_t = 15.0)]
@@ -66,13 +66,6 @@ pub struct WorkerConfig {
     pub lease_ttl_secs: u64,
     #[command(flatten)]
     pub logging: reprise_process::LogArgs,
-}
-
-fn parse_label(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| format!("label {s:?} is not KEY=VALUE"))
 }
 
 /// A running worker.
