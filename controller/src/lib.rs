@@ -51,7 +51,7 @@ pub struct ControllerConfig {
     pub partitions: i32,
     /// How far ahead of "now" a replay's common start is set, in milliseconds (time for
     /// every worker to receive it).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, env = "REPRISE_START_LEAD_MS", default_value_t = 2000)]
     pub start_lead_ms: u64,
     #[command(flatten)]
     pub logging: reprise_process::LogArgs,

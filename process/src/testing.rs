@@ -39,34 +39,58 @@ pub fn assert_every_flag_has_env(command: &clap::Command) {
 
 /// Panics unless the example config file at `path` parses as `T` by itself, names every
 /// setting of `T` (commented out or not) but `config`, and still parses with each
-/// commented-out setting uncommented alone.
+/// commented-out setting uncommented alone (and, for a member of a mutually exclusive
+/// group such as capture's inputs, the other members commented out).
 pub fn assert_example_config<T: Parser>(path: &Path) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let program = || vec![OsString::from(T::command().get_name().to_string())];
     if let Err(e) = crate::layered::try_parse_with_file_text::<T>(program(), path, &text) {
         panic!("{} does not parse: {e}", path.display());
     }
-    let command = T::command();
+    let mut command = T::command();
+    command.build();
     let known: BTreeSet<String> = settings(&command).filter_map(|a| a.get_long()).map(str::to_string).collect();
     let mut named = BTreeSet::new();
     for (number, line) in text.lines().enumerate() {
         let Some((key, commented)) = setting_line(line) else { continue };
         assert!(known.contains(&key), "{}:{}: unknown setting {key:?}", path.display(), number + 1);
-        named.insert(key);
         if commented {
+            let rivals = exclusive_rivals(&command, &key);
             let uncommented = text
                 .lines()
                 .enumerate()
-                .map(|(n, l)| if n == number { l.trim_start().trim_start_matches('#').trim_start() } else { l })
+                .map(|(n, l)| match setting_line(l) {
+                    _ if n == number => l.trim_start().trim_start_matches('#').trim_start().to_string(),
+                    Some((other, false)) if rivals.contains(&other) => format!("# {l}"),
+                    _ => l.to_string(),
+                })
                 .collect::<Vec<_>>()
                 .join("\n");
             if let Err(e) = crate::layered::try_parse_with_file_text::<T>(program(), path, &uncommented) {
                 panic!("{}:{}: uncommented, {line:?} does not parse: {e}", path.display(), number + 1);
             }
         }
+        named.insert(key);
     }
     let missing: Vec<_> = known.iter().filter(|k| *k != "config" && !named.contains(*k)).collect();
     assert!(missing.is_empty(), "{} does not show the settings {missing:?}", path.display());
+}
+
+/// The long names of the settings that may not be given with `long` (the other members
+/// of its mutually exclusive groups).
+fn exclusive_rivals(command: &clap::Command, long: &str) -> BTreeSet<String> {
+    let Some(id) = command.get_arguments().find(|a| a.get_long() == Some(long)).map(|a| a.get_id().clone()) else {
+        return BTreeSet::new();
+    };
+    command
+        .get_groups()
+        .filter(|group| !clap::ArgGroup::clone(group).is_multiple() && group.get_args().any(|member| *member == id))
+        .flat_map(|group| group.get_args())
+        .filter(|member| **member != id)
+        .filter_map(|member| command.get_arguments().find(|a| a.get_id() == member))
+        .filter_map(|a| a.get_long())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The setting a line of a TOML file names (as the long flag name), and whether it is
@@ -154,6 +178,10 @@ mod tests {
         catalog: String,
         #[arg(long, env = "REPRISE_EXAMPLE_PORT", default_value_t = 1)]
         port: u16,
+        #[arg(long, env = "REPRISE_EXAMPLE_INTERFACE", group = "input")]
+        interface: Option<String>,
+        #[arg(long, env = "REPRISE_EXAMPLE_PCAP_FILE", group = "input")]
+        pcap_file: Option<String>,
         #[command(flatten)]
         logging: crate::LogArgs,
     }
@@ -194,8 +222,10 @@ mod tests {
 
     #[test]
     fn example_configs_are_checked() {
-        let (_dir, good) =
-            example("# The catalog.\ncatalog = \"x\"\n# The port.\n# port = 2\n# log-format = \"json\"\n");
+        const INPUTS: &str = "interface = \"lo\"\n# pcap-file = \"a.pcap\"\n";
+        let (_dir, good) = example(&format!(
+            "# The catalog.\ncatalog = \"x\"\n# The port.\n# port = 2\n# log-format = \"json\"\n{INPUTS}"
+        ));
         assert_example_config::<Complete>(&good);
         for bad in [
             "catalog = \"x\"\n# port = 2\n",                                // log-format missing
@@ -203,7 +233,7 @@ mod tests {
             "catalog = \"x\"\n# port = \"two\"\n# log-format = \"json\"\n", // a bad commented value
             "catalog = \"x\"\n# port = 2\n# log-format = \"json\"\n# colour = 1\n", // unknown
         ] {
-            let (_dir, path) = example(bad);
+            let (_dir, path) = example(&format!("{bad}{INPUTS}"));
             let result = std::panic::catch_unwind(|| assert_example_config::<Complete>(&path));
             assert!(result.is_err(), "{bad:?} must be refused");
         }
