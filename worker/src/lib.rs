@@ -48,8 +48,7 @@ pub struct WorkerConfig {
     /// with the bound port when listening on all interfaces].
     #[arg(long, env = "REPRISE_WORKER_ADVERTISE")]
     pub advertise: Option<String>,
-    /// A label for worker selection, KEY=VALUE; repeatable (in the environment,
-    /// comma-separated).
+    /// A label for worker selection, KEY=VALUE; repeatable or comma-separated.
     #[arg(
         long = "label",
         env = "REPRISE_WORKER_LABELS",
