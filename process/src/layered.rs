@@ -27,7 +27,8 @@ pub fn parse_layered_from<T: Parser>(args: Vec<OsString>) -> T {
 /// exiting.
 pub fn try_parse_layered_from<T: Parser>(args: Vec<OsString>) -> Result<T, clap::Error> {
     let (command, given) = first_pass::<T>(&args)?;
-    let Some(path) = given.try_get_one::<PathBuf>("config").ok().flatten().cloned() else {
+    let config = given.try_get_raw("config").ok().flatten().and_then(|mut values| values.next());
+    let Some(path) = config.map(PathBuf::from) else {
         return T::try_parse_from(args);
     };
     let text = std::fs::read_to_string(&path).map_err(|e| {
