@@ -6,6 +6,9 @@
 //! Garbage, a capture that starts mid-connection, or a lost segment put a direction into
 //! resync: bytes are skipped until the next line that starts a message. Bodies beyond
 //! the limit are cut and flagged with their real length.
+//!
+//! This module is the connection (its two directions, emitting records, selection);
+//! `head` parses message heads, `body` frames bodies.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,6 +16,10 @@ use std::sync::Arc;
 use reprise_proto::TRAFFIC_FORMAT_VERSION;
 use reprise_proto::v1::{MessageKind, TrafficRecord};
 
+mod body;
+mod head;
+
+use self::body::Body;
 use crate::policy::{Redaction, Selection};
 use crate::reassembly::{Direction, FlowInfo, StreamHandler, looks_like_request};
 
@@ -59,88 +66,6 @@ pub struct Emitted {
 enum Side {
     Request,
     Response,
-}
-
-/// The chunked transfer coding, byte by byte, to find where a body ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    Size { value: u64, digits: u32, extension: bool },
-    SizeLf { value: u64 },
-    Data(u64),
-    DataCr,
-    DataLf,
-    Trailer { line: usize },
-    TrailerLf { line: usize },
-    Done,
-}
-
-impl Chunk {
-    fn start() -> Self {
-        Chunk::Size { value: 0, digits: 0, extension: false }
-    }
-
-    /// Consumes from `bytes` up to the end of the body; returns how many bytes it took,
-    /// or `Err` on a malformed coding.
-    fn feed(&mut self, bytes: &[u8]) -> Result<usize, ()> {
-        let mut i = 0;
-        while i < bytes.len() && *self != Chunk::Done {
-            let b = bytes[i];
-            *self = match *self {
-                Chunk::Size { value, digits, extension } => match b {
-                    b'\r' => Chunk::SizeLf { value },
-                    b'\n' if digits > 0 => Self::after_size(value),
-                    _ if extension => Chunk::Size { value, digits, extension },
-                    b';' => Chunk::Size { value, digits, extension: true },
-                    b' ' | b'\t' => Chunk::Size { value, digits, extension },
-                    _ => {
-                        let v = (b as char).to_digit(16).ok_or(())?;
-                        if digits >= 15 {
-                            return Err(());
-                        }
-                        Chunk::Size { value: value * 16 + u64::from(v), digits: digits + 1, extension }
-                    }
-                },
-                Chunk::SizeLf { value } if b == b'\n' => Self::after_size(value),
-                Chunk::Data(n) => {
-                    let take = (n as usize).min(bytes.len() - i);
-                    i += take;
-                    let left = n - take as u64;
-                    *self = if left == 0 { Chunk::DataCr } else { Chunk::Data(left) };
-                    continue;
-                }
-                Chunk::DataCr if b == b'\r' => Chunk::DataLf,
-                Chunk::DataCr | Chunk::DataLf if b == b'\n' => Chunk::start(),
-                Chunk::Trailer { line } => match b {
-                    b'\r' => Chunk::TrailerLf { line },
-                    b'\n' if line == 0 => Chunk::Done,
-                    b'\n' => Chunk::Trailer { line: 0 },
-                    _ => Chunk::Trailer { line: line + 1 },
-                },
-                Chunk::TrailerLf { line } if b == b'\n' => {
-                    if line == 0 {
-                        Chunk::Done
-                    } else {
-                        Chunk::Trailer { line: 0 }
-                    }
-                }
-                _ => return Err(()),
-            };
-            i += 1;
-        }
-        Ok(i)
-    }
-
-    fn after_size(value: u64) -> Self {
-        if value == 0 { Chunk::Trailer { line: 0 } } else { Chunk::Data(value) }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Body {
-    None,
-    Length(u64),
-    Chunked(Chunk),
-    UntilClose,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,119 +189,6 @@ impl HttpConnection {
             Direction::ClientToServer => &mut self.requests,
             Direction::ServerToClient => &mut self.responses,
         }
-    }
-
-    /// Parses the head at the front of the buffer; `Ok(false)` when more bytes are needed.
-    fn parse_head(&mut self, dir: Direction, out: &mut Emitted) -> Result<bool, ()> {
-        enum Parsed {
-            Request { head: bool, connect: bool, body: Body },
-            Response { code: u16, body: Body },
-        }
-        let framer = self.framer(dir);
-        let Some(end) = framer.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            return if framer.buf.len() > MAX_HEAD { Err(()) } else { Ok(false) };
-        };
-        let head_len = end + 4;
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let parsed = match framer.side {
-            Side::Request => {
-                let mut request = httparse::Request::new(&mut slots);
-                if !matches!(request.parse(&framer.buf[..head_len]), Ok(httparse::Status::Complete(_))) {
-                    return Err(());
-                }
-                let method = request.method.unwrap_or_default();
-                Parsed::Request {
-                    head: method == "HEAD",
-                    connect: method == "CONNECT",
-                    body: request_body(request.headers)?,
-                }
-            }
-            Side::Response => {
-                let mut response = httparse::Response::new(&mut slots);
-                if !matches!(response.parse(&framer.buf[..head_len]), Ok(httparse::Status::Complete(_))) {
-                    return Err(());
-                }
-                let code = response.code.unwrap_or(0);
-                Parsed::Response { code, body: response_body(code, response.headers)? }
-            }
-        };
-        // What follows the head: a body to frame, or nothing (interim response, tunnel).
-        let next = match parsed {
-            Parsed::Request { connect: true, .. } => None,
-            Parsed::Request { head, body, .. } => {
-                let sequence = self.next_sequence;
-                self.next_sequence += 1;
-                self.requests.sequence = sequence;
-                if self.config.track_responses {
-                    self.waiting.push_back((sequence, self.requests.started_ns, head));
-                }
-                Some(body)
-            }
-            Parsed::Response { code: 101, .. } => None,
-            Parsed::Response { code: 100..=199, .. } => {
-                let framer = &mut self.responses;
-                framer.buf.drain(..head_len);
-                framer.reset_message();
-                return Ok(true);
-            }
-            Parsed::Response { code, body } => {
-                let paired = self.waiting.pop_front();
-                if paired.is_none() {
-                    out.stats.unpaired_responses += 1;
-                }
-                self.responses.paired = paired.map(|(seq, ts, _)| (seq, ts));
-                // Responses to HEAD, and 204 and 304, have no body whatever they say.
-                let bodiless = paired.is_some_and(|w| w.2) || code == 204 || code == 304;
-                Some(if bodiless { Body::None } else { body })
-            }
-        };
-        let framer = self.framer(dir);
-        match next {
-            Some(body) => {
-                framer.head_len = head_len;
-                framer.body_seen = 0;
-                framer.state = State::Body(body);
-            }
-            None => {
-                // A tunnel or a switch of protocols: no longer HTTP on this connection.
-                framer.buf.drain(..head_len);
-                self.requests.state = State::Opaque;
-                self.responses.state = State::Opaque;
-            }
-        }
-        Ok(true)
-    }
-
-    /// Moves buffered body bytes along; `true` when the message is complete.
-    fn advance_body(&mut self, dir: Direction, out: &mut Emitted) -> bool {
-        let max_body = self.config.max_body;
-        let framer = self.framer(dir);
-        let State::Body(body) = framer.state else { return false };
-        let available = framer.buf.len() - framer.head_len - (framer.body_seen.min(max_body as u64) as usize);
-        let unread_from = framer.buf.len() - available;
-        let (take, done, next) = match body {
-            Body::None => (0, true, body),
-            Body::Length(n) => {
-                let take = (n as usize).min(available);
-                (take, take as u64 == n, Body::Length(n - take as u64))
-            }
-            Body::Chunked(mut chunk) => match chunk.feed(&framer.buf[unread_from..]) {
-                Ok(take) => (take, chunk == Chunk::Done, Body::Chunked(chunk)),
-                Err(()) => {
-                    out.stats.malformed += 1;
-                    (available, true, body)
-                }
-            },
-            Body::UntilClose => (available, false, body),
-        };
-        // Keep at most `max_body` body bytes; count the rest.
-        let kept_before = framer.body_seen.min(max_body as u64) as usize;
-        framer.body_seen += take as u64;
-        let kept_after = framer.body_seen.min(max_body as u64) as usize;
-        let keep = kept_after - kept_before;
-        framer.buf.drain(unread_from + keep..unread_from + take);
-        framer.state = State::Body(next);
-        done
     }
 
     /// Emits the finished message at the front of the buffer.
@@ -503,39 +315,6 @@ impl HttpConnection {
     }
 }
 
-fn header<'h>(headers: &'h [httparse::Header<'h>], name: &str) -> Option<&'h [u8]> {
-    headers.iter().rev().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
-}
-
-fn is_chunked(headers: &[httparse::Header<'_>]) -> bool {
-    header(headers, "transfer-encoding")
-        .is_some_and(|v| String::from_utf8_lossy(v).to_ascii_lowercase().trim_end().ends_with("chunked"))
-}
-
-fn content_length(headers: &[httparse::Header<'_>]) -> Result<Option<u64>, ()> {
-    match header(headers, "content-length") {
-        None => Ok(None),
-        Some(v) => std::str::from_utf8(v).ok().and_then(|s| s.trim().parse().ok()).map(Some).ok_or(()),
-    }
-}
-
-fn request_body(headers: &[httparse::Header<'_>]) -> Result<Body, ()> {
-    if is_chunked(headers) {
-        return Ok(Body::Chunked(Chunk::start()));
-    }
-    Ok(content_length(headers)?.map_or(Body::None, Body::Length))
-}
-
-fn response_body(code: u16, headers: &[httparse::Header<'_>]) -> Result<Body, ()> {
-    if code == 204 || code == 304 {
-        return Ok(Body::None);
-    }
-    if is_chunked(headers) {
-        return Ok(Body::Chunked(Chunk::start()));
-    }
-    Ok(content_length(headers)?.map_or(Body::UntilClose, Body::Length))
-}
-
 impl StreamHandler for HttpConnection {
     type Out = Emitted;
 
@@ -582,6 +361,7 @@ impl StreamHandler for HttpConnection {
 
 #[cfg(test)]
 mod tests {
+    use super::body::Chunk;
     use super::*;
 
     fn config(max_body: usize, track_responses: bool) -> Arc<HttpConfig> {

@@ -43,92 +43,100 @@ pub struct CaptureConfig {
     #[arg(long, env = "REPRISE_LOG")]
     pub log: String,
     /// Network interface to capture live (e.g. eth0, lo).
-    #[arg(long, group = "input")]
+    #[arg(long, env = "REPRISE_CAPTURE_INTERFACE", group = "input")]
     pub interface: Option<String>,
     /// Read a pcap file (tcpdump, Wireshark) instead of capturing live.
-    #[arg(long, group = "input")]
+    #[arg(long, env = "REPRISE_CAPTURE_PCAP_FILE", group = "input")]
     pub pcap_file: Option<PathBuf>,
     /// Import a GoReplay file instead of capturing.
-    #[arg(long, group = "input")]
+    #[arg(long, env = "REPRISE_CAPTURE_GOR_FILE", group = "input")]
     pub gor_file: Option<PathBuf>,
-    /// Server port(s) to capture (builds the BPF filter); repeatable.
-    #[arg(long)]
+    /// Server port(s) to capture (builds the BPF filter); repeatable or comma-separated.
+    #[arg(long, env = "REPRISE_CAPTURE_PORT", value_delimiter = ',')]
     pub port: Vec<u16>,
     /// BPF filter, instead of --port.
-    #[arg(long)]
+    #[arg(long, env = "REPRISE_CAPTURE_FILTER")]
     pub filter: Option<String>,
     /// Bytes captured per packet.
-    #[arg(long, default_value_t = 262_144)]
+    #[arg(long, env = "REPRISE_CAPTURE_SNAPLEN", default_value_t = 262_144)]
     pub snaplen: i32,
     /// Kernel capture buffer, MiB.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, env = "REPRISE_CAPTURE_BUFFER_MB", default_value_t = 64)]
     pub buffer_mb: i32,
     /// Put the interface in promiscuous mode.
-    #[arg(long)]
+    #[arg(long, env = "REPRISE_CAPTURE_PROMISC")]
     pub promisc: bool,
     /// Also store responses, paired with their requests.
-    #[arg(long)]
+    #[arg(long, env = "REPRISE_CAPTURE_TRACK_RESPONSES")]
     pub track_responses: bool,
     /// Body bytes kept per message; longer bodies are cut and flagged.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, env = "REPRISE_CAPTURE_MAX_BODY", default_value_t = 1 << 20)]
     pub max_body: usize,
     /// Capture node id [default: the host name].
     #[arg(long, env = "REPRISE_CAPTURE_NODE")]
     pub node: Option<String>,
-    /// Only these methods; repeatable.
-    #[arg(long)]
+    /// Only these methods; repeatable or comma-separated.
+    #[arg(long, env = "REPRISE_CAPTURE_ALLOW_METHOD", value_delimiter = ',')]
     pub allow_method: Vec<String>,
-    /// Never these methods; repeatable.
-    #[arg(long)]
+    /// Never these methods; repeatable or comma-separated.
+    #[arg(long, env = "REPRISE_CAPTURE_DENY_METHOD", value_delimiter = ',')]
     pub deny_method: Vec<String>,
-    /// Only requests whose target matches this regex; repeatable.
-    #[arg(long)]
+    /// Only requests whose target matches this regex; repeatable (one in the environment).
+    #[arg(long, env = "REPRISE_CAPTURE_ALLOW_URL")]
     pub allow_url: Vec<String>,
-    /// Never requests whose target matches this regex; repeatable.
-    #[arg(long)]
+    /// Never requests whose target matches this regex; repeatable (one in the environment).
+    #[arg(long, env = "REPRISE_CAPTURE_DENY_URL")]
     pub deny_url: Vec<String>,
-    /// Only requests with a header matching NAME:REGEX; repeatable.
-    #[arg(long)]
+    /// Only requests with a header matching NAME:REGEX; repeatable (one in the environment).
+    #[arg(long, env = "REPRISE_CAPTURE_ALLOW_HEADER")]
     pub allow_header: Vec<String>,
-    /// Never requests with a header matching NAME:REGEX; repeatable.
-    #[arg(long)]
+    /// Never requests with a header matching NAME:REGEX; repeatable (one in the environment).
+    #[arg(long, env = "REPRISE_CAPTURE_DENY_HEADER")]
     pub deny_header: Vec<String>,
     /// Share of connections to keep, 0 to 1 (by connection hash).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, env = "REPRISE_CAPTURE_SAMPLE", default_value_t = 1.0)]
     pub sample: f64,
-    /// Headers whose values are masked before storage; repeatable.
-    #[arg(long, default_values_t = ["Authorization".to_string(), "Cookie".into(), "Set-Cookie".into(), "Proxy-Authorization".into()])]
+    /// Headers whose values are masked before storage; repeatable or comma-separated.
+    #[arg(
+        long,
+        env = "REPRISE_CAPTURE_REDACT_HEADER",
+        value_delimiter = ',',
+        default_values_t = ["Authorization".to_string(), "Cookie".into(), "Set-Cookie".into(), "Proxy-Authorization".into()]
+    )]
     pub redact_header: Vec<String>,
-    /// JSON body fields whose values are masked before storage; repeatable.
-    #[arg(long)]
+    /// JSON body fields whose values are masked before storage; repeatable (one in the environment).
+    #[arg(long, env = "REPRISE_CAPTURE_REDACT_JSON_FIELD")]
     pub redact_json_field: Vec<String>,
     /// The mask that replaces redacted values.
-    #[arg(long, default_value = "[REDACTED]")]
+    #[arg(long, env = "REPRISE_CAPTURE_MASK", default_value = "[REDACTED]")]
     pub mask: String,
     /// Where records wait while the log is unreachable [default: TMPDIR/reprise-spool-NODE].
-    #[arg(long)]
+    #[arg(long, env = "REPRISE_CAPTURE_SPOOL_DIR")]
     pub spool_dir: Option<PathBuf>,
     /// Spool budget, MiB; beyond it records are dropped and counted.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, env = "REPRISE_CAPTURE_SPOOL_MAX_MB", default_value_t = 1024)]
     pub spool_max_mb: u64,
     /// Partitions of the traffic topic if the capture creates it.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, env = "REPRISE_PARTITIONS", default_value_t = 12)]
     pub partitions: i32,
     /// Catalog URL, to register this capture node and its counters (optional).
     #[arg(long, env = "REPRISE_CATALOG")]
     pub catalog: Option<String>,
     /// Address for Prometheus metrics (/metrics).
-    #[arg(long)]
+    #[arg(long, env = "REPRISE_CAPTURE_HTTP")]
     pub http: Option<SocketAddr>,
     /// Connections idle this long are flushed, seconds.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, env = "REPRISE_CAPTURE_IDLE_TIMEOUT_SECS", default_value_t = 120)]
     pub idle_timeout_secs: u64,
+    #[command(flatten)]
+    pub logging: reprise_process::LogArgs,
 }
 
 impl CaptureConfig {
     /// A configuration with defaults for everything but the log (tests, the demo).
+    /// The environment is not read: `REPRISE_*` variables are meant for the daemon.
     pub fn for_log(log: &str) -> CaptureConfig {
-        CaptureConfig::parse_from(["reprise-capture", "--log", log])
+        reprise_process::parse_defaults_with(["--log", log])
     }
 
     pub(crate) fn node(&self) -> String {

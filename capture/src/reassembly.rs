@@ -153,27 +153,34 @@ impl<H: StreamHandler, F: FnMut(&FlowInfo) -> H> Reassembler<H, F> {
         if seg.src.port() > seg.dst.port() { seg.src } else { seg.dst }
     }
 
+    /// Starts tracking the connection `seg` belongs to, unless the segment says nothing
+    /// worth tracking it for or the flow table is full; whether it is now tracked.
+    fn track(&mut self, k: (SocketAddr, SocketAddr), seg: &Segment) -> bool {
+        // A bare ACK or a RST says nothing worth tracking a connection for.
+        if seg.rst || (!seg.syn && !seg.fin && seg.payload.is_empty()) {
+            return false;
+        }
+        if self.flows.len() >= self.config.max_flows {
+            self.stats.flows_over_limit += 1;
+            return false;
+        }
+        let client = self.client_of(seg);
+        let server = if client == seg.src { seg.dst } else { seg.src };
+        let info = FlowInfo { number: self.next_number, client, server };
+        self.next_number += 1;
+        self.stats.flows += 1;
+        let handler = (self.new_handler)(&info);
+        self.flows.insert(k, Flow { info, halves: Default::default(), handler, last_seen_ns: seg.ts_ns });
+        true
+    }
+
     pub fn segment(&mut self, seg: &Segment, out: &mut H::Out) {
         self.stats.segments += 1;
         let k = key(seg.src, seg.dst);
-        if !self.flows.contains_key(&k) {
-            // A bare ACK or a RST says nothing worth tracking a connection for.
-            if seg.rst || (!seg.syn && !seg.fin && seg.payload.is_empty()) {
-                return;
-            }
-            if self.flows.len() >= self.config.max_flows {
-                self.stats.flows_over_limit += 1;
-                return;
-            }
-            let client = self.client_of(seg);
-            let server = if client == seg.src { seg.dst } else { seg.src };
-            let info = FlowInfo { number: self.next_number, client, server };
-            self.next_number += 1;
-            self.stats.flows += 1;
-            let handler = (self.new_handler)(&info);
-            self.flows.insert(k, Flow { info, halves: Default::default(), handler, last_seen_ns: seg.ts_ns });
+        if !self.flows.contains_key(&k) && !self.track(k, seg) {
+            return;
         }
-        let flow = self.flows.get_mut(&k).expect("inserted above");
+        let flow = self.flows.get_mut(&k).expect("tracked above");
         flow.last_seen_ns = flow.last_seen_ns.max(seg.ts_ns);
         let dir = if seg.src == flow.info.client { Direction::ClientToServer } else { Direction::ServerToClient };
         if seg.rst {

@@ -51,8 +51,10 @@ pub struct ControllerConfig {
     pub partitions: i32,
     /// How far ahead of "now" a replay's common start is set, in milliseconds (time for
     /// every worker to receive it).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, env = "REPRISE_START_LEAD_MS", default_value_t = 2000)]
     pub start_lead_ms: u64,
+    #[command(flatten)]
+    pub logging: reprise_process::LogArgs,
 }
 
 impl ControllerConfig {
@@ -60,7 +62,7 @@ impl ControllerConfig {
     /// (an in-process cluster: tests, `ctl demo`).
     pub fn local(catalog: &str, log: &str) -> ControllerConfig {
         let args = ["--catalog", catalog, "--log", log, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"];
-        ControllerConfig::parse_from(std::iter::once("reprise-controller").chain(args))
+        reprise_process::parse_defaults_with(args)
     }
 }
 

@@ -2,9 +2,9 @@ use reprise_controller::{Controller, ControllerConfig};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    reprise_store::config::init_logging("info");
-    let config: ControllerConfig = reprise_store::config::parse_layered();
-    reprise_store::config::exit_code(run(config).await)
+    let config: ControllerConfig = reprise_process::parse_layered();
+    config.logging.init("info");
+    reprise_process::exit_code(run(config).await)
 }
 
 async fn run(config: ControllerConfig) -> anyhow::Result<()> {
@@ -13,7 +13,7 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         "controller {} serving ctl on {} and the stats API on http://{}/",
         controller.id, controller.grpc_addr, controller.http_addr
     );
-    reprise_store::config::shutdown_signal().await;
+    reprise_process::shutdown_signal().await;
     controller.shutdown().await;
     Ok(())
 }

@@ -59,7 +59,7 @@ pub enum RecordCommand {
         #[arg(long)]
         name: String,
         /// KEY=VALUE; repeatable.
-        #[arg(long = "label", value_parser = parse_label)]
+        #[arg(long = "label", value_parser = reprise_process::parse_label)]
         labels: Vec<(String, String)>,
         #[arg(long)]
         json: bool,
@@ -80,7 +80,7 @@ pub enum RecordCommand {
         /// End of the window, same forms as --from.
         #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
         to: i64,
-        #[arg(long = "label", value_parser = parse_label)]
+        #[arg(long = "label", value_parser = reprise_process::parse_label)]
         labels: Vec<(String, String)>,
         #[arg(long)]
         json: bool,
@@ -124,7 +124,7 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 0)]
     pub workers: u32,
     /// Only workers with this label, KEY=VALUE; repeatable.
-    #[arg(long = "worker-label", value_parser = parse_label)]
+    #[arg(long = "worker-label", value_parser = reprise_process::parse_label)]
     pub worker_labels: Vec<(String, String)>,
     /// Requests awaiting a response, per worker.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
@@ -196,13 +196,6 @@ fn parse_speed(s: &str) -> Result<Speed, String> {
         Ok(f) if f.is_finite() && f > 0.0 => Ok(Speed::Factor(f)),
         _ => Err(format!("{s:?} is not a positive number or \"max\"")),
     }
-}
-
-pub fn parse_label(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
 /// A time as Unix milliseconds.

@@ -5,7 +5,7 @@ use reprise_ctl::cli::Cli;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    reprise_store::config::init_logging("warn");
+    reprise_process::init_logging("warn", reprise_process::LogFormat::Text);
     match reprise_ctl::commands::run(Cli::parse()).await {
         Ok(code) => code,
         Err(e) => {

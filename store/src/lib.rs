@@ -7,13 +7,11 @@
 //!   files for one machine.
 //! * [`schema`]: the documents kept in the catalog.
 //! * [`traffic`]: decoding of stored traffic records, skipping (and counting) garbage.
-//! * [`config`]: the daemons' layered configuration (flags, environment, TOML file).
 //!
 //! Both boundaries are chosen by URL (`kafka://`, `etcd://`, `file://`) so that daemons,
 //! tests and the embedded demo run the same code against either implementation.
 
 pub mod catalog;
-pub mod config;
 pub mod gor;
 pub mod log;
 pub mod schema;

@@ -48,8 +48,13 @@ pub struct WorkerConfig {
     /// with the bound port when listening on all interfaces].
     #[arg(long, env = "REPRISE_WORKER_ADVERTISE")]
     pub advertise: Option<String>,
-    /// A label for worker selection, KEY=VALUE; repeatable.
-    #[arg(long = "label", value_parser = parse_label)]
+    /// A label for worker selection, KEY=VALUE; repeatable or comma-separated.
+    #[arg(
+        long = "label",
+        env = "REPRISE_WORKER_LABELS",
+        value_delimiter = ',',
+        value_parser = reprise_process::parse_label
+    )]
     pub labels: Vec<(String, String)>,
     /// Stop sending when no controller has been heard for this many seconds.
     #[arg(long, env = "REPRISE_CONTROLLER_GRACE_SECS", default_value_t = 15.0)]
@@ -62,8 +67,10 @@ pub struct WorkerConfig {
     #[arg(long, env = "REPRISE_DISPATCH_THREADS", default_value_t = 0, hide_default_value = true)]
     pub dispatch_threads: usize,
     /// TTL of the catalog lease that keeps this worker registered.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "REPRISE_LEASE_TTL_SECS", default_value_t = 10)]
     pub lease_ttl_secs: u64,
+    #[command(flatten)]
+    pub logging: reprise_process::LogArgs,
 }
 
 impl WorkerConfig {
@@ -71,15 +78,8 @@ impl WorkerConfig {
     /// port (an in-process cluster: tests, `ctl demo`).
     pub fn local(catalog: &str, name: &str) -> WorkerConfig {
         let args = ["--catalog", catalog, "--name", name, "--listen", "127.0.0.1:0"];
-        WorkerConfig::parse_from(std::iter::once("reprise-worker").chain(args))
+        reprise_process::parse_defaults_with(args)
     }
-}
-
-fn parse_label(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| format!("label {s:?} is not KEY=VALUE"))
 }
 
 /// A running worker.

@@ -65,7 +65,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    reprise_store::config::exit_code(run(Cli::parse()).await)
+    reprise_process::exit_code(run(Cli::parse()).await)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

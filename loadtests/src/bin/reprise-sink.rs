@@ -19,13 +19,13 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    reprise_store::config::exit_code(run(Cli::parse()).await)
+    reprise_process::exit_code(run(Cli::parse()).await)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let sink = Sink::start_checking_ids(cli.listen, cli.check_ids).await?;
     println!("sink listening on http://{}/ (report: /_sink/report)", sink.addr);
-    reprise_store::config::shutdown_signal().await;
+    reprise_process::shutdown_signal().await;
     println!("{}", serde_json::to_string(&sink.report())?);
     Ok(())
 }

@@ -1,0 +1,226 @@
+//! The sending side of a replay: one dispatcher per thread paces its lanes' records on
+//! the shared timeline (pauses shift it) and sends them under the rate and in-flight
+//! limits.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use http::Request;
+use http_body_util::Full;
+use reprise_proto::v1::{MessageKind, PacingMode};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+
+use super::Replay;
+use super::lanes::{LaneStream, Merge};
+use crate::request::{self, RecordedRequest};
+use crate::sender::{DryRunSender, HttpSender, Sender, SenderConfig};
+use crate::timer::PreciseTimer;
+
+/// A record due this close is sent now rather than slept for.
+const EARLY_SLACK: Duration = Duration::from_micros(20);
+
+impl Replay {
+    fn sender_config(&self, max_in_flight: usize) -> SenderConfig {
+        let options = self.options();
+        SenderConfig {
+            timeout: Duration::from_millis(options.request_timeout_ms.max(1)),
+            http2: options.http2,
+            max_idle_per_host: max_in_flight,
+            source_ip: self.source_ip,
+            insecure_tls: options.insecure_tls,
+        }
+    }
+
+    fn parse(&self, raw: &[u8]) -> Option<(RecordedRequest, http::Uri)> {
+        let parsed = request::parse(raw).map_err(|e| e.to_string());
+        let with_uri = parsed.and_then(|r| self.target.uri_for(&r).map(|uri| (r, uri)).map_err(|e| e.to_string()));
+        match with_uri {
+            Ok(ok) => Some(ok),
+            Err(error) => {
+                self.stats.records_unreplayable.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(replay = %self.id, %error, "skipping a record that is not a replayable request");
+                None
+            }
+        }
+    }
+
+    /// Waits until `offset` past the (pause-shifted) start; `None` offset means now.
+    /// Returns the due instant, or `None` if the replay was stopped meanwhile.
+    async fn wait_until_due(
+        &self,
+        timer: &mut PreciseTimer,
+        clock: &mut Clock,
+        offset: Option<Duration>,
+        paused: &mut watch::Receiver<bool>,
+    ) -> Option<Instant> {
+        loop {
+            if *paused.borrow_and_update() {
+                let since = Instant::now();
+                tokio::select! {
+                    _ = paused.wait_for(|p| !*p) => {}
+                    _ = self.cancel.cancelled() => return None,
+                }
+                clock.paused_for += since.elapsed();
+                continue;
+            }
+            let now = Instant::now();
+            let due = offset.map_or(now, |o| clock.start + clock.paused_for + o);
+            if due <= now + EARLY_SLACK {
+                return (!self.cancel.is_cancelled()).then_some(due);
+            }
+            tokio::select! {
+                slept = timer.sleep_until(due) => {
+                    if let Err(e) = slept {
+                        // Fall back to the coarse timer rather than stop the replay.
+                        tracing::warn!(error = %e, "precise timer failed");
+                        tokio::time::sleep_until(due).await;
+                    }
+                    return Some(due);
+                }
+                _ = paused.changed() => {}
+                _ = self.cancel.cancelled() => return None,
+            }
+        }
+    }
+}
+
+struct Clock {
+    start: Instant,
+    paused_for: Duration,
+}
+
+/// Pacing state shared by a replay's dispatch threads.
+pub(super) struct SharedPacing {
+    /// The worker's share of the cluster rate cap.
+    pub(super) limiter: Option<DefaultDirectRateLimiter>,
+    /// Constant pacing: sends numbered across threads, the n-th due at n / rate.
+    pub(super) constant_sends: AtomicU64,
+}
+
+/// One dispatch thread of a replay.
+pub(super) struct Dispatcher {
+    pub(super) replay: Arc<Replay>,
+    /// This thread's index: its stats shard.
+    pub(super) shard: usize,
+    pub(super) max_in_flight: usize,
+    pub(super) shared: Arc<SharedPacing>,
+}
+
+impl Dispatcher {
+    /// Starts a sender on this thread's runtime and dispatches the lanes.
+    pub(super) async fn run(self, lanes: Vec<LaneStream>, start: Instant) -> Result<(), String> {
+        let config = self.replay.sender_config(self.max_in_flight);
+        if self.replay.options().dry_run {
+            self.dispatch(DryRunSender, lanes, start).await
+        } else {
+            self.dispatch(HttpSender::new(&config), lanes, start).await
+        }
+    }
+
+    /// Reads the lanes in timestamp order, waits for each record's due time, and hands
+    /// `multiple` copies to the sender under the rate and in-flight limits.
+    async fn dispatch<S: Sender>(&self, sender: S, lanes: Vec<LaneStream>, start: Instant) -> Result<(), String> {
+        let replay = &self.replay;
+        let options = replay.options().clone();
+        let multiple = options.multiple.max(1);
+        let in_flight = Arc::new(Semaphore::new(self.max_in_flight));
+        let mut merged = Merge::new(lanes, replay.stats.clone());
+        let mut paused = replay.paused.subscribe();
+        let mut clock = Clock { start, paused_for: Duration::ZERO };
+        let mut timer = PreciseTimer::new().map_err(|e| format!("cannot create a timer: {e}"))?;
+        let origin = replay.assignment.origin_ns;
+
+        'records: loop {
+            let next = tokio::select! {
+                next = merged.next() => next,
+                _ = replay.cancel.cancelled() => break,
+            };
+            let Some(next) = next else { break };
+            let (lane, located) = next.map_err(|e| e.to_string())?;
+            replay.stats.records_decoded.fetch_add(1, Ordering::Relaxed);
+            if located.record.kind() != MessageKind::Request {
+                replay.stats.checkpoint(lane, located.offset + 1);
+                continue;
+            }
+            let Some((recorded, uri)) = replay.parse(&located.record.http) else {
+                replay.stats.checkpoint(lane, located.offset + 1);
+                continue;
+            };
+            replay.stats.planned_sends.fetch_add(u64::from(multiple), Ordering::Relaxed);
+            for _ in 0..multiple {
+                let offset = match options.pacing() {
+                    PacingMode::Max => None,
+                    PacingMode::Constant => {
+                        let n = self.shared.constant_sends.fetch_add(1, Ordering::Relaxed);
+                        Some(Duration::from_secs_f64(n as f64 / options.rate_per_sec))
+                    }
+                    _ => {
+                        let since_origin = (located.record.timestamp_ns - origin).max(0) as f64;
+                        Some(Duration::from_nanos((since_origin / options.speed) as u64))
+                    }
+                };
+                let Some(due) = replay.wait_until_due(&mut timer, &mut clock, offset, &mut paused).await else {
+                    break 'records;
+                };
+                if let Some(limiter) = &self.shared.limiter {
+                    tokio::select! {
+                        _ = limiter.until_ready() => {}
+                        _ = replay.cancel.cancelled() => break 'records,
+                    }
+                }
+                let permit = tokio::select! {
+                    permit = in_flight.clone().acquire_owned() => permit.expect("semaphore never closed"),
+                    _ = replay.cancel.cancelled() => break 'records,
+                };
+                let request = build_request(&recorded, uri.clone(), options.keep_host);
+                let dispatched = Instant::now();
+                let lag = dispatched.saturating_duration_since(due);
+                replay.stats.record_dispatch(self.shard, lag.as_micros() as u64, recorded.body.len() as u64);
+                replay.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+                let (stats, sender, shard) = (replay.stats.clone(), sender.clone(), self.shard);
+                // Spawned on this thread's own runtime: completing it wakes no other thread.
+                tokio::spawn(async move {
+                    let outcome = sender.send(request).await;
+                    // Measured from when the request was due, not when it left: a late
+                    // send counts as latency (no coordinated omission).
+                    stats.record_outcome(shard, outcome, due.elapsed().as_micros() as u64);
+                    stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    drop(permit);
+                });
+            }
+            replay.stats.checkpoint(lane, located.offset + 1);
+        }
+        // Let what is in flight finish (each send is bounded by the request timeout).
+        let _ = in_flight.acquire_many(self.max_in_flight as u32).await;
+        Ok(())
+    }
+}
+
+fn build_request(recorded: &RecordedRequest, uri: http::Uri, keep_host: bool) -> Request<Full<Bytes>> {
+    let mut request = Request::new(Full::new(recorded.body.clone()));
+    *request.method_mut() = recorded.method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = recorded.headers.clone();
+    if keep_host && let Some(host) = &recorded.host {
+        request.headers_mut().insert(http::header::HOST, host.clone());
+    }
+    request
+}
+
+/// The rate cap for original-pace and max modes (delays, never drops). Constant pacing
+/// spaces sends itself.
+pub(super) fn rate_limiter(rate_per_sec: f64, pacing: PacingMode) -> Option<DefaultDirectRateLimiter> {
+    if rate_per_sec <= 0.0 || pacing == PacingMode::Constant {
+        return None;
+    }
+    let period = Duration::from_secs_f64(1.0 / rate_per_sec);
+    // A burst of about 10 ms worth of requests keeps the limiter from forcing a sleep
+    // per request at high rates.
+    let burst = NonZeroU32::new((rate_per_sec / 100.0).clamp(1.0, 10_000.0) as u32).expect("at least 1");
+    Some(RateLimiter::direct(Quota::with_period(period)?.allow_burst(burst)))
+}

@@ -1,0 +1,135 @@
+//! The reading side of a replay: its shares cut into lanes, each lane an open stream of
+//! the traffic log, and the merge of a thread's lanes into one stream by timestamp.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use reprise_proto::v1::PartitionShare;
+use reprise_store::log::{LogError, RangeSpec};
+use reprise_store::traffic::Located;
+
+use crate::stats::Stats;
+
+pub(super) type LocatedStream = Pin<Box<dyn Stream<Item = Result<Located, LogError>> + Send>>;
+
+/// A part of one share read by one stream: the whole share, or one stride of it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Lane {
+    pub(super) share: usize,
+    pub(super) range: RangeSpec,
+}
+
+/// An opened lane: its index (for checkpoints), where it ends, and its records.
+pub(super) struct LaneStream {
+    pub(super) lane: usize,
+    pub(super) end: i64,
+    pub(super) records: LocatedStream,
+}
+
+/// Cuts `shares` into at least `threads` lanes where it can: a share of stride `s` and
+/// phase `p` becomes `k` lanes of stride `s * k` and phases `p, p + s, ..`.
+pub(super) fn plan_lanes(shares: &[PartitionShare], threads: usize) -> Vec<Lane> {
+    let split = threads.div_ceil(shares.len().max(1)).max(1) as u32;
+    let mut lanes = Vec::new();
+    for (share, s) in shares.iter().enumerate() {
+        let (stride, phase) = (s.stride.max(1), s.phase);
+        let range = RangeSpec { partition: s.partition, start: s.start_offset, end: s.end_offset, stride, phase };
+        let k = if range.len() < u64::from(split) { 1 } else { split };
+        match stride.checked_mul(k) {
+            Some(wide) if k > 1 => lanes.extend(
+                (0..k).map(|j| Lane { share, range: RangeSpec { stride: wide, phase: phase + j * stride, ..range } }),
+            ),
+            _ => lanes.push(Lane { share, range }),
+        }
+    }
+    lanes
+}
+
+/// Deals lanes to at most `threads` groups, largest first to the least loaded, so
+/// every thread carries about the same number of records.
+pub(super) fn deal_lanes<T>(lanes: Vec<(u64, T)>, threads: usize) -> Vec<Vec<T>> {
+    let mut lanes = lanes;
+    lanes.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
+    let mut groups: Vec<(u64, Vec<T>)> = (0..threads.clamp(1, lanes.len().max(1))).map(|_| (0, Vec::new())).collect();
+    for (len, lane) in lanes {
+        let lightest = groups.iter_mut().min_by_key(|(load, _)| *load).expect("at least one group");
+        lightest.0 += len;
+        lightest.1.push(lane);
+    }
+    groups.into_iter().map(|(_, group)| group).filter(|group| !group.is_empty()).collect()
+}
+
+/// Merges lane streams into one, by record timestamp. A lane that ends is checkpointed
+/// at its end: every record it selects has been read.
+pub(super) struct Merge {
+    lanes: Vec<LaneStream>,
+    heads: Vec<Option<Located>>,
+    live: Vec<bool>,
+    stats: Arc<Stats>,
+}
+
+impl Merge {
+    pub(super) fn new(lanes: Vec<LaneStream>, stats: Arc<Stats>) -> Self {
+        let n = lanes.len();
+        Merge { lanes, heads: (0..n).map(|_| None).collect(), live: vec![true; n], stats }
+    }
+
+    /// The earliest record across lanes, with its lane's index.
+    pub(super) async fn next(&mut self) -> Option<Result<(usize, Located), LogError>> {
+        for i in 0..self.lanes.len() {
+            if self.live[i] && self.heads[i].is_none() {
+                match self.lanes[i].records.next().await {
+                    Some(Ok(located)) => self.heads[i] = Some(located),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => {
+                        self.live[i] = false;
+                        self.stats.checkpoint(self.lanes[i].lane, self.lanes[i].end);
+                    }
+                }
+            }
+        }
+        let earliest =
+            (0..self.heads.len()).filter_map(|i| self.heads[i].as_ref().map(|h| (h.record.timestamp_ns, i))).min()?.1;
+        Some(Ok((self.lanes[earliest].lane, self.heads[earliest].take().expect("head present"))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share(partition: i32, start: i64, end: i64) -> PartitionShare {
+        PartitionShare { partition, start_offset: start, end_offset: end, stride: 1, phase: 0 }
+    }
+
+    #[test]
+    fn fewer_shares_than_threads_are_split_by_stride_into_disjoint_lanes() {
+        let shares = [PartitionShare { partition: 0, start_offset: 3, end_offset: 103, stride: 2, phase: 1 }];
+        let lanes = plan_lanes(&shares, 3);
+        assert_eq!(lanes.len(), 3);
+        // Every offset the share selects is read by exactly one lane.
+        for offset in 0..110 {
+            let readers = lanes.iter().filter(|l| l.range.selects(offset)).count();
+            let selected = (3..103).contains(&offset) && offset % 2 == 1;
+            assert_eq!(readers, usize::from(selected), "offset {offset}");
+        }
+        let total: u64 = lanes.iter().map(|l| l.range.len()).sum();
+        assert_eq!(total, 50);
+    }
+
+    #[test]
+    fn enough_shares_are_not_split_and_tiny_shares_never() {
+        assert_eq!(plan_lanes(&[share(0, 0, 10), share(1, 0, 10)], 2).len(), 2);
+        assert_eq!(plan_lanes(&[share(0, 0, 1)], 4).len(), 1);
+        assert_eq!(plan_lanes(&[], 4).len(), 0);
+    }
+
+    #[test]
+    fn lanes_are_dealt_evenly_by_records() {
+        let groups = deal_lanes(vec![(10, 'a'), (70, 'b'), (30, 'c'), (40, 'd')], 2);
+        assert_eq!(groups, vec![vec!['b', 'a'], vec!['d', 'c']]);
+        assert_eq!(deal_lanes(vec![(5, 'a')], 4), vec![vec!['a']]);
+        assert!(deal_lanes(Vec::<(u64, char)>::new(), 2).is_empty());
+    }
+}
