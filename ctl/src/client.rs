@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use reprise_proto::PROTOCOL_VERSION;
 use reprise_proto::v1::controller_client::ControllerClient;
-use reprise_proto::v1::{HelloRequest, ReplayRef, ReplayStatus};
+use reprise_proto::v1::{HelloRequest, PacingMode, ReplayOptions, ReplayRef, ReplayStatus, StartReplayRequest};
 use tonic::transport::Channel;
 
 pub type Client = ControllerClient<Channel>;
@@ -45,4 +45,23 @@ pub async fn follow(
     }
     // The stream ended early (controller restart): report where it stands.
     Ok(client.get_replay(reference()).await.map_err(status_error)?.into_inner())
+}
+
+/// A replay of `recording` to `target` at original pace, `multiple` times, with bounds fit
+/// for one machine (256 in flight, 5 s timeout): the demo's replay and the tests'.
+pub fn replay_request(recording: &str, target: &str, multiple: u32) -> StartReplayRequest {
+    StartReplayRequest {
+        protocol_version: PROTOCOL_VERSION,
+        recording_id: recording.into(),
+        options: Some(ReplayOptions {
+            target: target.into(),
+            multiple,
+            speed: 1.0,
+            pacing: PacingMode::Original.into(),
+            max_in_flight: 256,
+            request_timeout_ms: 5_000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }

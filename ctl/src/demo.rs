@@ -14,10 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use reprise_controller::ControllerConfig;
 use reprise_proto::PROTOCOL_VERSION;
-use reprise_proto::v1::{
-    PacingMode, Recording, ReplayOptions, ReplayState, ReplayStatus, StartRecordingRequest, StartReplayRequest,
-    StopRecordingRequest,
-};
+use reprise_proto::v1::{Recording, ReplayState, ReplayStatus, StartRecordingRequest, StopRecordingRequest};
 use reprise_worker::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -116,20 +113,7 @@ async fn record_and_replay(
 
     // 2. Replay it five times over against the same service.
     say!(quiet, "2/3 replaying {} with --multiple {MULTIPLE} against http://{}", recording.id, service.addr);
-    let request = StartReplayRequest {
-        protocol_version: PROTOCOL_VERSION,
-        recording_id: recording.id.clone(),
-        options: Some(ReplayOptions {
-            target: format!("http://{}", service.addr),
-            multiple: MULTIPLE,
-            speed: 1.0,
-            pacing: PacingMode::Original.into(),
-            max_in_flight: 256,
-            request_timeout_ms: 5000,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let request = client::replay_request(&recording.id, &format!("http://{}", service.addr), MULTIPLE);
     let started = client.start_replay(request).await.map_err(status_error)?.into_inner();
     let status = crate::commands::follow_with_progress(&mut client, &started.id, !quiet).await?;
     say!(quiet, "3/3 summary");

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use reprise_controller::ControllerConfig;
+pub use reprise_ctl::client::replay_request;
 use reprise_ctl::client::{self, Client};
 use reprise_ctl::local::LocalCluster;
 use reprise_proto::PROTOCOL_VERSION;
 use reprise_proto::v1::{
-    PacingMode, Recording, ReplayOptions, ReplayStatus, StartRecordingRequest, StartReplayRequest, StopRecordingRequest,
+    Recording, ReplayOptions, ReplayStatus, StartRecordingRequest, StartReplayRequest, StopRecordingRequest,
 };
 use reprise_worker::WorkerConfig;
 
@@ -181,24 +182,6 @@ impl std::ops::Deref for TestCluster {
     type Target = Cluster;
     fn deref(&self) -> &Cluster {
         &self.cluster
-    }
-}
-
-/// A replay of `recording` to `target` at original pace, with test-friendly bounds.
-pub fn replay_request(recording: &str, target: &str, multiple: u32) -> StartReplayRequest {
-    StartReplayRequest {
-        protocol_version: PROTOCOL_VERSION,
-        recording_id: recording.into(),
-        options: Some(ReplayOptions {
-            target: target.into(),
-            multiple,
-            speed: 1.0,
-            pacing: PacingMode::Original.into(),
-            max_in_flight: 256,
-            request_timeout_ms: 5_000,
-            ..Default::default()
-        }),
-        ..Default::default()
     }
 }
 
