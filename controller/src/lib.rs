@@ -66,6 +66,9 @@ impl ControllerConfig {
     }
 }
 
+/// The longest the catalog may take to answer the controller's first read.
+const CATALOG_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A running controller.
 pub struct Controller {
     pub id: String,
@@ -132,8 +135,14 @@ impl Controller {
                 }
             })
         };
+        // Unfinished replays of a controller that stopped are ours to carry on; reading
+        // them is also the proof that the catalog answers.
+        let resumed = tokio::time::timeout(CATALOG_TIMEOUT, replays.resume_all())
+            .await
+            .map_err(|_| anyhow::anyhow!("the catalog {} did not answer within 10 s", config.catalog))?
+            .with_context(|| format!("cannot read the replays in the catalog {}", config.catalog))?;
         replays.start_heartbeats();
-        tracing::info!(controller = %id, grpc = %grpc_addr, http = %http_addr, "controller started");
+        tracing::info!(controller = %id, grpc = %grpc_addr, http = %http_addr, resumed, "controller started");
         Ok(Controller { id, grpc_addr, http_addr, replays, shutdown, tasks: vec![grpc, http] })
     }
 

@@ -10,13 +10,16 @@ use crate::client::{self, Client};
 pub struct LocalCluster {
     pub controller: Controller,
     pub workers: Vec<Worker>,
+    controller_config: ControllerConfig,
 }
 
 impl LocalCluster {
     /// Starts the controller, then every worker (registered in the controller's catalog).
     /// If anything fails to start, what did start is stopped again.
     pub async fn start(controller: ControllerConfig, workers: Vec<WorkerConfig>) -> anyhow::Result<LocalCluster> {
-        let mut cluster = LocalCluster { controller: Controller::start(controller).await?, workers: Vec::new() };
+        let controller_config = controller.clone();
+        let mut cluster =
+            LocalCluster { controller: Controller::start(controller).await?, workers: Vec::new(), controller_config };
         for config in workers {
             match Worker::start(config).await {
                 Ok(worker) => cluster.workers.push(worker),
@@ -27,6 +30,15 @@ impl LocalCluster {
             }
         }
         Ok(cluster)
+    }
+
+    /// Stops the controller and starts a new one on the same catalog and log (on new
+    /// ports), as after a crash and restart; the workers keep running.
+    pub async fn restart_controller(self) -> anyhow::Result<LocalCluster> {
+        let LocalCluster { controller, workers, controller_config } = self;
+        controller.shutdown().await;
+        let controller = Controller::start(controller_config.clone()).await?;
+        Ok(LocalCluster { controller, workers, controller_config })
     }
 
     /// The URL `ctl --controller` takes.

@@ -103,6 +103,11 @@ impl Cluster {
         self.local.stop().await;
         self.sink.stop();
     }
+
+    /// See [`LocalCluster::restart_controller`].
+    pub async fn restart_controller(self) -> anyhow::Result<Cluster> {
+        Ok(Cluster { local: self.local.restart_controller().await?, sink: self.sink })
+    }
 }
 
 impl std::ops::Deref for Cluster {
@@ -146,6 +151,7 @@ pub async fn record_synthetic(
 /// catalog in a temporary directory that lives as long as this value.
 pub struct TestCluster {
     pub cluster: Cluster,
+    pub catalog_url: String,
     pub log_url: String,
     _dir: Option<tempfile::TempDir>,
 }
@@ -168,13 +174,18 @@ impl TestCluster {
                 (format!("file://{root}/catalog"), format!("file://{root}/log"), Some(dir))
             }
         };
-        let mut config = ClusterConfig::new(catalog, log.clone(), workers);
+        let mut config = ClusterConfig::new(catalog.clone(), log.clone(), workers);
         tune(&mut config);
-        Ok(TestCluster { cluster: Cluster::start(&config).await?, log_url: log, _dir: dir })
+        Ok(TestCluster { cluster: Cluster::start(&config).await?, catalog_url: catalog, log_url: log, _dir: dir })
     }
 
     pub async fn stop(self) {
         self.cluster.stop().await;
+    }
+
+    /// See [`LocalCluster::restart_controller`].
+    pub async fn restart_controller(self) -> anyhow::Result<TestCluster> {
+        Ok(TestCluster { cluster: self.cluster.restart_controller().await?, ..self })
     }
 }
 

@@ -16,6 +16,7 @@ use reprise_proto::v1::{
 };
 use reprise_proto::v1::{Recording, ReplayState};
 use reprise_store::log::NewRecord;
+use reprise_store::schema::Replay;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -25,6 +26,10 @@ async fn setup(kind: &str, name: &str, workers: usize, grace_secs: f64) -> TestC
 
 fn profile(requests: u64, span: Duration) -> Profile {
     Profile::constant(requests, reprise_store::now_ns() - 60_000_000_000, span.as_nanos() as i64, 8, 16)
+}
+
+fn control(id: &str, action: ControlAction) -> ControlReplayRequest {
+    ControlReplayRequest { id: id.into(), action: action.into() }
 }
 
 /// A port nothing listens on.
@@ -102,7 +107,6 @@ async fn pause_holds_the_timeline_and_cancel_stops_it(kind: &str) {
     let n = 200;
     let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(3))).await.unwrap();
     let mut client = cluster.client().await.unwrap();
-    let control = |id: &str, action: ControlAction| ControlReplayRequest { id: id.into(), action: action as i32 };
 
     let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2200)).await;
@@ -139,7 +143,7 @@ async fn workers_stop_when_no_controller_is_heard(kind: &str) {
     let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let Cluster { local, sink } = cluster.cluster;
-    let LocalCluster { controller, workers } = local;
+    let LocalCluster { controller, workers, .. } = local;
     controller.shutdown().await;
     // Grace (2 s) plus a report interval.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -215,6 +219,40 @@ async fn the_grace_period_counts_per_replay(kind: &str) {
     cluster.stop().await;
 }
 
+/// A controller that stops and starts again carries on what it left: a running replay
+/// ends done with complete counts, a cancel asked of the new controller stops its
+/// replay, and a replay that never started is failed with the reason, never left running.
+async fn a_restarted_controller_carries_on(kind: &str) {
+    let cluster = setup(kind, "restart", 2, 15.0).await;
+    let log_url = cluster.log_url.clone();
+    let n = 300;
+    let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(5))).await.unwrap();
+    let carried = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
+    let cancelled = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
+    // A replay whose controller stopped while planning it.
+    let catalog = reprise_store::Catalog::open(&cluster.catalog_url).await.unwrap();
+    let mut unstarted = catalog.get::<Replay>(&carried).await.unwrap().unwrap().value;
+    (unstarted.id, unstarted.state, unstarted.plan) =
+        ("rep-unstarted".into(), ReplayState::Planning, Default::default());
+    catalog.put(&unstarted).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let cluster = cluster.restart_controller().await.unwrap();
+    let mut client = cluster.client().await.unwrap();
+    client.control_replay(control(&cancelled, ControlAction::Cancel)).await.unwrap();
+    let status = cluster.wait_final(&cancelled, LIMIT).await.unwrap();
+    assert_eq!(status.state(), ReplayState::Cancelled, "{status:?}");
+    assert!(status.sent < n, "{}", status.sent);
+    let status = cluster.wait_final(&carried, LIMIT).await.unwrap();
+    assert_eq!((status.state(), status.sent, status.ok), (ReplayState::Done, n, n), "{status:?}");
+    let sent_by_both = n + cluster.wait_final(&cancelled, LIMIT).await.unwrap().sent;
+    assert_eq!(cluster.sink.report().requests, sent_by_both, "the counts are complete across the restart");
+    let failed = client.get_replay(ReplayRef { id: "rep-unstarted".into() }).await.unwrap().into_inner();
+    assert_eq!(failed.state(), ReplayState::Failed);
+    assert!(failed.error().contains("stopped before it started"), "{:?}", failed.error);
+    cluster.stop().await;
+}
+
 reprise_store::on_backends!(
     [kafka_etcd => "kafka_etcd", file => "file"]
     [
@@ -222,6 +260,7 @@ reprise_store::on_backends!(
         a_silent_target_gives_timeouts,
         pause_holds_the_timeline_and_cancel_stops_it,
         workers_stop_when_no_controller_is_heard,
-        the_grace_period_counts_per_replay
+        the_grace_period_counts_per_replay,
+        a_restarted_controller_carries_on
     ]
 );

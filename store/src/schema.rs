@@ -57,6 +57,10 @@ pub struct Replay {
     pub created_at_ms: i64,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
+    /// A user asked to cancel: whoever follows the replay (this controller, or the next
+    /// leader) sends the cancel to its workers until they have all reported.
+    #[serde(default)]
+    pub cancel_requested: bool,
 }
 
 impl Entity for Replay {

@@ -121,8 +121,7 @@ impl Worker {
             started_at_ms: reprise_store::now_ms(),
         };
         let ttl = Duration::from_secs(config.lease_ttl_secs.max(1));
-        let lease = catalog.lease(ttl).await.context("cannot get a catalog lease")?;
-        catalog.put_leased(&info, &lease).await.context("cannot register in the catalog")?;
+        let lease = register(&catalog, &info, ttl).await?;
 
         let grace = Duration::from_secs_f64(config.controller_grace_secs);
         let host = HostSettings { source_ip: config.source_ip, dispatch_threads: config.dispatch_threads };
@@ -159,6 +158,24 @@ impl Worker {
     }
 }
 
+/// Registers the worker under a new lease, unless a live worker already has its name: a
+/// second worker never replaces the first (which would then vanish when either exits).
+async fn register(catalog: &Catalog, info: &WorkerInfo, ttl: Duration) -> anyhow::Result<reprise_store::Lease> {
+    let lease = catalog.lease(ttl).await.context("cannot get a catalog lease")?;
+    if catalog.create_leased(info, &lease).await.context("cannot register in the catalog")? {
+        return Ok(lease);
+    }
+    let _ = lease.revoke().await;
+    let holder = catalog.get::<WorkerInfo>(&info.id).await.ok().flatten().map(|s| s.value.address);
+    anyhow::bail!(
+        "a worker named {:?} is already live in the catalog (at {}): give this one another --name, or stop that \
+         one (a worker that just died leaves the catalog within {} s)",
+        info.id,
+        holder.as_deref().unwrap_or("an unknown address"),
+        ttl.as_secs()
+    )
+}
+
 /// Keeps the worker's catalog entry alive; re-registers under a new lease after the
 /// catalog was unreachable long enough to lose the old one; deregisters on shutdown.
 async fn keep_registered(
@@ -180,15 +197,10 @@ async fn keep_registered(
         }
         tracing::warn!(worker = %info.id, "catalog lease lost; re-registering");
         lease = loop {
-            let attempt = async {
-                let lease = catalog.lease(ttl).await?;
-                catalog.put_leased(&info, &lease).await?;
-                Ok::<_, reprise_store::CatalogError>(lease)
-            };
-            match attempt.await {
+            match register(&catalog, &info, ttl).await {
                 Ok(lease) => break lease,
                 Err(e) => {
-                    tracing::warn!(error = %e, "re-registration failed; retrying");
+                    tracing::warn!(error = %format!("{e:#}"), "re-registration failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         _ = shutdown.cancelled() => return,

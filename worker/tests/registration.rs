@@ -79,6 +79,20 @@ async fn registers_reregisters_and_deregisters(kind: &str) {
     assert!(catalog.get::<WorkerInfo>("w-test").await.unwrap().is_none(), "a clean shutdown deregisters at once");
 }
 
+async fn a_live_name_is_not_taken_twice(kind: &str) {
+    let Setup { catalog_url, _dir } = setup(kind);
+    let catalog = Catalog::open(&catalog_url).await.unwrap();
+    let first = Worker::start(config(&catalog_url)).await.unwrap();
+    let error = Worker::start(config(&catalog_url)).await.err().expect("the name is live");
+    let message = format!("{error:#}");
+    assert!(message.contains("already live") && message.contains(&first.local_addr.to_string()), "{message}");
+    let entry = catalog.get::<WorkerInfo>("w-test").await.unwrap().expect("the first stays registered");
+    assert_eq!(entry.value.address, first.local_addr.to_string());
+    first.shutdown().await;
+    let second = Worker::start(config(&catalog_url)).await.expect("the name is free again");
+    second.shutdown().await;
+}
+
 async fn refuses_a_foreign_protocol_version(kind: &str) {
     let Setup { catalog_url, _dir } = setup(kind);
     let worker = Worker::start(config(&catalog_url)).await.unwrap();
@@ -96,6 +110,7 @@ reprise_store::on_backends!(
     [etcd => "etcd", file => "file"]
     [
         registers_reregisters_and_deregisters,
+        a_live_name_is_not_taken_twice,
         refuses_a_foreign_protocol_version
     ]
 );

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -12,7 +11,7 @@ use reprise_proto::v1::{HeartbeatRequest, ReplayState, StatsRequest};
 use reprise_store::{now_ms, now_ns};
 use tokio::time::Instant;
 
-use super::{LiveReplay, ReplayManager};
+use super::{CALL_TIMEOUT, LiveReplay, ReplayManager};
 
 /// How long a worker may be unreachable before it counts as lost.
 const LOST_AFTER: Duration = Duration::from_secs(10);
@@ -38,7 +37,12 @@ impl ReplayManager {
                 let mut client = self.clients.get(&address)?;
                 let request = StatsRequest { replay_id: replay_id.clone() };
                 let mut stream = client.stats(request).await.map_err(|s| s.message().to_string())?.into_inner();
-                while let Some(report) = stream.message().await.map_err(|s| s.message().to_string())? {
+                // A worker reports about once a second: silence this long is a break too.
+                while let Some(report) = tokio::time::timeout(LOST_AFTER, stream.message())
+                    .await
+                    .map_err(|_| format!("no report for {} s", LOST_AFTER.as_secs()))?
+                    .map_err(|s| s.message().to_string())?
+                {
                     unreachable_since = None;
                     if live.tally.lock().expect("lock").on_report(&worker_id, report) {
                         return Ok(true);
@@ -66,9 +70,11 @@ impl ReplayManager {
 
     /// Once a second: a timeline point and a status event; at the end, the summary.
     async fn tick(self: Arc<Self>, live: Arc<LiveReplay>) {
-        let wait = (live.plan.start_at_unix_ns - now_ns()).max(0) as u64;
-        tokio::time::sleep(Duration::from_nanos(wait)).await;
-        live.tally.lock().expect("lock").start(Instant::now());
+        let until_start = live.plan.start_at_unix_ns - now_ns();
+        tokio::time::sleep(Duration::from_nanos(until_start.max(0) as u64)).await;
+        // A replay taken over mid-way started in the past: its timeline counts from then.
+        let started = Instant::now().checked_sub(Duration::from_nanos((-until_start).max(0) as u64));
+        live.tally.lock().expect("lock").start(started.unwrap_or_else(Instant::now));
         let mut every = tokio::time::interval(Duration::from_secs(1));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every.tick().await;
@@ -95,7 +101,7 @@ impl ReplayManager {
             let mut replay = live.replay.lock().expect("lock");
             // A user's cancel stands even if some worker finished first.
             replay.state = match state {
-                ReplayState::Done if live.cancel_requested.load(Ordering::Relaxed) => ReplayState::Cancelled,
+                ReplayState::Done if replay.cancel_requested => ReplayState::Cancelled,
                 other => other,
             };
             replay.error = error;
@@ -126,7 +132,9 @@ impl ReplayManager {
                 let replay_ids = followed.iter().map(|(live, _)| live.id()).collect();
                 let request = HeartbeatRequest { controller_id: self.controller_id.clone(), replay_ids };
                 Some(async move {
-                    match client.heartbeat(request).await {
+                    match tokio::time::timeout(CALL_TIMEOUT, client.heartbeat(request)).await.unwrap_or_else(|_| {
+                        Err(tonic::Status::deadline_exceeded(format!("no answer within {} s", CALL_TIMEOUT.as_secs())))
+                    }) {
                         Ok(reply) => {
                             let unknown = reply.into_inner().unknown_replay_ids;
                             for (live, worker_id) in followed.iter().filter(|(l, _)| unknown.contains(&l.id())) {

@@ -9,13 +9,13 @@
 //! * [`stored`]: the replay's parts as the catalog keeps them.
 
 mod follow;
+mod resume;
 pub mod spec;
 mod start;
 pub mod stored;
 pub mod tally;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +31,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 pub use self::spec::ReplaySpec;
+
+/// The longest a unary call to a worker may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a control call (pause, resume, cancel) is tried before giving up on a worker.
+const CONTROL_TRIES: u32 = 3;
 use self::stored::ReplayPlan;
 use self::tally::Tally;
 use crate::recordings::{RecordingError, Recordings};
@@ -69,10 +74,6 @@ pub struct LiveReplay {
     tally: Mutex<Tally>,
     /// The latest status event, for every watcher (gRPC and SSE alike).
     events: watch::Sender<ReplayEvent>,
-    /// A user cancelled: the replay ends as cancelled once every worker has reported its
-    /// final counts (until then its state stays what it was, so no one reads a final
-    /// status with counts still coming in).
-    cancel_requested: AtomicBool,
 }
 
 impl LiveReplay {
@@ -85,7 +86,6 @@ impl LiveReplay {
             plan,
             tally: Mutex::new(tally),
             events: watch::Sender::new(ReplayEvent { status: Some(status), point: None }),
-            cancel_requested: AtomicBool::new(false),
         })
     }
 
@@ -95,6 +95,17 @@ impl LiveReplay {
 
     pub fn is_final(&self) -> bool {
         self.replay.lock().expect("lock").state.is_final()
+    }
+
+    /// A user cancelled: the replay ends as cancelled once every worker has reported its
+    /// final counts (until then its state stays what it was, so no one reads a final
+    /// status with counts still coming in).
+    fn cancel_requested(&self) -> bool {
+        self.replay.lock().expect("lock").cancel_requested
+    }
+
+    fn addresses(&self) -> Vec<String> {
+        self.plan.workers.iter().map(|w| w.address.clone()).collect()
     }
 
     pub fn timeline(&self) -> Vec<TimelinePoint> {
@@ -132,22 +143,27 @@ impl WorkerClients {
         Ok(client)
     }
 
-    /// Sends `action` for `replay_id` to every address; failures are logged, not fatal.
-    async fn control_all<'a>(
-        &self,
-        replay_id: &str,
-        addresses: impl IntoIterator<Item = &'a str>,
-        action: ControlAction,
-    ) {
-        let calls = addresses.into_iter().filter_map(|a| self.get(a).ok()).map(|mut client| {
+    /// Sends `action` for `replay_id` to every address, each call bounded by
+    /// [`CALL_TIMEOUT`] and tried up to [`CONTROL_TRIES`] times (the workers take it
+    /// idempotently); what still fails is logged, not fatal.
+    async fn control_all(&self, replay_id: &str, addresses: &[String], action: ControlAction) {
+        let calls = addresses.iter().filter_map(|a| Some((a, self.get(a).ok()?))).map(|(address, mut client)| {
             let request = ControlRequest { replay_id: replay_id.to_string(), action: action.into() };
-            async move { client.control(request).await }
-        });
-        for result in join_all(calls).await {
-            if let Err(status) = result {
-                tracing::warn!(replay = %replay_id, ?action, error = %status.message(), "control call failed");
+            async move {
+                let mut last_error = String::new();
+                for attempt in 0..CONTROL_TRIES {
+                    match tokio::time::timeout(CALL_TIMEOUT, client.control(request.clone())).await {
+                        Ok(Ok(_)) => return,
+                        Ok(Err(status)) if status.code() == tonic::Code::NotFound => return,
+                        Ok(Err(status)) => last_error = status.message().to_string(),
+                        Err(_) => last_error = format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+                tracing::warn!(replay = %replay_id, %address, ?action, error = %last_error, "control call failed");
             }
-        }
+        });
+        join_all(calls).await;
     }
 }
 
@@ -240,28 +256,27 @@ impl ReplayManager {
         Ok(reprise_proto::until_final(events))
     }
 
-    /// Pauses, resumes or cancels a running replay on all its workers.
+    /// Pauses, resumes or cancels a running replay on all its workers. Cancel is
+    /// idempotent: asked again before the workers have reported, it is sent again.
     pub async fn control(&self, id: &str, action: ControlAction) -> Result<ReplayStatus, ReplayError> {
         let live = self.live(id).ok_or_else(|| ReplayError::UnknownReplay(id.to_string()))?;
-        if live.is_final() || live.cancel_requested.load(Ordering::Relaxed) {
+        let cancelling = live.cancel_requested();
+        if live.is_final() || (cancelling && action != ControlAction::Cancel) {
             return Err(ReplayError::Ended(id.to_string()));
         }
-        if action == ControlAction::Cancel {
-            live.cancel_requested.store(true, Ordering::Relaxed);
-        }
-        let addresses: Vec<String> = live.plan.workers.iter().map(|w| w.address.clone()).collect();
-        self.clients.control_all(id, addresses.iter().map(String::as_str), action).await;
         let replay = {
             let mut replay = live.replay.lock().expect("lock");
             match action {
                 ControlAction::Pause => replay.state = ReplayState::Paused,
                 ControlAction::Resume => replay.state = ReplayState::Running,
                 // Final once the workers have reported (see `finish`).
-                _ => {}
+                _ => replay.cancel_requested = true,
             }
             replay.clone()
         };
+        // Stored first: a controller that takes over carries the request on.
         self.catalog.put(&replay).await?;
+        self.clients.control_all(id, &live.addresses(), action).await;
         Ok(live.status())
     }
 }

@@ -11,7 +11,7 @@ use reprise_store::schema::{Recording, RecordingState, Replay, WorkerInfo};
 use reprise_store::{now_ms, now_ns};
 
 use super::stored::{self, ReplayPlan};
-use super::{LiveReplay, ReplayError, ReplayManager, ReplaySpec};
+use super::{CALL_TIMEOUT, LiveReplay, ReplayError, ReplayManager, ReplaySpec};
 use crate::planner::{self, Candidate, WorkerPlan};
 use crate::recordings::new_id;
 
@@ -44,6 +44,7 @@ impl ReplayManager {
             created_at_ms: now_ms(),
             started_at_ms: None,
             finished_at_ms: None,
+            cancel_requested: false,
         };
         stored::set_parts(&mut replay, &spec, &plan);
         self.catalog.put(&replay).await?;
@@ -143,7 +144,11 @@ impl ReplayManager {
             let client = self.clients.get(&worker.address);
             async move {
                 let mut client = client.map_err(|reason| refused(worker, reason))?;
-                client.start(request).await.map(drop).map_err(|s| refused(worker, s.message().to_string()))
+                match tokio::time::timeout(CALL_TIMEOUT, client.start(request)).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(status)) => Err(refused(worker, status.message().to_string())),
+                    Err(_) => Err(refused(worker, format!("no answer within {} s", CALL_TIMEOUT.as_secs()))),
+                }
             }
         });
         join_all(starts).await.into_iter().collect()
@@ -156,8 +161,8 @@ impl ReplayManager {
         plan: &ReplayPlan,
         error: ReplayError,
     ) -> Result<ReplayStatus, ReplayError> {
-        let addresses = plan.workers.iter().map(|w| w.address.as_str());
-        self.clients.control_all(&replay.id, addresses, ControlAction::Cancel).await;
+        let addresses: Vec<String> = plan.workers.iter().map(|w| w.address.clone()).collect();
+        self.clients.control_all(&replay.id, &addresses, ControlAction::Cancel).await;
         replay.state = ReplayState::Failed;
         replay.error = Some(error.to_string());
         replay.finished_at_ms = Some(now_ms());

@@ -72,6 +72,7 @@ mod tests {
             created_at_ms: 0,
             started_at_ms: None,
             finished_at_ms: None,
+            cancel_requested: false,
         };
         set_parts(&mut replay, &spec, &plan);
         let json = serde_json::to_string(&replay).unwrap();

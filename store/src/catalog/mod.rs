@@ -205,6 +205,14 @@ impl Catalog {
         self.put_with(value, Some(lease.id())).await
     }
 
+    /// Creates a document that lives only as long as `lease`, unless one with its id
+    /// exists already. Whether it was created.
+    pub async fn create_leased<T: Entity>(&self, value: &T, lease: &Lease) -> Result<bool, CatalogError> {
+        let key = key_of::<T>(value.id());
+        validate_key(&key)?;
+        Ok(self.backend.put_if(&key, encode(value), 0, Some(lease.id())).await?.is_some())
+    }
+
     async fn put_with<T: Entity>(&self, value: &T, lease: Option<LeaseId>) -> Result<i64, CatalogError> {
         let key = key_of::<T>(value.id());
         validate_key(&key)?;
