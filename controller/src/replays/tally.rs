@@ -311,6 +311,7 @@ mod tests {
             created_at_ms: 1,
             started_at_ms,
             finished_at_ms,
+            cancel_requested: false,
         }
     }
 
