@@ -12,6 +12,10 @@ pub struct Cli {
     /// The controller's gRPC address.
     #[arg(long, global = true, env = "REPRISE_CONTROLLER", default_value = "http://127.0.0.1:7100")]
     pub controller: String,
+    /// Seconds any call to the controller may take before ctl gives up (a following
+    /// replay's stream is not cut; a controller that stops answering is).
+    #[arg(long, global = true, env = "REPRISE_CTL_TIMEOUT_SECS", default_value_t = 60)]
+    pub timeout_secs: u64,
     #[command(subcommand)]
     pub command: Command,
 }

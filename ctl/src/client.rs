@@ -10,15 +10,32 @@ use tonic::transport::Channel;
 
 pub type Client = ControllerClient<Channel>;
 
+/// How long a call may take by default (a replay's start assigns every worker first).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Connects to the controller at `address` and checks that it speaks our protocol.
 pub async fn connect(address: &str) -> anyhow::Result<Client> {
+    connect_with_timeout(address, CALL_TIMEOUT).await
+}
+
+/// [`connect`], with every call (and the connection itself) bounded by `timeout`.
+pub async fn connect_with_timeout(address: &str, timeout: Duration) -> anyhow::Result<Client> {
     let endpoint = Channel::from_shared(address.to_string())
         .with_context(|| format!("{address:?} is not a controller URL (e.g. http://127.0.0.1:7100)"))?
-        .connect_timeout(Duration::from_secs(5));
-    let channel =
-        endpoint.connect().await.map_err(|e| anyhow::anyhow!("cannot reach the controller at {address}: {e}"))?;
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .timeout(timeout);
+    let unreachable = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot reach the controller at {address}: {e}");
+    let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
+        Ok(connected) => connected.map_err(|e| unreachable(&e))?,
+        Err(_) => return Err(unreachable(&format!("no answer within {} s", timeout.as_secs()))),
+    };
     let mut client = ControllerClient::new(channel);
-    client.hello(HelloRequest { protocol_version: PROTOCOL_VERSION }).await.map_err(status_error)?;
+    client.hello(HelloRequest { protocol_version: PROTOCOL_VERSION }).await.map_err(|status| match status.code() {
+        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Unavailable => {
+            unreachable(&format!("no answer within {} s", timeout.as_secs()))
+        }
+        _ => status_error(status),
+    })?;
     Ok(client)
 }
 

@@ -20,7 +20,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Demo(args) = cli.command {
         return demo::run(args).await;
     }
-    let mut client = client::connect(&cli.controller).await?;
+    let timeout = std::time::Duration::from_secs(cli.timeout_secs.max(1));
+    let mut client = client::connect_with_timeout(&cli.controller, timeout).await?;
     match cli.command {
         Command::Record(command) => record(&mut client, command).await?,
         Command::Recordings(JsonFlag { json }) => {

@@ -128,6 +128,19 @@ async fn ctl_manages_recordings_and_explains_every_error() {
     controller.shutdown().await;
 }
 
+/// A server that accepts connections and never answers: ctl gives up after its timeout.
+#[test]
+fn a_silent_controller_is_one_clear_line_after_the_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let held = std::thread::spawn(move || listener.incoming().take(2).map(Result::unwrap).collect::<Vec<_>>());
+    let started = std::time::Instant::now();
+    let run = ctl(&url, &["--timeout-secs", "2", "workers"]);
+    assert_clear_error(&run, "no answer within 2 s");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "bounded: {:?}", started.elapsed());
+    drop(held);
+}
+
 #[test]
 fn an_unreachable_controller_is_one_clear_line() {
     let run = ctl("http://127.0.0.1:9", &["workers"]);
