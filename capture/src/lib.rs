@@ -140,10 +140,7 @@ impl CaptureConfig {
     }
 
     pub(crate) fn node(&self) -> String {
-        self.node.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map_or_else(|_| "capture".into(), |h| h.trim().to_string())
-        })
+        self.node.clone().unwrap_or_else(reprise_process::host_name)
     }
 
     /// The BPF filter for live capture.

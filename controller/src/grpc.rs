@@ -28,6 +28,24 @@ fn check_ctl(version: u32) -> Result<(), Status> {
     check_protocol(version, "ctl", "controller")
 }
 
+impl ControllerService {
+    /// Changes are the leader's: a standby refuses them and says who leads.
+    async fn require_leader(&self) -> Result<(), Status> {
+        let election = &self.state.election;
+        if election.is_leader() {
+            return Ok(());
+        }
+        let leader = election.leader().await.map_err(unavailable)?;
+        Err(Status::failed_precondition(match leader {
+            Some(leader) => format!(
+                "controller {} is a standby; the leader is {} at {} (give ctl both: --controller a,b)",
+                election.me.id, leader.id, leader.grpc
+            ),
+            None => format!("controller {} is a standby and no controller leads right now; try again", election.me.id),
+        }))
+    }
+}
+
 /// Every document of one catalog collection.
 pub async fn list_all<T: Entity>(catalog: &Catalog) -> Result<Vec<T>, CatalogError> {
     Ok(catalog.list::<T>().await?.into_iter().map(|stored| stored.value).collect())
@@ -73,14 +91,20 @@ fn unavailable(e: CatalogError) -> Status {
 impl ControllerRpc for ControllerService {
     async fn hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
         check_ctl(request.into_inner().protocol_version)?;
+        let election = &self.state.election;
+        let leader = election.leader().await.map_err(unavailable)?;
         Ok(Response::new(HelloResponse {
             protocol_version: PROTOCOL_VERSION,
             controller_id: self.state.controller_id.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
+            leader: election.is_leader(),
+            leader_id: leader.as_ref().map(|l| l.id.clone()).unwrap_or_default(),
+            leader_address: leader.map(|l| l.grpc).unwrap_or_default(),
         }))
     }
 
     async fn start_recording(&self, request: Request<StartRecordingRequest>) -> Result<Response<Recording>, Status> {
+        self.require_leader().await?;
         let request = request.into_inner();
         check_ctl(request.protocol_version)?;
         if request.name.trim().is_empty() {
@@ -90,10 +114,12 @@ impl ControllerRpc for ControllerService {
     }
 
     async fn stop_recording(&self, request: Request<StopRecordingRequest>) -> Result<Response<Recording>, Status> {
+        self.require_leader().await?;
         Ok(Response::new(self.state.recordings.stop(&request.into_inner().id).await?))
     }
 
     async fn cut_recording(&self, request: Request<CutRecordingRequest>) -> Result<Response<Recording>, Status> {
+        self.require_leader().await?;
         let request = request.into_inner();
         check_ctl(request.protocol_version)?;
         let (from, to) = (request.from_unix_ms, request.to_unix_ms);
@@ -116,6 +142,7 @@ impl ControllerRpc for ControllerService {
     }
 
     async fn start_replay(&self, request: Request<StartReplayRequest>) -> Result<Response<ReplayStatus>, Status> {
+        self.require_leader().await?;
         let request = request.into_inner();
         check_ctl(request.protocol_version)?;
         let spec = ReplaySpec::try_from(request)?;
@@ -131,6 +158,7 @@ impl ControllerRpc for ControllerService {
     }
 
     async fn control_replay(&self, request: Request<ControlReplayRequest>) -> Result<Response<ReplayStatus>, Status> {
+        self.require_leader().await?;
         let request = request.into_inner();
         let action = ControlAction::try_from(request.action)
             .ok()

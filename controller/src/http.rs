@@ -31,6 +31,7 @@ pub fn router(state: Arc<ControllerState>) -> Router {
         .route("/api/workers", get(workers))
         .route("/api/recordings", get(recordings))
         .route("/api/captures", get(captures))
+        .route("/api/leader", get(leader))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -96,6 +97,13 @@ async fn workers(State(state): State<Arc<ControllerState>>) -> ApiResult {
 
 async fn recordings(State(state): State<Arc<ControllerState>>) -> ApiResult {
     Ok(json(&list_all::<Recording>(&state.catalog).await?))
+}
+
+/// Which controller leads, and whether it is this one.
+async fn leader(State(state): State<Arc<ControllerState>>) -> ApiResult {
+    let election = &state.election;
+    let leader = election.leader().await?;
+    Ok(json(&serde_json::json!({ "this": election.me, "leading": election.is_leader(), "leader": leader })))
 }
 
 async fn captures(State(state): State<Arc<ControllerState>>) -> ApiResult {

@@ -2,6 +2,7 @@
 //! workers, follows their stats, and serves the stats API and dashboard. Runs as the
 //! `reprise-controller` binary or in-process (tests, `ctl demo`) via [`Controller::start`].
 
+pub mod election;
 pub mod grpc;
 pub mod http;
 pub mod planner;
@@ -22,6 +23,7 @@ use reprise_store::Catalog;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::election::{Candidate, Election, Role};
 use crate::grpc::ControllerService;
 use crate::recordings::Recordings;
 use crate::replays::ReplayManager;
@@ -43,6 +45,14 @@ pub struct ControllerConfig {
     /// gRPC address for ctl; port 0 picks a free port.
     #[arg(long, env = "REPRISE_CONTROLLER_LISTEN", default_value = "0.0.0.0:7100")]
     pub listen: SocketAddr,
+    /// Host name or IP that ctl uses to reach this controller (with the bound ports)
+    /// [default: the listen address, or the host name when listening on all interfaces].
+    #[arg(long, env = "REPRISE_CONTROLLER_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Seconds without this controller's heartbeat to the catalog after which, if it led,
+    /// another controller takes over (keep it well below the workers' grace).
+    #[arg(long, env = "REPRISE_ELECTION_TTL_SECS", default_value_t = 5)]
+    pub election_ttl_secs: u64,
     /// HTTP address of the stats API and dashboard; port 0 picks a free port.
     #[arg(long, env = "REPRISE_CONTROLLER_HTTP", default_value = "0.0.0.0:7180")]
     pub http: SocketAddr,
@@ -74,8 +84,9 @@ pub struct Controller {
     pub id: String,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
-    replays: Arc<ReplayManager>,
+    election: Arc<Election>,
     shutdown: CancellationToken,
+    campaign: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -108,8 +119,19 @@ impl Controller {
             recordings.clone(),
             Duration::from_millis(config.start_lead_ms),
         );
-        let state =
-            Arc::new(ControllerState { controller_id: id.clone(), catalog, recordings, replays: replays.clone() });
+        let me = Candidate {
+            id: id.clone(),
+            grpc: advertised(config.advertise.as_deref(), grpc_addr),
+            http: advertised(config.advertise.as_deref(), http_addr),
+        };
+        let election = Election::new(catalog.clone(), me);
+        let state = Arc::new(ControllerState {
+            controller_id: id.clone(),
+            catalog,
+            recordings,
+            replays: replays.clone(),
+            election,
+        });
         let shutdown = CancellationToken::new();
 
         let grpc = {
@@ -135,22 +157,61 @@ impl Controller {
                 }
             })
         };
-        // Unfinished replays of a controller that stopped are ours to carry on; reading
-        // them is also the proof that the catalog answers.
-        let resumed = tokio::time::timeout(CATALOG_TIMEOUT, replays.resume_all())
+        // One read proves that the catalog answers, before this controller says it serves.
+        tokio::time::timeout(CATALOG_TIMEOUT, state.catalog.list::<reprise_store::schema::Replay>())
             .await
             .map_err(|_| anyhow::anyhow!("the catalog {} did not answer within 10 s", config.catalog))?
-            .with_context(|| format!("cannot read the replays in the catalog {}", config.catalog))?;
-        replays.start_heartbeats();
-        tracing::info!(controller = %id, grpc = %grpc_addr, http = %http_addr, resumed, "controller started");
-        Ok(Controller { id, grpc_addr, http_addr, replays, shutdown, tasks: vec![grpc, http] })
+            .with_context(|| format!("cannot read the catalog {}", config.catalog))?;
+        let ttl = Duration::from_secs(config.election_ttl_secs.max(1));
+        let campaign = tokio::spawn(state.election.clone().run(replays.clone(), ttl, shutdown.clone()));
+        tracing::info!(controller = %id, grpc = %grpc_addr, http = %http_addr, "controller started");
+        let election = state.election.clone();
+        Ok(Controller { id, grpc_addr, http_addr, election, shutdown, campaign, tasks: vec![grpc, http] })
     }
 
+    /// Whether this controller leads now.
+    pub fn is_leader(&self) -> bool {
+        self.election.is_leader()
+    }
+
+    /// Resolves once this controller leads (true) or was deposed (false).
+    pub async fn leading(&self) -> bool {
+        self.election.settled().await == Role::Leader
+    }
+
+    /// Resolves when this controller lost its leadership and stopped acting on replays.
+    pub async fn deposed(&self) {
+        while self.election.settled().await != Role::Deposed {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// A clean stop: a leader resigns, so that a standby takes over at once.
     pub async fn shutdown(self) {
-        self.replays.shutdown();
+        self.shutdown.cancel();
+        let _ = self.campaign.await;
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+
+    /// Stops at once without resigning, as a crash would: the leadership passes when
+    /// the lease runs out (fault tests).
+    pub fn abort(self) {
+        self.campaign.abort();
         self.shutdown.cancel();
         for task in self.tasks {
             task.abort();
         }
+    }
+}
+
+/// The address others reach `bound` at: the advertised host with the bound port, else the
+/// bound address, with the host name for a wildcard one.
+fn advertised(host: Option<&str>, bound: SocketAddr) -> String {
+    match host {
+        Some(host) => format!("{host}:{}", bound.port()),
+        None if bound.ip().is_unspecified() => format!("{}:{}", reprise_process::host_name(), bound.port()),
+        None => bound.to_string(),
     }
 }

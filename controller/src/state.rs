@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use reprise_store::Catalog;
 
+use crate::election::Election;
 use crate::recordings::Recordings;
 use crate::replays::ReplayManager;
 
@@ -12,4 +13,5 @@ pub struct ControllerState {
     pub catalog: Catalog,
     pub recordings: Arc<Recordings>,
     pub replays: Arc<ReplayManager>,
+    pub election: Arc<Election>,
 }

@@ -9,7 +9,8 @@ use reprise_proto::v1::{PacingMode, ReplayOptions, StartReplayRequest};
 #[derive(Parser, Debug)]
 #[command(name = "ctl", version)]
 pub struct Cli {
-    /// The controller's gRPC address.
+    /// The controller's gRPC address; several, comma-separated, to find the one that leads
+    /// (and to follow a replay across a failover).
     #[arg(long, global = true, env = "REPRISE_CONTROLLER", default_value = "http://127.0.0.1:7100")]
     pub controller: String,
     /// Seconds any call to the controller may take before ctl gives up (a following

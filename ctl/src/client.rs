@@ -18,25 +18,53 @@ pub async fn connect(address: &str) -> anyhow::Result<Client> {
     connect_with_timeout(address, CALL_TIMEOUT).await
 }
 
-/// [`connect`], with every call (and the connection itself) bounded by `timeout`.
-pub async fn connect_with_timeout(address: &str, timeout: Duration) -> anyhow::Result<Client> {
-    let endpoint = Channel::from_shared(address.to_string())
+/// Connects to the leader among `addresses` (comma-separated), or, when none of them
+/// leads, to the first that answers (a standby serves reads). Every call, and the
+/// connection itself, is bounded by `timeout`.
+pub async fn connect_with_timeout(addresses: &str, timeout: Duration) -> anyhow::Result<Client> {
+    let mut standby = None;
+    let mut errors = Vec::new();
+    for address in addresses.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        match connect_one(address, timeout).await {
+            Ok((client, true)) => return Ok(client),
+            Ok((client, false)) => standby = standby.or(Some(client)),
+            Err(e) => errors.push(e),
+        }
+    }
+    match (standby, errors.len()) {
+        (Some(client), _) => Ok(client),
+        (None, 1) => Err(errors.remove(0)),
+        (None, 0) => anyhow::bail!("no controller address given"),
+        (None, _) => anyhow::bail!("{}", errors.iter().map(|e| format!("{e:#}")).collect::<Vec<_>>().join("; ")),
+    }
+}
+
+/// One controller, and whether it leads.
+async fn connect_one(address: &str, timeout: Duration) -> anyhow::Result<(Client, bool)> {
+    let endpoint = Channel::from_shared(format_url(address))
         .with_context(|| format!("{address:?} is not a controller URL (e.g. http://127.0.0.1:7100)"))?
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .timeout(timeout);
     let unreachable = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot reach the controller at {address}: {e}");
+    let silent = || unreachable(&format!("no answer within {} s", timeout.as_secs()));
     let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
         Ok(connected) => connected.map_err(|e| unreachable(&e))?,
-        Err(_) => return Err(unreachable(&format!("no answer within {} s", timeout.as_secs()))),
+        Err(_) => return Err(silent()),
     };
     let mut client = ControllerClient::new(channel);
-    client.hello(HelloRequest { protocol_version: PROTOCOL_VERSION }).await.map_err(|status| match status.code() {
-        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Unavailable => {
-            unreachable(&format!("no answer within {} s", timeout.as_secs()))
-        }
-        _ => status_error(status),
-    })?;
-    Ok(client)
+    let hello =
+        client.hello(HelloRequest { protocol_version: PROTOCOL_VERSION }).await.map_err(|status| {
+            match status.code() {
+                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Unavailable => silent(),
+                _ => status_error(status),
+            }
+        })?;
+    Ok((client, hello.into_inner().leader))
+}
+
+/// `host:port` as a URL; URLs as they are.
+fn format_url(address: &str) -> String {
+    if address.contains("://") { address.to_string() } else { format!("http://{address}") }
 }
 
 /// A controller's refusal as one clear line: its message.

@@ -3,6 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use reprise_proto::PROTOCOL_VERSION;
@@ -20,8 +21,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Demo(args) = cli.command {
         return demo::run(args).await;
     }
-    let timeout = std::time::Duration::from_secs(cli.timeout_secs.max(1));
-    let mut client = client::connect_with_timeout(&cli.controller, timeout).await?;
+    let target = Target { addresses: cli.controller.clone(), timeout: Duration::from_secs(cli.timeout_secs.max(1)) };
+    let mut client = target.connect().await?;
     match cli.command {
         Command::Record(command) => record(&mut client, command).await?,
         Command::Recordings(JsonFlag { json }) => {
@@ -36,7 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let list = client.list_captures(ListRequest {}).await.map_err(status_error)?.into_inner().captures;
             if json { output::print_json(&list) } else { output::captures(&list) }
         }
-        Command::Replay(args) => return replay(&mut client, args).await,
+        Command::Replay(args) => return replay(&target, &mut client, args).await,
         Command::Replays(JsonFlag { json }) => {
             let list = client.list_replays(ListRequest {}).await.map_err(status_error)?.into_inner().replays;
             if json { output::print_json(&list) } else { output::replays(&list) }
@@ -44,9 +45,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(IdArgs { id, json }) => {
             output::status(&client.get_replay(ReplayRef { id }).await.map_err(status_error)?.into_inner(), json)
         }
-        Command::Pause(args) => control(&mut client, args, ControlAction::Pause).await?,
-        Command::Resume(args) => control(&mut client, args, ControlAction::Resume).await?,
-        Command::Cancel(args) => control(&mut client, args, ControlAction::Cancel).await?,
+        Command::Pause(args) => control(&target, &mut client, args, ControlAction::Pause).await?,
+        Command::Resume(args) => control(&target, &mut client, args, ControlAction::Resume).await?,
+        Command::Cancel(args) => control(&target, &mut client, args, ControlAction::Cancel).await?,
         Command::Demo(_) => unreachable!("handled before connecting"),
         Command::Export { recording, gor } => export(&mut client, &recording, &gor).await?,
     }
@@ -91,12 +92,12 @@ async fn record(client: &mut Client, command: RecordCommand) -> anyhow::Result<(
     Ok(())
 }
 
-async fn control(client: &mut Client, args: IdArgs, action: ControlAction) -> anyhow::Result<()> {
+async fn control(target: &Target, client: &mut Client, args: IdArgs, action: ControlAction) -> anyhow::Result<()> {
     let request = ControlReplayRequest { id: args.id, action: action.into() };
     let mut status = client.control_replay(request).await.map_err(status_error)?.into_inner();
     if action == ControlAction::Cancel {
         // Cancelled means the workers have stopped and reported: wait for that.
-        status = client::follow(client, &status.id, |_| {}).await?;
+        status = follow_with_progress(target, client, &status.id, false).await?;
     }
     if args.json {
         output::print_json(&status);
@@ -106,7 +107,7 @@ async fn control(client: &mut Client, args: IdArgs, action: ControlAction) -> an
     Ok(())
 }
 
-async fn replay(client: &mut Client, args: ReplayArgs) -> anyhow::Result<ExitCode> {
+async fn replay(target: &Target, client: &mut Client, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if args.rate < 0.0 || args.rate.is_nan() {
         anyhow::bail!("--rate must not be negative");
     }
@@ -118,26 +119,68 @@ async fn replay(client: &mut Client, args: ReplayArgs) -> anyhow::Result<ExitCod
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let last = follow_with_progress(client, &started.id, !args.json).await?;
+    let last = follow_with_progress(target, client, &started.id, !args.json).await?;
     output::status(&last, args.json);
     Ok(if last.state() == ReplayState::Done { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 
+/// The controllers ctl talks to (comma-separated addresses) and its call timeout.
+pub struct Target {
+    pub addresses: String,
+    pub timeout: Duration,
+}
+
+impl Target {
+    /// The leader among the addresses, or else the first that answers.
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        client::connect_with_timeout(&self.addresses, self.timeout).await
+    }
+}
+
+/// How long ctl keeps looking for a controller that follows the replay (a new leader
+/// after a failover) before it gives up.
+const FAILOVER_WAIT: Duration = Duration::from_secs(60);
+
 /// Follows a replay to its end, with a live progress line when `progress` and stderr is
-/// a terminal; returns the final status.
-pub async fn follow_with_progress(client: &mut Client, id: &str, progress: bool) -> anyhow::Result<ReplayStatus> {
+/// a terminal; returns the final status. When the controller goes away (a failover), it
+/// reconnects to whichever of `target`'s controllers leads and follows on from there.
+pub async fn follow_with_progress(
+    target: &Target,
+    client: &mut Client,
+    id: &str,
+    progress: bool,
+) -> anyhow::Result<ReplayStatus> {
     let show = progress && std::io::stderr().is_terminal();
-    let last = client::follow(client, id, |status| {
-        if show {
-            eprint!("\r\x1b[2K{}", output::progress_line(status));
-            let _ = std::io::stderr().flush();
+    // Progress (not a repeated stale status from a standby) keeps ctl waiting.
+    let (mut last_progress, mut last_counts) = (Instant::now(), None);
+    let result = loop {
+        let followed = client::follow(client, id, |status| {
+            if last_counts.replace((status.state, status.read, status.sent))
+                != Some((status.state, status.read, status.sent))
+            {
+                last_progress = Instant::now();
+            }
+            if show {
+                eprint!("\r\x1b[2K{}", output::progress_line(status));
+                let _ = std::io::stderr().flush();
+            }
+        })
+        .await;
+        match followed {
+            Ok(status) if status.state().is_final() => break Ok(status),
+            Ok(_) | Err(_) if last_progress.elapsed() < FAILOVER_WAIT => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Ok(again) = target.connect().await {
+                    *client = again;
+                }
+            }
+            other => break other,
         }
-    })
-    .await;
+    };
     if show {
         eprintln!();
     }
-    last
+    result
 }
 
 async fn export(client: &mut Client, id: &str, gor: &std::path::Path) -> anyhow::Result<()> {

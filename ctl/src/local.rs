@@ -2,6 +2,8 @@
 //! `ctl demo` and of the cluster tests and benchmarks (the daemons themselves never
 //! depend on each other).
 
+use std::time::Duration;
+
 use reprise_controller::{Controller, ControllerConfig};
 use reprise_worker::{Worker, WorkerConfig};
 
@@ -13,13 +15,28 @@ pub struct LocalCluster {
     controller_config: ControllerConfig,
 }
 
+/// How long a lone controller may take to win its election.
+const ELECTION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Starts a controller and waits until it leads (it is the only one).
+async fn start_leading(config: ControllerConfig) -> anyhow::Result<Controller> {
+    let controller = Controller::start(config).await?;
+    match tokio::time::timeout(ELECTION_TIMEOUT, controller.leading()).await {
+        Ok(true) => Ok(controller),
+        _ => {
+            controller.shutdown().await;
+            anyhow::bail!("the controller did not win its election within {} s", ELECTION_TIMEOUT.as_secs())
+        }
+    }
+}
+
 impl LocalCluster {
     /// Starts the controller, then every worker (registered in the controller's catalog).
     /// If anything fails to start, what did start is stopped again.
     pub async fn start(controller: ControllerConfig, workers: Vec<WorkerConfig>) -> anyhow::Result<LocalCluster> {
         let controller_config = controller.clone();
-        let mut cluster =
-            LocalCluster { controller: Controller::start(controller).await?, workers: Vec::new(), controller_config };
+        let controller = start_leading(controller).await?;
+        let mut cluster = LocalCluster { controller, workers: Vec::new(), controller_config };
         for config in workers {
             match Worker::start(config).await {
                 Ok(worker) => cluster.workers.push(worker),
@@ -37,8 +54,14 @@ impl LocalCluster {
     pub async fn restart_controller(self) -> anyhow::Result<LocalCluster> {
         let LocalCluster { controller, workers, controller_config } = self;
         controller.shutdown().await;
-        let controller = Controller::start(controller_config.clone()).await?;
+        let controller = start_leading(controller_config.clone()).await?;
         Ok(LocalCluster { controller, workers, controller_config })
+    }
+
+    /// Starts another controller on the same catalog and log: a standby while this
+    /// cluster's controller leads.
+    pub async fn start_standby(&self) -> anyhow::Result<Controller> {
+        Controller::start(self.controller_config.clone()).await
     }
 
     /// The URL `ctl --controller` takes.

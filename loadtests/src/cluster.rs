@@ -117,6 +117,12 @@ impl std::ops::Deref for Cluster {
     }
 }
 
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut LocalCluster {
+        &mut self.local
+    }
+}
+
 /// Makes a recording of synthetic traffic through the controller: starts a recording,
 /// writes `profile` into `log_url` (as a capture node would; also as a GoReplay file to
 /// `gor`), stops it.
@@ -193,6 +199,12 @@ impl std::ops::Deref for TestCluster {
     type Target = Cluster;
     fn deref(&self) -> &Cluster {
         &self.cluster
+    }
+}
+
+impl std::ops::DerefMut for TestCluster {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.cluster
     }
 }
 

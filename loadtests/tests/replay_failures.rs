@@ -253,6 +253,38 @@ async fn a_restarted_controller_carries_on(kind: &str) {
     cluster.stop().await;
 }
 
+/// Two controllers on one catalog: the standby refuses changes and names the leader;
+/// when the leader dies mid-replay (no resignation: its lease runs out), the standby
+/// leads within 10 s, takes the replay over and it ends done with every request sent
+/// once; ctl given both addresses finds the new leader.
+async fn a_standby_takes_over_from_a_dead_leader(kind: &str) {
+    let mut cluster = setup(kind, "election", 2, 15.0).await;
+    let standby = cluster.start_standby().await.unwrap();
+    let (dead, alive) = (cluster.controller_url(), format!("http://{}", standby.grpc_addr));
+    let mut through_standby = reprise_ctl::client::connect(&alive).await.unwrap();
+    let request =
+        StartRecordingRequest { protocol_version: PROTOCOL_VERSION, name: "x".into(), labels: Default::default() };
+    let refused = through_standby.start_recording(request).await.unwrap_err();
+    assert!(refused.message().contains(&format!("the leader is {}", cluster.controller.id)), "{}", refused.message());
+
+    let log_url = cluster.log_url.clone();
+    let n = 400;
+    let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(8))).await.unwrap();
+    let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let died = tokio::time::Instant::now();
+    std::mem::replace(&mut cluster.controller, standby).abort();
+    let leads = tokio::time::timeout(Duration::from_secs(10), cluster.controller.leading()).await;
+    assert_eq!(leads.ok(), Some(true), "the standby leads within 10 s");
+    eprintln!("takeover after {:?}", died.elapsed());
+
+    let mut client = reprise_ctl::client::connect_with_timeout(&format!("{dead},{alive}"), LIMIT).await.unwrap();
+    let status = reprise_ctl::client::follow(&mut client, &id, |_| {}).await.unwrap();
+    assert_eq!((status.state(), status.sent, status.ok), (ReplayState::Done, n, n), "{status:?}");
+    assert_eq!(cluster.sink.report().requests, n, "every request once");
+    cluster.stop().await;
+}
+
 reprise_store::on_backends!(
     [kafka_etcd => "kafka_etcd", file => "file"]
     [
@@ -261,6 +293,7 @@ reprise_store::on_backends!(
         pause_holds_the_timeline_and_cancel_stops_it,
         workers_stop_when_no_controller_is_heard,
         the_grace_period_counts_per_replay,
-        a_restarted_controller_carries_on
+        a_restarted_controller_carries_on,
+        a_standby_takes_over_from_a_dead_leader
     ]
 );

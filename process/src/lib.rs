@@ -47,6 +47,11 @@ pub fn parse_defaults_with<'a, T: clap::Parser>(args: impl IntoIterator<Item = &
     T::from_arg_matches(&matches).expect("the defaults parse")
 }
 
+/// This machine's host name (what others may call it by), `localhost` if unknown.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "localhost".into(), |h| h.trim().to_string())
+}
+
 /// Parses a `KEY=VALUE` label (clap value parser); both sides are trimmed, the key must
 /// not be empty, the value may be.
 pub fn parse_label(s: &str) -> Result<(String, String), String> {

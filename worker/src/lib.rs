@@ -106,7 +106,9 @@ impl Worker {
         let id = config.name.clone().unwrap_or_else(|| format!("w-{:08x}", rand::random::<u32>()));
         let address = match &config.advertise {
             Some(advertise) => advertise.clone(),
-            None if local_addr.ip().is_unspecified() => format!("{}:{}", host_name(), local_addr.port()),
+            None if local_addr.ip().is_unspecified() => {
+                format!("{}:{}", reprise_process::host_name(), local_addr.port())
+            }
             None => local_addr.to_string(),
         };
         let catalog =
@@ -210,8 +212,4 @@ async fn keep_registered(
         };
         tracing::info!(worker = %info.id, "re-registered");
     }
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "localhost".into(), |h| h.trim().to_string())
 }
