@@ -13,7 +13,12 @@ async fn run(config: ControllerConfig) -> anyhow::Result<()> {
         "controller {} serving ctl on {} and the stats API on http://{}/",
         controller.id, controller.grpc_addr, controller.http_addr
     );
-    reprise_process::shutdown_signal().await;
-    controller.shutdown().await;
-    Ok(())
+    tokio::select! {
+        _ = reprise_process::shutdown_signal() => {
+            controller.shutdown().await;
+            Ok(())
+        }
+        // A deposed leader stops: restarted (by its supervisor), it campaigns again.
+        _ = controller.deposed() => anyhow::bail!("lost the leadership of the controllers (catalog lease); exiting"),
+    }
 }
