@@ -256,7 +256,8 @@ async fn a_restarted_controller_carries_on(kind: &str) {
 /// Two controllers on one catalog: the standby refuses changes and names the leader;
 /// when the leader dies mid-replay (no resignation: its lease runs out), the standby
 /// leads within 10 s, takes the replay over and it ends done with every request sent
-/// once; ctl given both addresses finds the new leader.
+/// once; ctl given both addresses finds the new leader. A leader that stops cleanly hands
+/// over at once.
 async fn a_standby_takes_over_from_a_dead_leader(kind: &str) {
     let mut cluster = setup(kind, "election", 2, 15.0).await;
     let standby = cluster.start_standby().await.unwrap();
@@ -282,6 +283,12 @@ async fn a_standby_takes_over_from_a_dead_leader(kind: &str) {
     let status = reprise_ctl::client::follow(&mut client, &id, |_| {}).await.unwrap();
     assert_eq!((status.state(), status.sent, status.ok), (ReplayState::Done, n, n), "{status:?}");
     assert_eq!(cluster.sink.report().requests, n, "every request once");
+
+    // A leader that stops cleanly resigns: the next standby leads at once.
+    let next = cluster.start_standby().await.unwrap();
+    std::mem::replace(&mut cluster.controller, next).shutdown().await;
+    let leads = tokio::time::timeout(Duration::from_secs(2), cluster.controller.leading()).await;
+    assert_eq!(leads.ok(), Some(true), "a resigned leadership passes at once");
     cluster.stop().await;
 }
 
