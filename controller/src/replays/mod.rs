@@ -5,6 +5,7 @@
 //! * [`spec`]: the validated request;
 //! * `start`: planning, assigning and starting, as steps;
 //! * `follow`: following the workers (stats streams, ticks, heartbeats, the end);
+//! * `resume`: taking over the unfinished replays a stopped controller left;
 //! * [`tally`]: the merged status, timeline and outcome (pure data);
 //! * [`stored`]: the replay's parts as the catalog keeps them.
 
@@ -31,14 +32,14 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 pub use self::spec::ReplaySpec;
+use self::stored::ReplayPlan;
+use self::tally::Tally;
+use crate::recordings::{RecordingError, Recordings};
 
 /// The longest a unary call to a worker may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a control call (pause, resume, cancel) is tried before giving up on a worker.
 const CONTROL_TRIES: u32 = 3;
-use self::stored::ReplayPlan;
-use self::tally::Tally;
-use crate::recordings::{RecordingError, Recordings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
