@@ -147,6 +147,7 @@ pub async fn record_synthetic(
 pub struct TestCluster {
     pub cluster: Cluster,
     pub log_url: String,
+    pub catalog_url: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -168,9 +169,9 @@ impl TestCluster {
                 (format!("file://{root}/catalog"), format!("file://{root}/log"), Some(dir))
             }
         };
-        let mut config = ClusterConfig::new(catalog, log.clone(), workers);
+        let mut config = ClusterConfig::new(catalog.clone(), log.clone(), workers);
         tune(&mut config);
-        Ok(TestCluster { cluster: Cluster::start(&config).await?, log_url: log, _dir: dir })
+        Ok(TestCluster { cluster: Cluster::start(&config).await?, log_url: log, catalog_url: catalog, _dir: dir })
     }
 
     pub async fn stop(self) {
