@@ -15,8 +15,11 @@ use super::time;
 pub enum Format {
     /// Each line on its own: JSON if it starts with `{`, else combined, else common.
     Auto,
+    /// nginx's and Apache's combined: common, then "referer" "user-agent" (more is ignored).
     Combined,
+    /// host ident user [time] "request" status bytes.
     Common,
+    /// One JSON object a line (see --access-log-field).
     Json,
 }
 
