@@ -10,8 +10,7 @@
 use super::time;
 
 /// Which format the lines are in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// Each line on its own: JSON if it starts with `{`, else combined, else common.
     Auto,
