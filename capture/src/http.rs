@@ -247,12 +247,7 @@ impl HttpConnection {
             let position = self.dropped.iter().position(|s| *s == record.sequence);
             return position.map(|p| self.dropped.remove(p)).is_none();
         }
-        let keep = self.sampled && {
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut request = httparse::Request::new(&mut slots);
-            let _ = request.parse(&record.http[..head_len.min(record.http.len())]);
-            self.config.selection.keeps(request.method.unwrap_or(""), request.path.unwrap_or(""), request.headers)
-        };
+        let keep = self.sampled && self.config.selection.keeps_head(&record.http[..head_len.min(record.http.len())]);
         if !keep {
             out.stats.filtered += 1;
             if self.config.track_responses {

@@ -1,16 +1,20 @@
 //! The Reprise capture daemon: passive capture of HTTP/1.x traffic (live with libpcap,
-//! or from pcap and GoReplay files) into the traffic log. Nothing touches the
+//! or from pcap files), and imports of GoReplay files and web-server access logs, into
+//! the traffic log. Nothing touches the
 //! application: packets are copied by the kernel, reassembled per TCP connection,
 //! framed into requests and responses, filtered and redacted, then appended to the log
 //! keyed by connection.
 
+pub mod access_log;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+mod import;
 pub mod output;
 pub mod packet;
 pub mod policy;
 pub mod reassembly;
+pub mod records;
 mod source;
 
 use std::net::SocketAddr;
@@ -25,7 +29,7 @@ use regex::Regex;
 use reprise_proto::v1::TrafficRecord;
 
 use crate::http::{HttpConfig, HttpConnection, HttpStats};
-use crate::output::{OutputConfig, OutputCounters};
+use crate::output::{OutputConfig, OutputCounters, Stamp};
 use crate::packet::{LinkType, Skip};
 use crate::policy::{Redaction, Selection, parse_header_rule};
 use crate::reassembly::{FlowInfo, Reassembler, ReassemblyConfig, ReassemblyStats};
@@ -51,6 +55,16 @@ pub struct CaptureConfig {
     /// Import a GoReplay file instead of capturing.
     #[arg(long, env = "REPRISE_CAPTURE_GOR_FILE", group = "input")]
     pub gor_file: Option<PathBuf>,
+    /// Import web-server access logs instead of capturing (`-` for stdin, gzip read as
+    /// such); repeatable (one in the environment). Lines are sorted by time.
+    #[arg(long, env = "REPRISE_CAPTURE_ACCESS_LOG", group = "input")]
+    pub access_log: Vec<PathBuf>,
+    /// Make the import a recording of its own with this name (needs --catalog): its
+    /// records go to a topic of their own beside --log; prints the recording's id.
+    #[arg(long, env = "REPRISE_CAPTURE_RECORDING")]
+    pub recording: Option<String>,
+    #[command(flatten)]
+    pub access: access_log::AccessLogArgs,
     /// Server port(s) to capture (builds the BPF filter); repeatable or comma-separated.
     #[arg(long, env = "REPRISE_CAPTURE_PORT", value_delimiter = ',')]
     pub port: Vec<u16>,
@@ -155,7 +169,12 @@ impl CaptureConfig {
         format!("tcp and ({})", ports.join(" or "))
     }
 
-    fn http_config(&self) -> anyhow::Result<HttpConfig> {
+    /// Whether this run imports files (rather than capturing live).
+    pub(crate) fn is_import(&self) -> bool {
+        self.interface.is_none()
+    }
+
+    pub(crate) fn http_config(&self) -> anyhow::Result<HttpConfig> {
         let regexes = |list: &[String]| -> anyhow::Result<Vec<Regex>> {
             list.iter().map(|r| Regex::new(r).with_context(|| format!("bad URL pattern {r:?}"))).collect()
         };
@@ -189,6 +208,7 @@ impl CaptureConfig {
 
     pub(crate) fn output_config(&self) -> OutputConfig {
         OutputConfig {
+            stamp: if self.is_import() { Stamp::WriteTime } else { Stamp::CaptureTime },
             spool_dir: self
                 .spool_dir
                 .clone()
@@ -228,6 +248,8 @@ pub struct Counters {
     pub not_tcp: AtomicU64,
     pub malformed_packets: AtomicU64,
     pub fragments: AtomicU64,
+    /// Access-log lines that did not parse.
+    pub unparseable_lines: AtomicU64,
     pub http: std::sync::Mutex<HttpStats>,
     pub reassembly: std::sync::Mutex<ReassemblyStats>,
     pub output: Arc<OutputCounters>,
@@ -248,6 +270,10 @@ pub struct CaptureReport {
     pub filtered: u64,
     pub resyncs: u64,
     pub gaps: u64,
+    pub unparseable_lines: u64,
+    /// The recording an import made (`--recording`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording_id: Option<String>,
 }
 
 impl Counters {
@@ -268,6 +294,8 @@ impl Counters {
             filtered: http.filtered,
             resyncs: http.resyncs,
             gaps: reassembly.gaps,
+            unparseable_lines: load(&self.unparseable_lines),
+            recording_id: None,
         }
     }
 }

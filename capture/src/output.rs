@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,8 +17,20 @@ use reprise_store::log::{NewRecord, TrafficLog};
 use reprise_store::traffic;
 use tokio::sync::mpsc;
 
+/// Which clock stamps the log messages (the time retention and offsets-for-times go by).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// The record's capture time: live capture, where the two are the same moment.
+    CaptureTime,
+    /// The time the record is written: imports, whose capture times may be long past
+    /// (a broker's retention would delete them at once). The record keeps its capture
+    /// time for pacing.
+    WriteTime,
+}
+
 #[derive(Debug, Clone)]
 pub struct OutputConfig {
+    pub stamp: Stamp,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     pub batch_records: usize,
@@ -30,7 +42,12 @@ pub struct OutputConfig {
 
 #[derive(Debug, Default)]
 pub struct OutputCounters {
+    /// Records handed to the output.
+    pub received: AtomicU64,
+    /// Records stored in the log.
     pub records: AtomicU64,
+    /// First and last capture time of the stored records.
+    pub span_ns: std::sync::Mutex<Option<(i64, i64)>>,
     pub bytes: AtomicU64,
     pub spooled: AtomicU64,
     pub spool_bytes: AtomicU64,
@@ -38,21 +55,40 @@ pub struct OutputCounters {
     pub append_errors: AtomicU64,
 }
 
-fn to_new(record: &TrafficRecord) -> NewRecord {
+fn to_new(record: &TrafficRecord, stamp: Stamp, now_ms: i64) -> NewRecord {
     NewRecord {
         key: Bytes::from(record.connection_id.clone()),
-        timestamp_ms: record.timestamp_ns / 1_000_000,
+        timestamp_ms: match stamp {
+            Stamp::CaptureTime => record.timestamp_ns / 1_000_000,
+            Stamp::WriteTime => now_ms,
+        },
         payload: Bytes::from(traffic::encode(record)),
     }
 }
 
+impl OutputCounters {
+    fn stored(&self, records: &[TrafficRecord]) {
+        self.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+        let Some(first) = records.iter().map(|r| r.timestamp_ns).min() else { return };
+        let last = records.iter().map(|r| r.timestamp_ns).max().unwrap_or(first);
+        let mut span = self.span_ns.lock().expect("lock");
+        *span = Some(span.map_or((first, last), |(f, l)| (f.min(first), l.max(last))));
+    }
+}
+
 /// Appends a batch; returns the records that were not stored, in order.
-async fn send(log: &Arc<dyn TrafficLog>, batch: Vec<TrafficRecord>, counters: &OutputCounters) -> Vec<TrafficRecord> {
-    let new: Vec<NewRecord> = batch.iter().map(to_new).collect();
+async fn send(
+    log: &Arc<dyn TrafficLog>,
+    batch: Vec<TrafficRecord>,
+    stamp: Stamp,
+    counters: &OutputCounters,
+) -> Vec<TrafficRecord> {
+    let now_ms = reprise_store::now_ms();
+    let new: Vec<NewRecord> = batch.iter().map(|r| to_new(r, stamp, now_ms)).collect();
     let bytes: u64 = new.iter().map(|r| r.payload.len() as u64).sum();
     match log.append(new).await {
         Ok(_) => {
-            counters.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            counters.stored(&batch);
             counters.bytes.fetch_add(bytes, Ordering::Relaxed);
             Vec::new()
         }
@@ -60,10 +96,10 @@ async fn send(log: &Arc<dyn TrafficLog>, batch: Vec<TrafficRecord>, counters: &O
             counters.append_errors.fetch_add(1, Ordering::Relaxed);
             let failed = e.failed_records(batch.len());
             tracing::warn!(error = %e, failed = failed.len(), "traffic log append failed; spooling");
-            let stored = batch.len() - failed.len();
-            counters.records.fetch_add(stored as u64, Ordering::Relaxed);
             let mut batch: Vec<Option<TrafficRecord>> = batch.into_iter().map(Some).collect();
-            failed.into_iter().filter_map(|i| batch[i].take()).collect()
+            let failed: Vec<TrafficRecord> = failed.into_iter().filter_map(|i| batch[i].take()).collect();
+            counters.stored(&batch.into_iter().flatten().collect::<Vec<_>>());
+            failed
         }
     }
 }
@@ -73,12 +109,15 @@ struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     next: u64,
+    stamp: Stamp,
 }
 
 impl Spool {
-    fn open(dir: &Path, max_bytes: u64, counters: &OutputCounters) -> std::io::Result<Spool> {
+    fn open(config: &OutputConfig, counters: &OutputCounters) -> std::io::Result<Spool> {
+        let dir = &config.spool_dir;
         fs::create_dir_all(dir)?;
-        let mut spool = Spool { dir: dir.to_path_buf(), max_bytes, next: 0 };
+        let mut spool =
+            Spool { dir: dir.to_path_buf(), max_bytes: config.spool_max_bytes, next: 0, stamp: config.stamp };
         let files = spool.files()?;
         spool.next = files.last().map_or(0, |(seq, _)| seq + 1);
         let bytes: u64 = files.iter().filter_map(|(_, p)| fs::metadata(p).ok()).map(|m| m.len()).sum();
@@ -145,7 +184,7 @@ impl Spool {
                 }
                 at += 4 + len;
             }
-            let failed = send(log, batch, counters).await;
+            let failed = send(log, batch, self.stamp, counters).await;
             counters
                 .spool_bytes
                 .fetch_sub((data.len() as u64).min(counters.spool_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
@@ -176,7 +215,7 @@ pub async fn run(
     config: OutputConfig,
     counters: Arc<OutputCounters>,
 ) -> std::io::Result<()> {
-    let mut spool = Spool::open(&config.spool_dir, config.spool_max_bytes, &counters)?;
+    let mut spool = Spool::open(&config, &counters)?;
     let mut spooling = !spool.is_empty()?;
     let mut open = true;
     let retry = Duration::from_millis(500);
@@ -186,7 +225,10 @@ pub async fn run(
         while batch.len() < config.batch_records {
             let wait = if spooling { deadline.min(tokio::time::Instant::now() + retry) } else { deadline };
             match tokio::time::timeout_at(wait, rx.recv()).await {
-                Ok(Some(record)) => batch.push(record),
+                Ok(Some(record)) => {
+                    counters.received.fetch_add(1, Ordering::Relaxed);
+                    batch.push(record);
+                }
                 Ok(None) => {
                     open = false;
                     break;
@@ -203,7 +245,7 @@ pub async fn run(
                 tracing::info!("spool drained; writing to the traffic log directly again");
             }
         } else if !batch.is_empty() {
-            let failed = send(&log, batch, &counters).await;
+            let failed = send(&log, batch, config.stamp, &counters).await;
             if !failed.is_empty() {
                 spool.push(&failed, &counters)?;
                 spooling = true;

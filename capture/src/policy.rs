@@ -5,6 +5,9 @@
 use regex::Regex;
 use serde_json::Value;
 
+/// Headers looked at in a request head; more are ignored by the rules.
+const MAX_HEADERS: usize = 128;
+
 /// Request selection. Empty allow lists allow everything; deny wins over allow.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
@@ -27,6 +30,14 @@ impl Selection {
         }
         let hash = crc32fast::hash(connection_id.as_bytes());
         (f64::from(hash) / f64::from(u32::MAX)) < self.sample
+    }
+
+    /// Whether the request whose head (start line and headers) is `head` is kept.
+    pub fn keeps_head(&self, head: &[u8]) -> bool {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut slots);
+        let _ = request.parse(head);
+        self.keeps(request.method.unwrap_or(""), request.path.unwrap_or(""), request.headers)
     }
 
     /// Whether a request (method, target, headers) is kept.

@@ -1,5 +1,5 @@
-//! Where packets come from (a live interface, a pcap file) or records (a GoReplay
-//! file), and the task set around them: output, catalog registration, metrics.
+//! The task set of a run: the input (a live interface here; files in `import.rs`), the
+//! output, catalog registration, metrics.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,6 +12,7 @@ use reprise_store::schema::{CaptureCounters, CaptureInfo};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::import::{self, ImportRecording};
 use crate::packet::LinkType;
 use crate::{CaptureConfig, CaptureReport, Counters, Pipeline, output};
 
@@ -27,17 +28,26 @@ pub async fn run_notify(
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> anyhow::Result<CaptureReport> {
-    if config.interface.is_none() && config.pcap_file.is_none() && config.gor_file.is_none() {
-        anyhow::bail!("nothing to capture: give --interface, --pcap-file or --gor-file");
+    if config.interface.is_none()
+        && config.pcap_file.is_none()
+        && config.gor_file.is_none()
+        && config.access_log.is_empty()
+    {
+        anyhow::bail!("nothing to capture: give --interface, --pcap-file, --gor-file or --access-log");
     }
-    let log =
-        reprise_store::open_log(&config.log_url()).await.with_context(|| format!("cannot open {}", config.log))?;
+    let recording = ImportRecording::prepare(&config).await?;
+    let log_url = recording.as_ref().map_or_else(|| config.log_url(), |r| r.write_url.clone());
+    let log = reprise_store::open_log(&log_url).await.with_context(|| format!("cannot open {}", config.log))?;
     log.ensure_topic(config.partitions)
         .await
-        .with_context(|| format!("cannot create the traffic topic in {}", config.log))?;
+        .with_context(|| format!("cannot create the traffic topic in {log_url}"))?;
     let counters = Arc::new(Counters::default());
     let (tx, rx) = mpsc::channel(1 << 16);
-    let output = tokio::spawn(output::run(log, rx, config.output_config(), counters.output.clone()));
+    let mut output_config = config.output_config();
+    if let Some(recording) = &recording {
+        output_config.spool_dir = recording.spool_dir(&output_config.spool_dir);
+    }
+    let output = tokio::spawn(output::run(log.clone(), rx, output_config, counters.output.clone()));
     let background = CancellationToken::new();
     if let Some(catalog) = &config.catalog {
         tokio::spawn(register(catalog.clone(), config.clone(), counters.clone(), background.clone()));
@@ -48,23 +58,22 @@ pub async fn run_notify(
     }
     let input = if let Some(interface) = config.interface.clone() {
         capture_live(&config, &interface, tx, counters.clone(), shutdown, ready).await
-    } else if let Some(path) = config.pcap_file.clone() {
-        let (config, counters) = (config.clone(), counters.clone());
-        tokio::task::spawn_blocking(move || read_pcap_file(&config, &path, &tx, counters)).await?
-    } else if let Some(path) = config.gor_file.clone() {
-        let node = config.node();
-        tokio::task::spawn_blocking(move || import_gor(&node, &path, &tx)).await?
     } else {
-        unreachable!("checked above")
+        let (config, counters) = (config.clone(), counters.clone());
+        tokio::task::spawn_blocking(move || import::read_files(&config, &tx, counters)).await?
     };
     let stored = output.await?;
     background.cancel();
     input?;
     stored.context("writing to the traffic log or its spool failed")?;
-    Ok(counters.report())
+    let mut report = counters.report();
+    if let Some(recording) = recording {
+        report.recording_id = Some(recording.finish(&*log, &counters).await?.id);
+    }
+    Ok(report)
 }
 
-fn send_all(tx: &mpsc::Sender<TrafficRecord>, records: Vec<TrafficRecord>) -> anyhow::Result<()> {
+pub(crate) fn send_all(tx: &mpsc::Sender<TrafficRecord>, records: Vec<TrafficRecord>) -> anyhow::Result<()> {
     for record in records {
         tx.blocking_send(record).map_err(|_| anyhow::anyhow!("the output stopped"))?;
     }
@@ -72,11 +81,11 @@ fn send_all(tx: &mpsc::Sender<TrafficRecord>, records: Vec<TrafficRecord>) -> an
 }
 
 // `timeval` fields are i64 on the 64-bit targets Reprise builds for.
-fn timestamp_ns(header: &pcap::PacketHeader) -> i64 {
+pub(crate) fn timestamp_ns(header: &pcap::PacketHeader) -> i64 {
     header.ts.tv_sec * 1_000_000_000 + header.ts.tv_usec * 1_000
 }
 
-fn link_type(linktype: pcap::Linktype) -> anyhow::Result<LinkType> {
+pub(crate) fn link_type(linktype: pcap::Linktype) -> anyhow::Result<LinkType> {
     LinkType::from_pcap(linktype.0).ok_or_else(|| {
         anyhow::anyhow!(
             "unsupported link type {} ({}): Ethernet, Linux cooked, loopback and raw IP are supported",
@@ -84,48 +93,6 @@ fn link_type(linktype: pcap::Linktype) -> anyhow::Result<LinkType> {
             linktype.get_name().unwrap_or_default()
         )
     })
-}
-
-fn read_pcap_file(
-    config: &CaptureConfig,
-    path: &std::path::Path,
-    tx: &mpsc::Sender<TrafficRecord>,
-    counters: Arc<Counters>,
-) -> anyhow::Result<()> {
-    let mut capture =
-        pcap::Capture::from_file(path).with_context(|| format!("cannot read pcap file {}", path.display()))?;
-    if config.filter.is_some() || !config.port.is_empty() {
-        capture.filter(&config.bpf(), true).with_context(|| format!("bad filter {:?}", config.bpf()))?;
-    }
-    let mut pipeline = Pipeline::new(config, link_type(capture.get_datalink())?, counters)?;
-    let mut n = 0u64;
-    loop {
-        let packet = match capture.next_packet() {
-            Ok(packet) => packet,
-            Err(pcap::Error::NoMorePackets) => break,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
-        let ts = timestamp_ns(packet.header);
-        pipeline.packet(ts, packet.data);
-        n += 1;
-        if n.is_multiple_of(256) {
-            pipeline.expire(ts);
-            send_all(tx, pipeline.take_records())?;
-        }
-    }
-    pipeline.finish();
-    send_all(tx, pipeline.take_records())
-}
-
-fn import_gor(node: &str, path: &std::path::Path, tx: &mpsc::Sender<TrafficRecord>) -> anyhow::Result<()> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot read GoReplay file {}", path.display()))?;
-    for message in reprise_store::gor::GorReader::new(std::io::BufReader::new(file)) {
-        let message = message.with_context(|| format!("in {}", path.display()))?;
-        if let Some(record) = message.to_record(node) {
-            tx.blocking_send(record).map_err(|_| anyhow::anyhow!("the output stopped"))?;
-        }
-    }
-    Ok(())
 }
 
 /// Owned packets out of libpcap's buffer.

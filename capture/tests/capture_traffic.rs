@@ -95,10 +95,27 @@ async fn a_tcpdump_file_gives_the_same_records(kind: &str) {
 
     let mut config = config(&setup, server.addr.port());
     config.pcap_file = Some(pcap);
-    let report = reprise_capture::run(config, CancellationToken::new()).await.unwrap();
+    let report = reprise_capture::run(config.clone(), CancellationToken::new()).await.unwrap();
     let records = common::read_log(&setup.log_url).await;
     common::assert_same_requests(&records, &server.seen.lock().unwrap(), &["cookie"]);
     assert_eq!(report.requests, 15);
+
+    // Again as a recording of its own: the same records, in a topic of their own.
+    let catalog_url = format!("file://{}/catalog", setup.dir.path().display());
+    config.catalog = Some(catalog_url.clone());
+    config.recording = Some("from-pcap".into());
+    let report = reprise_capture::run(config, CancellationToken::new()).await.unwrap();
+    let catalog = reprise_store::Catalog::open(&catalog_url).await.unwrap();
+    let id = report.recording_id.expect("a recording id");
+    let recording = catalog.get::<reprise_store::schema::Recording>(&id).await.unwrap().unwrap().value;
+    assert_eq!(recording.record_count, records.len() as u64);
+    assert_eq!(recording.labels.get("import").map(String::as_str), Some("pcap"));
+    let mut again = common::read_log(&recording.log_url).await;
+    let mut first = records;
+    for list in [&mut again, &mut first] {
+        list.sort_by(|a, b| (a.timestamp_ns, &a.http).cmp(&(b.timestamp_ns, &b.http)));
+    }
+    assert_eq!(again.iter().map(|r| &r.http).collect::<Vec<_>>(), first.iter().map(|r| &r.http).collect::<Vec<_>>());
 }
 
 reprise_store::on_backends!(
@@ -151,4 +168,19 @@ fn bad_arguments_are_one_clear_error() {
     assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
     let no_device = run(&["--log", "file:///tmp/reprise-unused-log", "--interface", "nosuchif0"]);
     assert!(String::from_utf8_lossy(&no_device.stderr).contains("cannot capture on nosuchif0"));
+    let two_inputs = run(&["--log", "file:///tmp/x", "--access-log", "a.log", "--gor-file", "f.gor"]);
+    assert!(String::from_utf8_lossy(&two_inputs.stderr).contains("cannot be used with"));
+    let no_catalog = run(&["--log", "file:///tmp/x", "--access-log", "a.log", "--recording", "r"]);
+    assert!(String::from_utf8_lossy(&no_catalog.stderr).contains("--recording needs --catalog"));
+    let live = run(&["--log", "file:///tmp/x", "--interface", "lo", "--recording", "r", "--catalog", "file:///tmp/c"]);
+    assert!(String::from_utf8_lossy(&live.stderr).contains("--recording is for imports"));
+    let bad_field = run(&[
+        "--log",
+        "file:///tmp/reprise-unused-log",
+        "--access-log",
+        "/nonexistent.log",
+        "--access-log-field",
+        "colour=c",
+    ]);
+    assert!(String::from_utf8_lossy(&bad_field.stderr).contains("unknown JSON field role"));
 }

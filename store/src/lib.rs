@@ -6,6 +6,7 @@
 //!   nodes and replays, with leases, watches and leader election. etcd in production,
 //!   files for one machine.
 //! * [`schema`]: the documents kept in the catalog.
+//! * [`recording`]: building recordings (ids, counts, time span, retention state).
 //! * [`traffic`]: decoding of stored traffic records, skipping (and counting) garbage.
 //!
 //! Both boundaries are chosen by URL (`kafka://`, `etcd://`, `file://`) so that daemons,
@@ -14,6 +15,7 @@
 pub mod catalog;
 pub mod gor;
 pub mod log;
+pub mod recording;
 pub mod schema;
 pub mod testing;
 pub mod traffic;

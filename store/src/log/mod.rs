@@ -201,6 +201,27 @@ pub async fn open_log(url: &str) -> Result<Arc<dyn TrafficLog>, LogError> {
     }
 }
 
+/// The URL of another topic beside the log at `url`: same brokers (or parent directory)
+/// and parameters, topic (or directory) name suffixed with `-suffix`. An import that
+/// makes its own recording writes there, so no other writer interleaves with it.
+pub fn sibling_topic(url: &str, suffix: &str) -> Result<String, LogError> {
+    let invalid = |reason: String| LogError::InvalidUrl { url: url.to_string(), reason };
+    let parsed = crate::url::parse(url, &["kafka", "file"]).map_err(invalid)?;
+    if parsed.scheme == "kafka" && (parsed.path.is_empty() || parsed.path.contains('/')) {
+        return Err(invalid("expected kafka://host:port[,host:port]/topic".into()));
+    }
+    if !suffix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(invalid(format!("{suffix:?} cannot name a topic")));
+    }
+    let (body, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let mut sibling = format!("{}-{suffix}", body.trim_end_matches('/'));
+    if let Some(query) = query {
+        sibling.push('?');
+        sibling.push_str(query);
+    }
+    Ok(sibling)
+}
+
 /// Chooses the partition of a key the same way in every implementation's caller.
 pub(crate) fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
     (crc32fast::hash(key) % partitions.max(1) as u32) as i32
@@ -230,6 +251,17 @@ mod tests {
             let brute = (start..end).filter(|o| r.selects(*o)).count() as u64;
             assert_eq!(r.len(), brute, "{r:?}");
         }
+    }
+
+    #[test]
+    fn sibling_topics_keep_brokers_and_parameters() {
+        assert_eq!(
+            sibling_topic("kafka://a:9092,b:9092/traffic?linger.ms=5", "rec-1").unwrap(),
+            "kafka://a:9092,b:9092/traffic-rec-1?linger.ms=5"
+        );
+        assert_eq!(sibling_topic("file:///var/log/t/", "rec-1").unwrap(), "file:///var/log/t-rec-1");
+        assert!(sibling_topic("kafka://a:9092/", "x").is_err());
+        assert!(sibling_topic("file:///t", "a/b").is_err());
     }
 
     #[test]

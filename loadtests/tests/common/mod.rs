@@ -1,0 +1,160 @@
+//! Shared by the import tests: a real nginx on a loopback port with its own prefix, an
+//! origin that notes what it receives in arrival order, and reading a log back.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use reprise_proto::v1::TrafficRecord;
+use reprise_store::log::RangeSpec;
+
+/// A real nginx (Debian's), one process, logging every request in the combined format
+/// (`combined.log`), the common format (`common.log`) and JSON lines (`json.log`).
+pub struct Nginx {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+/// A free loopback port (nginx cannot be told to pick one).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Nginx {
+    pub fn start(dir: &Path) -> Nginx {
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        let port = free_port();
+        let d = dir.display();
+        let config = format!(
+            r#"daemon off;
+master_process off;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    log_format common_format '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent';
+    log_format json_lines escape=json '{{"msec":"$msec","method":"$request_method","url":"$request_uri","host":"$host","user_agent":"$http_user_agent","referer":"$http_referer"}}';
+    access_log {d}/combined.log combined;
+    access_log {d}/common.log common_format;
+    access_log {d}/json.log json_lines;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 "ok\n"; }}
+    }}
+}}
+"#
+        );
+        std::fs::write(dir.join("nginx.conf"), config).unwrap();
+        let child = Command::new("nginx")
+            .args(["-p", &d.to_string(), "-c", &format!("{d}/nginx.conf"), "-e", &format!("{d}/error.log")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx is installed (deploy/local/setup.sh)");
+        let nginx = Nginx { child, dir: dir.to_path_buf(), port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return nginx;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nginx did not start: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops nginx; returns the directory of its logs.
+    pub fn stop(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.clone()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP/1.1 origin answering `200 ok` that notes (method, target) of every request
+/// in arrival order.
+pub struct Origin {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Origin {
+    pub async fn start() -> Origin {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let target = request.uri().path_and_query().map_or("/".into(), |p| p.as_str().to_string());
+                        log.lock().unwrap().push((request.method().to_string(), target));
+                        async { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok")))) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Origin { addr, seen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What arrived so far, in order.
+    pub fn seen(&self) -> Vec<(String, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Every traffic record in a log, partition by partition.
+pub async fn read_log(url: &str) -> Vec<TrafficRecord> {
+    let log = reprise_store::open_log(url).await.unwrap();
+    let mut records = Vec::new();
+    for marks in log.watermarks().await.unwrap() {
+        let mut stream = log.read_range(RangeSpec::whole(marks.partition, marks.low, marks.high), 256).await.unwrap();
+        while let Some(raw) = stream.next().await {
+            records.push(reprise_store::traffic::decode(&raw.unwrap().payload).unwrap());
+        }
+    }
+    records
+}
