@@ -127,11 +127,7 @@ impl ReplayManager {
             let client = self.clients.get(&worker.address);
             async move {
                 let mut client = client.map_err(|reason| refused(worker, reason))?;
-                match tokio::time::timeout(ASSIGN_TIMEOUT, client.assign(request)).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(status)) => Err(refused(worker, status.message().to_string())),
-                    Err(_) => Err(refused(worker, format!("no answer within {} s", ASSIGN_TIMEOUT.as_secs()))),
-                }
+                bounded(worker, ASSIGN_TIMEOUT, client.assign(request)).await
             }
         });
         join_all(assigns).await.into_iter().collect()
@@ -144,11 +140,7 @@ impl ReplayManager {
             let client = self.clients.get(&worker.address);
             async move {
                 let mut client = client.map_err(|reason| refused(worker, reason))?;
-                match tokio::time::timeout(CALL_TIMEOUT, client.start(request)).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(status)) => Err(refused(worker, status.message().to_string())),
-                    Err(_) => Err(refused(worker, format!("no answer within {} s", CALL_TIMEOUT.as_secs()))),
-                }
+                bounded(worker, CALL_TIMEOUT, client.start(request)).await
             }
         });
         join_all(starts).await.into_iter().collect()
@@ -168,6 +160,19 @@ impl ReplayManager {
         replay.finished_at_ms = Some(now_ms());
         self.catalog.put(&replay).await?;
         Err(error)
+    }
+}
+
+/// One call to a worker, bounded by `limit`; a refusal or silence names the worker.
+async fn bounded<T>(
+    worker: &WorkerPlan,
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<(), ReplayError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => Err(refused(worker, status.message().to_string())),
+        Err(_) => Err(refused(worker, format!("no answer within {} s", limit.as_secs()))),
     }
 }
 
