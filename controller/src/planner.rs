@@ -17,14 +17,81 @@ use serde::{Deserialize, Serialize};
 /// Largest tolerated excess of the busiest worker over the mean, for whole partitions.
 const BALANCE_TOLERANCE: f64 = 0.05;
 
-/// One worker's part of a replay.
+/// One worker's part of a replay: part 0 is its planned share, a part above 0 ranges it
+/// took over from a lost worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerPlan {
     pub worker_id: String,
     pub address: String,
     pub shares: Vec<RangeSpec>,
-    /// Records this worker reads.
+    /// Records this part reads.
     pub records: u64,
+    #[serde(default)]
+    pub part: u32,
+    /// The worker's controller grace: once it has lost touch, it may still be sending
+    /// for this long, so its ranges go to others only after it.
+    #[serde(default = "default_grace_ms")]
+    pub grace_ms: u64,
+    /// The part's progress as last stored (about once a second): where a takeover
+    /// resumes when no fresher report is at hand.
+    #[serde(default)]
+    pub progress: Option<PartProgress>,
+    /// Once the part was lost or released: the parts that took its ranges over ("w2#1";
+    /// empty if nothing was left), and how many requests that may have sent twice.
+    #[serde(default)]
+    pub handed_over: Option<Handover>,
+}
+
+/// Where a part stands: per share, the offset below which every record has finished,
+/// and the sends past those offsets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartProgress {
+    pub checkpoints: Vec<i64>,
+    pub sends_past: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Handover {
+    pub to: Vec<String>,
+    pub records: u64,
+    pub duplicates_bound: u64,
+}
+
+/// What a worker registered before it had to say (its default).
+fn default_grace_ms() -> u64 {
+    15_000
+}
+
+impl WorkerPlan {
+    fn new(worker: &Candidate, part: u32) -> WorkerPlan {
+        WorkerPlan {
+            worker_id: worker.id.clone(),
+            address: worker.address.clone(),
+            shares: Vec::new(),
+            records: 0,
+            part,
+            grace_ms: worker.grace_ms,
+            progress: None,
+            handed_over: None,
+        }
+    }
+
+    /// How the part is named in statuses: the worker, and the part when above 0.
+    pub fn name(&self) -> String {
+        part_name(&self.worker_id, self.part)
+    }
+
+    /// What is left of the part's shares from `checkpoints` on (per share; missing ones
+    /// count from the share's start).
+    pub fn remainder(&self, checkpoints: &[i64]) -> Vec<RangeSpec> {
+        let from = |i: usize, share: &RangeSpec| checkpoints.get(i).map_or(*share, |&c| share.from_offset(c));
+        self.shares.iter().enumerate().map(|(i, s)| from(i, s)).filter(|r| !r.is_empty()).collect()
+    }
+}
+
+/// "w1" for a worker's planned share, "w1#2" for the second set of ranges it took over.
+pub fn part_name(worker_id: &str, part: u32) -> String {
+    if part == 0 { worker_id.to_string() } else { format!("{worker_id}#{part}") }
 }
 
 /// A worker that can take a share.
@@ -32,6 +99,7 @@ pub struct WorkerPlan {
 pub struct Candidate {
     pub id: String,
     pub address: String,
+    pub grace_ms: u64,
 }
 
 /// Plans `ranges` over `workers`. Workers that would get nothing are left out.
@@ -40,10 +108,7 @@ pub fn plan(ranges: &[PartitionRange], workers: &[Candidate]) -> Vec<WorkerPlan>
     if workers.is_empty() || ranges.is_empty() {
         return Vec::new();
     }
-    let mut plans: Vec<WorkerPlan> = workers
-        .iter()
-        .map(|w| WorkerPlan { worker_id: w.id.clone(), address: w.address.clone(), shares: Vec::new(), records: 0 })
-        .collect();
+    let mut plans: Vec<WorkerPlan> = workers.iter().map(|w| WorkerPlan::new(w, 0)).collect();
     if ranges.len() >= workers.len() && whole_partitions(&ranges, &mut plans) {
         return plans;
     }
@@ -58,6 +123,24 @@ pub fn plan(ranges: &[PartitionRange], workers: &[Candidate]) -> Vec<WorkerPlan>
             let share = RangeSpec { partition: range.partition, start: range.start, end: range.end, stride: k, phase };
             plan.records += share.len();
             plan.shares.push(share);
+        }
+    }
+    plans.retain(|p| p.records > 0);
+    plans
+}
+
+/// Spreads what is left of lost parts over `workers`: every range is striped over all of
+/// them, as a plan is, so the takeover is shared evenly. `next_part(worker)` numbers each
+/// worker's new part.
+pub fn takeover(remainder: &[RangeSpec], workers: &[Candidate], next_part: impl Fn(&str) -> u32) -> Vec<WorkerPlan> {
+    let mut plans: Vec<WorkerPlan> = workers.iter().map(|w| WorkerPlan::new(w, next_part(&w.id))).collect();
+    if plans.is_empty() {
+        return plans;
+    }
+    for range in remainder {
+        for (j, stripe) in range.split(plans.len() as u32).into_iter().enumerate() {
+            plans[j].records += stripe.len();
+            plans[j].shares.push(stripe);
         }
     }
     plans.retain(|p| p.records > 0);
@@ -84,7 +167,9 @@ mod tests {
     use super::*;
 
     fn workers(n: usize) -> Vec<Candidate> {
-        (0..n).map(|i| Candidate { id: format!("w{i}"), address: format!("127.0.0.1:{}", 7000 + i) }).collect()
+        (0..n)
+            .map(|i| Candidate { id: format!("w{i}"), address: format!("127.0.0.1:{}", 7000 + i), grace_ms: 1000 })
+            .collect()
     }
 
     fn ranges(lens: &[i64]) -> Vec<PartitionRange> {
@@ -138,6 +223,28 @@ mod tests {
         let (min, max) =
             (plans.iter().map(|p| p.records).min().unwrap(), plans.iter().map(|p| p.records).max().unwrap());
         assert!(max - min <= 4, "{min}..{max}");
+    }
+
+    #[test]
+    fn a_takeover_spreads_the_remainder_from_the_checkpoints() {
+        let r = ranges(&[100, 100]);
+        let lost = plan(&r, &workers(3)).remove(0);
+        let remainder = lost.remainder(&[60, 80]);
+        let left: u64 = remainder.iter().map(|s| s.len()).sum();
+        let parts = takeover(&remainder, &workers(2), |id| if id == "w0" { 3 } else { 1 });
+        assert_eq!(parts.iter().map(|p| p.records).sum::<u64>(), left);
+        assert_eq!(parts.iter().map(|p| p.name()).collect::<Vec<_>>(), ["w0#3", "w1#1"]);
+        for offset in 0..120 {
+            for (i, share) in lost.shares.iter().enumerate() {
+                let wanted = share.selects(offset) && offset >= [60, 80][i];
+                let readers = parts
+                    .iter()
+                    .flat_map(|p| &p.shares)
+                    .filter(|s| s.partition == share.partition && s.selects(offset));
+                assert_eq!(readers.count(), usize::from(wanted), "partition {} offset {offset}", share.partition);
+            }
+        }
+        assert!(takeover(&lost.remainder(&[110, 110]), &workers(2), |_| 1).is_empty(), "nothing left");
     }
 
     #[test]

@@ -153,7 +153,8 @@ async fn workers_stop_when_no_controller_is_heard(kind: &str) {
     assert!(stopped_at > 0 && stopped_at < n / 2, "{stopped_at}");
     for worker in &workers {
         let mut client = WorkerClient::connect(format!("http://{}", worker.local_addr)).await.unwrap();
-        let mut stats = client.stats(StatsRequest { replay_id: id.clone() }).await.unwrap().into_inner();
+        let mut stats =
+            client.stats(StatsRequest { replay_id: id.clone(), ..Default::default() }).await.unwrap().into_inner();
         let last = stats.message().await.unwrap().unwrap();
         assert_eq!(last.state(), WorkerReplayState::Failed);
         assert!(last.error.contains("no controller heard"), "{}", last.error);
@@ -195,12 +196,17 @@ async fn the_grace_period_counts_per_replay(kind: &str) {
         options: replay_request(&recording.id, &cluster.sink_url(), 1).options,
         origin_ns: recording.first_timestamp_ns.unwrap(),
         recording_records: n,
+        ..Default::default()
     };
     direct.assign(assign).await.unwrap();
     let start_at_unix_ns = reprise_store::now_ns() + 200_000_000;
     direct.start(StartRequest { replay_id: "rep-unfollowed".into(), start_at_unix_ns }).await.unwrap();
 
-    let mut stats = direct.stats(StatsRequest { replay_id: "rep-unfollowed".into() }).await.unwrap().into_inner();
+    let mut stats = direct
+        .stats(StatsRequest { replay_id: "rep-unfollowed".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let last = tokio::time::timeout(LIMIT, async {
         let mut last = None;
         while let Some(report) = stats.message().await.unwrap() {

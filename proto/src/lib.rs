@@ -9,7 +9,7 @@
 /// Version of the controller/worker/ctl protocol. Every registration, assignment and
 /// ctl hello carries it; a peer with another version is refused with a clear error
 /// instead of being misread.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Version of [`v1::TrafficRecord`]'s format written by this build.
 pub const TRAFFIC_FORMAT_VERSION: u32 = 1;
@@ -42,9 +42,15 @@ impl ReplayState {
 }
 
 impl WorkerReplayState {
-    /// Done, cancelled or failed: the report carrying it is the worker's last.
+    /// Done, cancelled, failed or released: the report carrying it is the worker's last.
     pub fn is_final(self) -> bool {
-        matches!(self, WorkerReplayState::Done | WorkerReplayState::Cancelled | WorkerReplayState::Failed)
+        matches!(
+            self,
+            WorkerReplayState::Done
+                | WorkerReplayState::Cancelled
+                | WorkerReplayState::Failed
+                | WorkerReplayState::Released
+        )
     }
 }
 

@@ -55,6 +55,7 @@ fn worker(id: &str) -> WorkerInfo {
         cores: 2,
         labels: BTreeMap::new(),
         started_at_ms: 1,
+        controller_grace_ms: 15_000,
     }
 }
 

@@ -89,9 +89,15 @@ pub struct Worker {
     pub local_addr: SocketAddr,
     service: Arc<WorkerService>,
     shutdown: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    /// The gRPC server and the watchdog.
+    tasks: [JoinHandle<()>; 2],
     registration: JoinHandle<()>,
 }
+
+/// How long a stopping worker waits for its sends in flight to finish.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+/// How long a stopping worker keeps serving for controllers to read its final reports.
+const FINAL_REPORTS_LIMIT: Duration = Duration::from_secs(5);
 
 impl Worker {
     /// Binds, registers in the catalog, and serves until [`Worker::shutdown`].
@@ -121,6 +127,7 @@ impl Worker {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             labels: config.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
             started_at_ms: reprise_store::now_ms(),
+            controller_grace_ms: (config.controller_grace_secs * 1000.0) as u64,
         };
         let ttl = Duration::from_secs(config.lease_ttl_secs.max(1));
         let lease = register(&catalog, &info, ttl).await?;
@@ -145,18 +152,31 @@ impl Worker {
         let watchdog = tokio::spawn(service.clone().watchdog());
         let registration = tokio::spawn(keep_registered(catalog, info, lease, ttl, shutdown.clone()));
         tracing::info!(worker = %id, addr = %local_addr, "worker started");
-        Ok(Worker { id, local_addr, service, shutdown, tasks: vec![server, watchdog], registration })
+        Ok(Worker { id, local_addr, service, shutdown, tasks: [server, watchdog], registration })
     }
 
-    /// Stops sending, deregisters, and stops serving.
+    /// A clean stop: no new sends; what is in flight finishes (bounded); the final
+    /// reports, whose checkpoints let the controller hand the rest to other workers, go
+    /// out on the open stats streams; then the worker deregisters and stops serving.
     pub async fn shutdown(self) {
-        self.service.cancel_all();
+        let released = self.service.release_all();
+        let drained = futures::future::join_all(released.iter().map(|replay| async {
+            let mut reports = replay.subscribe();
+            let _ = reports.wait_for(|r| r.state().is_final()).await;
+        }));
+        if tokio::time::timeout(DRAIN_LIMIT, drained).await.is_err() {
+            tracing::warn!(worker = %self.id, "sends still in flight after {} s; stopping anyway", DRAIN_LIMIT.as_secs());
+        }
+        // Stops accepting calls; open stats streams end after their final report.
         self.shutdown.cancel();
         let _ = self.registration.await;
-        for task in self.tasks {
-            task.abort();
+        let [server, watchdog] = self.tasks;
+        watchdog.abort();
+        let abort = server.abort_handle();
+        if tokio::time::timeout(FINAL_REPORTS_LIMIT, server).await.is_err() {
+            abort.abort();
         }
-        tracing::info!(worker = %self.id, "worker stopped");
+        tracing::info!(worker = %self.id, released = released.len(), "worker stopped");
     }
 }
 

@@ -19,7 +19,7 @@
 mod dispatch;
 mod lanes;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,11 +33,49 @@ use tokio_util::sync::CancellationToken;
 use self::dispatch::{Dispatcher, SharedPacing, rate_limiter};
 use self::lanes::{LaneStream, LocatedStream, deal_lanes, plan_lanes};
 use crate::request::Target;
-use crate::stats::Stats;
+use crate::stats::{ReportId, Stats};
 
 /// Records buffered ahead of the dispatcher, per share.
 const READ_AHEAD: usize = 2048;
+/// A full report (with histograms) this often.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// Between full reports, a light one (counters and checkpoints) as soon as
+/// `max_in_flight` sends went out since the last report, checked this often: it keeps
+/// what a takeover may send twice near the in-flight bound.
+const LIGHT_REPORT_CHECK: Duration = Duration::from_millis(100);
+
+/// When a controller last named a replay, shared by the replay's parts: a replay that no
+/// controller has named for the grace period stops sending.
+pub struct Liveness {
+    last_heard_ms: AtomicI64,
+    grace_ms: i64,
+}
+
+impl Liveness {
+    pub fn new(grace: Duration) -> Arc<Liveness> {
+        let grace_ms = grace.as_millis() as i64;
+        Arc::new(Liveness { last_heard_ms: AtomicI64::new(reprise_store::now_ms()), grace_ms })
+    }
+
+    /// A controller named the replay in a call it sent at `sent_at_ms` (0: unknown, now).
+    /// The grace counts from the sending, never from a late arrival.
+    pub fn heard(&self, sent_at_ms: i64) {
+        let now = reprise_store::now_ms();
+        let at = if sent_at_ms > 0 { sent_at_ms.min(now) } else { now };
+        self.last_heard_ms.fetch_max(at, Ordering::Relaxed);
+    }
+
+    /// How long no controller has named the replay, if longer than the grace.
+    pub fn expired(&self, now_ms: i64) -> Option<Duration> {
+        let silent = now_ms - self.last_heard_ms.load(Ordering::Relaxed);
+        (silent > self.grace_ms).then(|| Duration::from_millis(silent as u64))
+    }
+}
+
+/// The failure of a replay that no controller named for its grace period.
+fn unheard(silent: Duration) -> String {
+    format!("no controller heard for {} s; stopped sending", silent.as_secs())
+}
 
 /// Settings that come from the worker's host rather than from the assignment.
 #[derive(Debug, Clone, Copy, Default)]
@@ -69,12 +107,17 @@ pub enum ReplayError {
 #[derive(Debug, Clone)]
 enum Stop {
     Cancelled,
+    /// The worker is shutting down: it gives the rest of its part back.
+    Released,
     Failed(String),
 }
 
+/// One part of one replay on this worker (see `AssignRequest.part`).
 pub struct Replay {
     pub id: String,
+    pub part: u32,
     worker_id: String,
+    liveness: Arc<Liveness>,
     pub assignment: AssignRequest,
     target: Target,
     pub stats: Arc<Stats>,
@@ -96,6 +139,7 @@ impl Replay {
         worker_id: &str,
         assignment: AssignRequest,
         host: HostSettings,
+        liveness: Arc<Liveness>,
     ) -> Result<Arc<Self>, ReplayError> {
         let options = assignment.options.clone().ok_or_else(|| ReplayError::Invalid("no options".into()))?;
         let target = Target::parse(&options.target).map_err(ReplayError::Invalid)?;
@@ -125,7 +169,9 @@ impl Replay {
         let (reports, _) = watch::channel(WorkerStats::default());
         let replay = Arc::new(Replay {
             id: assignment.replay_id.clone(),
+            part: assignment.part,
             worker_id: worker_id.to_string(),
+            liveness,
             assignment,
             target,
             stats,
@@ -198,39 +244,49 @@ impl Replay {
                 failure.get_or_insert(error);
             }
             reporter.abort();
-            let (state, error) = match this.stop.lock().expect("lock").clone() {
-                Some(Stop::Cancelled) => (WorkerReplayState::Cancelled, String::new()),
-                Some(Stop::Failed(e)) => (WorkerReplayState::Failed, e),
-                None => (WorkerReplayState::Done, String::new()),
-            };
+            let (state, error) = this.final_state();
             let error = failure.unwrap_or(error);
             if !error.is_empty() {
                 tracing::warn!(replay = %this.id, %error, "replay failed");
             }
-            this.publish_with(state, &error);
+            this.publish_with(state, &error, false);
             tracing::info!(replay = %this.id, sent = this.stats.sent.load(Ordering::Relaxed), ?state, "replay finished");
         });
     }
 
     fn spawn_reporter(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let light_after = u64::from(self.options().max_in_flight.max(1));
+        let checks_per_report = (REPORT_EVERY.as_millis() / LIGHT_REPORT_CHECK.as_millis()) as u32;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(REPORT_EVERY);
+            let mut tick = tokio::time::interval(LIGHT_REPORT_CHECK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let (mut checks, mut sent_at_report) = (0, 0);
             loop {
                 tick.tick().await;
+                checks += 1;
+                let sent = self.stats.sent.load(Ordering::Relaxed);
+                let full = checks >= checks_per_report;
+                if !full && sent - sent_at_report < light_after {
+                    continue;
+                }
                 let state = if *self.paused.borrow() { WorkerReplayState::Paused } else { WorkerReplayState::Running };
-                self.publish(state);
+                self.publish_with(state, "", !full);
+                sent_at_report = sent;
+                if full {
+                    checks = 0;
+                }
             }
         })
     }
 
     fn publish(&self, state: WorkerReplayState) {
-        self.publish_with(state, "");
+        self.publish_with(state, "", false);
     }
 
-    fn publish_with(&self, state: WorkerReplayState, error: &str) {
+    fn publish_with(&self, state: WorkerReplayState, error: &str, light: bool) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        self.reports.send_replace(self.stats.report(&self.worker_id, &self.id, seq, state, error));
+        let id = ReportId { worker_id: &self.worker_id, replay_id: &self.id, part: self.part };
+        self.reports.send_replace(self.stats.report(&id, seq, state, error, light));
     }
 
     /// The latest report, then every new one.
@@ -246,21 +302,43 @@ impl Replay {
         self.paused.send_replace(paused);
     }
 
+    /// The final state, from why the replay stopped (if it did).
+    fn final_state(&self) -> (WorkerReplayState, String) {
+        match self.stop.lock().expect("lock").clone() {
+            Some(Stop::Cancelled) => (WorkerReplayState::Cancelled, String::new()),
+            Some(Stop::Released) => (WorkerReplayState::Released, String::new()),
+            Some(Stop::Failed(e)) => (WorkerReplayState::Failed, e),
+            None => (WorkerReplayState::Done, String::new()),
+        }
+    }
+
     /// Stops sending: by request (`None`) or because of a failure.
     pub fn cancel(&self, failure: Option<String>) {
-        let mut stop = self.stop.lock().expect("lock");
-        if stop.is_none() {
-            *stop = Some(failure.map_or(Stop::Cancelled, Stop::Failed));
-        }
-        drop(stop);
+        self.stop_with(failure.map_or(Stop::Cancelled, Stop::Failed));
+    }
+
+    /// Stops sending because the worker shuts down; what is in flight finishes, and the
+    /// final report's checkpoints say where others take over.
+    pub fn release(&self) {
+        self.stop_with(Stop::Released);
+    }
+
+    /// Stops sending if no controller named the replay for its grace period.
+    pub fn stop_if_unheard(&self, now_ms: i64) -> bool {
+        let Some(silent) = self.liveness.expired(now_ms) else { return false };
+        let error = unheard(silent);
+        tracing::warn!(replay = %self.id, part = self.part, "{error}");
+        self.cancel(Some(error));
+        true
+    }
+
+    fn stop_with(&self, why: Stop) {
+        self.stop.lock().expect("lock").get_or_insert(why);
         self.cancel.cancel();
-        // A replay cancelled before it started has no run task to report its end.
+        // A replay stopped before it started has no run task to report its end.
         if self.prepared.lock().expect("lock").take().is_some() {
-            let state = match self.stop.lock().expect("lock").clone() {
-                Some(Stop::Failed(e)) => return self.publish_with(WorkerReplayState::Failed, &e),
-                _ => WorkerReplayState::Cancelled,
-            };
-            self.publish(state);
+            let (state, error) = self.final_state();
+            self.publish_with(state, &error, false);
         }
     }
 

@@ -2,9 +2,8 @@
 //! streams, and the controller heartbeat that keeps replays from running away: a
 //! replay that no controller has named for the grace period stops by itself.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,16 +17,17 @@ use reprise_proto::{PROTOCOL_VERSION, check_protocol};
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
-use crate::replay::{HostSettings, Replay, ReplayError};
+use crate::replay::{HostSettings, Liveness, Replay, ReplayError};
 
 /// How long a finished replay's final report stays available to late or re-attaching
 /// controllers.
 const KEEP_FINISHED: Duration = Duration::from_secs(600);
 
-/// A replay held here, and when a controller last named it (ms since the epoch).
+/// A replay held here: its parts (0, the planned share; then ranges taken over from lost
+/// workers) and when a controller last named it.
 struct Held {
-    replay: Arc<Replay>,
-    last_heard_ms: AtomicI64,
+    parts: BTreeMap<u32, Arc<Replay>>,
+    liveness: Arc<Liveness>,
 }
 
 pub struct WorkerService {
@@ -42,18 +42,31 @@ impl WorkerService {
         Arc::new(WorkerService { worker_id, replays: Mutex::new(HashMap::new()), grace, host })
     }
 
-    /// A controller named replay `id`: its grace starts again. Returns the replay.
-    fn heard(&self, id: &str) -> Result<Arc<Replay>, Status> {
+    /// A controller named replay `id` in a call sent at `sent_at_ms`: its grace starts
+    /// again. Returns the replay's parts.
+    fn heard(&self, id: &str, sent_at_ms: i64) -> Result<Vec<Arc<Replay>>, Status> {
         let replays = self.replays.lock().expect("lock");
         let held =
             replays.get(id).ok_or_else(|| Status::not_found(format!("replay {id} is not assigned to this worker")))?;
-        held.last_heard_ms.store(reprise_store::now_ms(), Ordering::Relaxed);
-        Ok(held.replay.clone())
+        held.liveness.heard(sent_at_ms);
+        Ok(held.parts.values().cloned().collect())
     }
 
-    /// Replays that have not ended.
+    /// One part of a replay a controller named.
+    fn heard_part(&self, id: &str, part: u32, sent_at_ms: i64) -> Result<Arc<Replay>, Status> {
+        self.heard(id, sent_at_ms)?
+            .into_iter()
+            .find(|r| r.part == part)
+            .ok_or_else(|| Status::not_found(format!("replay {id} has no part {part} on this worker")))
+    }
+
+    fn parts(&self) -> Vec<Arc<Replay>> {
+        self.replays.lock().expect("lock").values().flat_map(|h| h.parts.values().cloned()).collect()
+    }
+
+    /// Replay parts that have not ended.
     pub fn active(&self) -> Vec<Arc<Replay>> {
-        self.replays.lock().expect("lock").values().map(|h| &h.replay).filter(|r| !r.is_final()).cloned().collect()
+        self.parts().into_iter().filter(|r| !r.is_final()).collect()
     }
 
     /// Stops every active replay that no controller has named for the grace period, and
@@ -63,32 +76,67 @@ impl WorkerService {
         loop {
             tick.tick().await;
             let now_ms = reprise_store::now_ms();
-            let silent: Vec<(Arc<Replay>, i64)> = self
-                .replays
-                .lock()
-                .expect("lock")
-                .values()
-                .filter(|h| !h.replay.is_final())
-                .map(|h| (h.replay.clone(), now_ms - h.last_heard_ms.load(Ordering::Relaxed)))
-                .filter(|(_, silent_ms)| *silent_ms > self.grace.as_millis() as i64)
-                .collect();
-            for (replay, silent_ms) in silent {
-                let error = format!("no controller heard for {} s; stopped sending", silent_ms / 1000);
-                tracing::warn!(replay = %replay.id, "{error}");
-                replay.cancel(Some(error));
+            for replay in self.active() {
+                replay.stop_if_unheard(now_ms);
             }
             let now_ns = reprise_store::now_ns();
-            self.replays.lock().expect("lock").retain(|_, h| {
-                !h.replay.is_final()
-                    || now_ns - h.replay.subscribe().borrow().at_unix_ns < KEEP_FINISHED.as_nanos() as i64
-            });
+            let ended_long_ago = |r: &Arc<Replay>| {
+                r.is_final() && now_ns - r.subscribe().borrow().at_unix_ns > KEEP_FINISHED.as_nanos() as i64
+            };
+            // A replay with no part yet is being prepared.
+            self.replays
+                .lock()
+                .expect("lock")
+                .retain(|_, h| h.parts.is_empty() || !h.parts.values().all(ended_long_ago));
         }
     }
 
-    /// Cancels everything (clean shutdown).
-    pub fn cancel_all(&self) {
-        for replay in self.active() {
-            replay.cancel(Some("worker shutting down".into()));
+    /// Stops sending everything and gives the rest back (the worker shuts down); returns
+    /// the parts stopped, whose final reports follow once their sends have finished.
+    pub fn release_all(&self) -> Vec<Arc<Replay>> {
+        let active = self.active();
+        for replay in &active {
+            replay.release();
+        }
+        active
+    }
+
+    /// Prepares a new part of a replay, or returns the one held: a retried Assign.
+    async fn prepare(&self, assignment: AssignRequest) -> Result<Arc<Replay>, Status> {
+        let (id, part) = (assignment.replay_id.clone(), assignment.part);
+        let existing = self.heard(&id, 0).ok();
+        if let Some(held) = existing.iter().flatten().find(|r| r.part == part) {
+            return if held.assignment.shares == assignment.shares {
+                Ok(held.clone())
+            } else {
+                Err(Status::already_exists(format!(
+                    "replay {id} part {part} is already assigned here with other shares"
+                )))
+            };
+        }
+        let liveness = {
+            let mut replays = self.replays.lock().expect("lock");
+            let held = replays
+                .entry(id.clone())
+                .or_insert_with(|| Held { parts: BTreeMap::new(), liveness: Liveness::new(self.grace) });
+            held.liveness.clone()
+        };
+        let replay =
+            Replay::prepare(&self.worker_id, assignment, self.host, liveness.clone()).await.map_err(|e| match e {
+                ReplayError::Invalid(_) => Status::invalid_argument(e.to_string()),
+                ReplayError::Log(_) => Status::unavailable(e.to_string()),
+            });
+        let mut replays = self.replays.lock().expect("lock");
+        let held = replays.entry(id.clone()).or_insert_with(|| Held { parts: BTreeMap::new(), liveness });
+        match replay {
+            // A concurrent identical Assign may have won the race: keep the first.
+            Ok(replay) => Ok(held.parts.entry(part).or_insert(replay).clone()),
+            Err(e) => {
+                if held.parts.is_empty() {
+                    replays.remove(&id);
+                }
+                Err(e)
+            }
         }
     }
 }
@@ -100,27 +148,14 @@ impl WorkerRpc for WorkerService {
     async fn assign(&self, request: Request<AssignRequest>) -> Result<Response<AssignResponse>, Status> {
         let assignment = request.into_inner();
         check_protocol(assignment.protocol_version, "controller", "worker")?;
-        let existing = self.heard(&assignment.replay_id).ok();
-        let replay = match existing {
-            Some(existing) if existing.assignment.shares == assignment.shares => existing,
-            Some(_) => {
-                return Err(Status::already_exists(format!(
-                    "replay {} is already assigned here with other shares",
-                    assignment.replay_id
-                )));
-            }
-            None => {
-                let id = assignment.replay_id.clone();
-                let replay = Replay::prepare(&self.worker_id, assignment, self.host).await.map_err(|e| match e {
-                    ReplayError::Invalid(_) => Status::invalid_argument(e.to_string()),
-                    ReplayError::Log(_) => Status::unavailable(e.to_string()),
-                })?;
-                // A concurrent identical Assign may have won the race: keep the first.
-                let held = || Held { replay, last_heard_ms: AtomicI64::new(reprise_store::now_ms()) };
-                self.replays.lock().expect("lock").entry(id).or_insert_with(held).replay.clone()
-            }
-        };
-        tracing::info!(replay = %replay.id, shares = replay.assignment.shares.len(), records = replay.planned_records, "assigned");
+        let start_at = (assignment.part > 0).then_some(assignment.start_at_unix_ns);
+        let replay = self.prepare(assignment).await?;
+        // A takeover joins a running replay: it starts at once, on the replay's timeline.
+        if let Some(start_at) = start_at {
+            replay.start(start_at);
+        }
+        let shares = replay.assignment.shares.len();
+        tracing::info!(replay = %replay.id, part = replay.part, shares, records = replay.planned_records, "assigned");
         Ok(Response::new(AssignResponse {
             protocol_version: PROTOCOL_VERSION,
             worker_id: self.worker_id.clone(),
@@ -130,19 +165,21 @@ impl WorkerRpc for WorkerService {
 
     async fn start(&self, request: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
         let request = request.into_inner();
-        let replay = self.heard(&request.replay_id)?;
+        let replay = self.heard_part(&request.replay_id, 0, 0)?;
         replay.start(request.start_at_unix_ns);
         Ok(Response::new(StartResponse {}))
     }
 
     async fn control(&self, request: Request<ControlRequest>) -> Result<Response<ControlResponse>, Status> {
         let request = request.into_inner();
-        let replay = self.heard(&request.replay_id)?;
-        match request.action() {
-            ControlAction::Pause => replay.pause(true),
-            ControlAction::Resume => replay.pause(false),
-            ControlAction::Cancel => replay.cancel(None),
-            ControlAction::Unspecified => return Err(Status::invalid_argument("no control action given")),
+        let parts = self.heard(&request.replay_id, request.sent_at_unix_ms)?;
+        for replay in parts {
+            match request.action() {
+                ControlAction::Pause => replay.pause(true),
+                ControlAction::Resume => replay.pause(false),
+                ControlAction::Cancel => replay.cancel(None),
+                ControlAction::Unspecified => return Err(Status::invalid_argument("no control action given")),
+            }
         }
         Ok(Response::new(ControlResponse {}))
     }
@@ -150,15 +187,17 @@ impl WorkerRpc for WorkerService {
     type StatsStream = StatsStream;
 
     async fn stats(&self, request: Request<StatsRequest>) -> Result<Response<Self::StatsStream>, Status> {
-        let replay = self.heard(&request.into_inner().replay_id)?;
+        let request = request.into_inner();
+        let replay = self.heard_part(&request.replay_id, request.part, request.sent_at_unix_ms)?;
         // Every report up to and including the final one.
         let reports = reprise_proto::until_final(WatchStream::new(replay.subscribe()));
         Ok(Response::new(Box::pin(reports.map(Ok))))
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
-        let unknown_replay_ids =
-            request.into_inner().replay_ids.into_iter().filter(|id| self.heard(id).is_err()).collect();
+        let request = request.into_inner();
+        let sent_at = request.sent_at_unix_ms;
+        let unknown_replay_ids = request.replay_ids.into_iter().filter(|id| self.heard(id, sent_at).is_err()).collect();
         Ok(Response::new(HeartbeatResponse { worker_id: self.worker_id.clone(), unknown_replay_ids }))
     }
 }

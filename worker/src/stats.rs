@@ -4,9 +4,10 @@
 //! cumulative (a controller that re-attaches loses nothing) plus per-interval histograms
 //! for the live timeline.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Serializer, V2Serializer};
@@ -73,8 +74,81 @@ pub struct Stats {
     shares: Vec<PartitionShare>,
     /// The share each lane reads a part of (a share may be split into lanes).
     lane_shares: Vec<usize>,
-    /// Per lane: every record of the lane below this offset has been dispatched.
-    checkpoints: Vec<AtomicI64>,
+    /// Per lane: what is taken and not finished yet. Locked by the lane's one dispatch
+    /// thread and its sends (same thread), and by the reporter.
+    progress: Vec<Mutex<LaneProgress>>,
+}
+
+/// A lane's records from its checkpoint on, in offset order: each taken record with the
+/// sends it still waits for. A record counts as finished once all its sends have a
+/// response or an error; the checkpoint moves past a record only once it and every
+/// record before it have finished, so resuming from it loses nothing. Holds about what is
+/// in flight (more behind a slow send, at most what is sent within a request timeout).
+#[derive(Debug, Default)]
+struct LaneProgress {
+    /// Sequence number of `taken`'s front.
+    front_seq: u64,
+    taken: VecDeque<Taken>,
+    /// The checkpoint when nothing is waiting.
+    finished_below: i64,
+    /// Sends of the records in `taken`.
+    sends_past: u64,
+}
+
+#[derive(Debug)]
+struct Taken {
+    offset: i64,
+    /// Where the checkpoint moves once this record is finished.
+    next: i64,
+    waiting: u32,
+    sends: u32,
+}
+
+/// A taken record, to report its sends against.
+#[derive(Debug, Clone, Copy)]
+pub struct TakenRecord {
+    lane: usize,
+    seq: u64,
+}
+
+impl LaneProgress {
+    fn take(&mut self, offset: i64, next: i64, sends: u32) -> u64 {
+        let seq = self.front_seq + self.taken.len() as u64;
+        if sends == 0 && self.taken.is_empty() {
+            self.finished_below = next;
+        } else {
+            self.taken.push_back(Taken { offset, next, waiting: sends, sends: 0 });
+        }
+        seq
+    }
+
+    fn get(&mut self, seq: u64) -> Option<&mut Taken> {
+        let index = seq.checked_sub(self.front_seq)?;
+        self.taken.get_mut(usize::try_from(index).ok()?)
+    }
+
+    fn sent(&mut self, seq: u64) {
+        if let Some(taken) = self.get(seq) {
+            taken.sends += 1;
+            self.sends_past += 1;
+        }
+    }
+
+    fn finished(&mut self, seq: u64) {
+        if let Some(taken) = self.get(seq) {
+            taken.waiting = taken.waiting.saturating_sub(1);
+        }
+        while self.taken.front().is_some_and(|t| t.waiting == 0) {
+            let done = self.taken.pop_front().expect("front checked");
+            self.finished_below = done.next;
+            self.sends_past -= u64::from(done.sends);
+            self.front_seq += 1;
+        }
+    }
+
+    fn checkpoint(&self) -> i64 {
+        self.taken.front().map_or(self.finished_below, |t| t.offset)
+    }
 }
 
 impl Stats {
@@ -95,8 +169,36 @@ impl Stats {
             hists: (0..shards.max(1)).map(|_| Mutex::new(Histograms::new())).collect(),
             shares: shares.to_vec(),
             lane_shares: lane_shares.to_vec(),
-            checkpoints: lane_shares.iter().map(|&s| AtomicI64::new(shares[s].start_offset)).collect(),
+            progress: lane_shares
+                .iter()
+                .map(|&s| Mutex::new(LaneProgress { finished_below: shares[s].start_offset, ..Default::default() }))
+                .collect(),
         }
+    }
+
+    fn lane(&self, lane: usize) -> std::sync::MutexGuard<'_, LaneProgress> {
+        self.progress[lane].lock().expect("progress lock")
+    }
+
+    /// The dispatcher took the record at `offset` of `lane`, to be sent `sends` times (0:
+    /// it is skipped, and finished as soon as everything before it is).
+    pub fn take(&self, lane: usize, offset: i64, sends: u32) -> TakenRecord {
+        TakenRecord { lane, seq: self.lane(lane).take(offset, offset + 1, sends) }
+    }
+
+    /// A lane has no record left below `end`.
+    pub fn lane_end(&self, lane: usize, end: i64) {
+        self.lane(lane).take(end, end, 0);
+    }
+
+    /// One send of a taken record left.
+    pub fn sent(&self, record: TakenRecord) {
+        self.lane(record.lane).sent(record.seq);
+    }
+
+    /// One send of a taken record has its response or error.
+    pub fn finished(&self, record: TakenRecord) {
+        self.lane(record.lane).finished(record.seq);
     }
 
     /// A send left dispatch thread `shard` `lag_us` after it was due.
@@ -131,23 +233,23 @@ impl Stats {
         }
     }
 
-    /// Records that every record of lane `lane` below `next_offset` is dispatched.
-    pub fn checkpoint(&self, lane: usize, next_offset: i64) {
-        self.checkpoints[lane].store(next_offset, Ordering::Relaxed);
-    }
-
     /// Per share, the lowest checkpoint of its lanes: below it, every lane (so every
-    /// selected record of the share) has been dispatched.
-    fn share_checkpoints(&self) -> Vec<Checkpoint> {
+    /// selected record of the share) has finished; and the sends past those checkpoints.
+    fn share_checkpoints(&self) -> (Vec<Checkpoint>, u64) {
         let mut next: Vec<i64> = self.shares.iter().map(|s| s.end_offset).collect();
-        for (&share, checkpoint) in self.lane_shares.iter().zip(&self.checkpoints) {
-            next[share] = next[share].min(checkpoint.load(Ordering::Relaxed));
+        let mut sends_past = 0;
+        for (lane, &share) in self.lane_shares.iter().enumerate() {
+            let progress = self.lane(lane);
+            next[share] = next[share].min(progress.checkpoint());
+            sends_past += progress.sends_past;
         }
-        self.shares
+        let checkpoints = self
+            .shares
             .iter()
             .zip(next)
             .map(|(share, next_offset)| Checkpoint { share: Some(*share), next_offset })
-            .collect()
+            .collect();
+        (checkpoints, sends_past)
     }
 
     /// Sends finished so far, with a response or an error.
@@ -156,16 +258,8 @@ impl Stats {
         self.status.iter().map(load).sum::<u64>() + self.errors.iter().map(load).sum::<u64>()
     }
 
-    /// A cumulative report; starts a new interval.
-    pub fn report(
-        &self,
-        worker_id: &str,
-        replay_id: &str,
-        seq: u64,
-        state: WorkerReplayState,
-        error: &str,
-    ) -> WorkerStats {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    /// The histograms of every shard, merged; the interval starts again.
+    fn merged_histograms(&self) -> Histograms {
         let mut merged = Histograms::new();
         for shard in &self.hists {
             // Copy under the lock, merge and serialise outside it.
@@ -178,9 +272,30 @@ impl Stats {
             };
             merged.add(&copy);
         }
+        merged
+    }
+
+    /// A cumulative report. A full one carries the histograms and starts a new interval;
+    /// a light one only the counters and checkpoints (see `WorkerStats.light`).
+    pub fn report(
+        &self,
+        id: &ReportId<'_>,
+        seq: u64,
+        state: WorkerReplayState,
+        error: &str,
+        light: bool,
+    ) -> WorkerStats {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let encoded = (!light).then(|| {
+            let merged = self.merged_histograms();
+            [&merged.latency_total, &merged.lag_total, &merged.latency_interval, &merged.lag_interval].map(serialize)
+        });
+        let [latency_us_total, lag_us_total, latency_us_interval, lag_us_interval] = encoded.unwrap_or_default();
+        let (checkpoints, sends_past_checkpoints) = self.share_checkpoints();
         WorkerStats {
-            worker_id: worker_id.to_string(),
-            replay_id: replay_id.to_string(),
+            worker_id: id.worker_id.to_string(),
+            replay_id: id.replay_id.to_string(),
+            part: id.part,
             seq,
             at_unix_ns: reprise_store::now_ns(),
             state: state as i32,
@@ -200,14 +315,23 @@ impl Stats {
             bytes_received: load(&self.bytes_received),
             in_flight: load(&self.in_flight),
             planned_sends: load(&self.planned_sends),
-            latency_us_total: serialize(&merged.latency_total),
-            lag_us_total: serialize(&merged.lag_total),
-            latency_us_interval: serialize(&merged.latency_interval),
-            lag_us_interval: serialize(&merged.lag_interval),
-            checkpoints: self.share_checkpoints(),
+            latency_us_total,
+            lag_us_total,
+            latency_us_interval,
+            lag_us_interval,
+            checkpoints,
             error: error.to_string(),
+            light,
+            sends_past_checkpoints,
         }
     }
+}
+
+/// Whose report it is.
+pub struct ReportId<'a> {
+    pub worker_id: &'a str,
+    pub replay_id: &'a str,
+    pub part: u32,
 }
 
 #[cfg(test)]
@@ -215,42 +339,69 @@ mod tests {
     use super::*;
     use hdrhistogram::serialization::Deserializer;
 
+    const ID: ReportId<'static> = ReportId { worker_id: "w", replay_id: "r", part: 0 };
+
+    fn share(partition: i32, start_offset: i64, end_offset: i64) -> PartitionShare {
+        PartitionShare { partition, start_offset, end_offset, stride: 1, phase: 0 }
+    }
+
+    fn report(stats: &Stats, light: bool) -> WorkerStats {
+        stats.report(&ID, 1, WorkerReplayState::Running, "", light)
+    }
+
     #[test]
     fn reports_are_cumulative_with_fresh_intervals() {
-        let share = PartitionShare { partition: 0, start_offset: 5, end_offset: 9, stride: 1, phase: 0 };
-        let stats = Stats::new(&[share], &[0], 2);
+        let stats = Stats::new(&[share(0, 5, 9)], &[0], 2);
         stats.record_dispatch(0, 100, 10);
         stats.record_outcome(0, Outcome::Response { status: 204, body_bytes: 3 }, 2_000);
         stats.record_dispatch(1, 50, 10);
         stats.record_outcome(1, Outcome::Error(ErrorKind::Timeout), 0);
-        stats.checkpoint(0, 7);
-        let first = stats.report("w", "r", 1, WorkerReplayState::Running, "");
+        let first = report(&stats, false);
         assert_eq!((first.sent, first.status_2xx, first.errors_timeout, first.bytes_sent), (2, 1, 1, 20));
-        assert_eq!(first.checkpoints[0].next_offset, 7);
-        let second = stats.report("w", "r", 2, WorkerReplayState::Running, "");
+        let light = report(&stats, true);
+        assert!(light.light && light.lag_us_total.is_empty() && light.latency_us_interval.is_empty());
+        let second = report(&stats, false);
         let decode = |b: &[u8]| -> Histogram<u64> { Deserializer::new().deserialize(&mut &b[..]).unwrap() };
         assert_eq!(decode(&second.lag_us_total).len(), 2);
-        assert_eq!(decode(&second.lag_us_interval).len(), 0, "interval restarts after a report");
+        assert_eq!(decode(&second.lag_us_interval).len(), 0, "interval restarts after a full report");
         assert_eq!(decode(&first.latency_us_interval).max(), decode(&first.latency_us_total).max());
     }
 
     #[test]
+    fn the_checkpoint_waits_for_every_send_before_it() {
+        let stats = Stats::new(&[share(0, 10, 20)], &[0], 1);
+        let checkpoint = |stats: &Stats| {
+            let report = report(stats, true);
+            (report.checkpoints[0].next_offset, report.sends_past_checkpoints)
+        };
+        assert_eq!(checkpoint(&stats), (10, 0));
+        let a = stats.take(0, 10, 2);
+        stats.sent(a);
+        stats.sent(a);
+        stats.take(0, 11, 0);
+        let b = stats.take(0, 12, 1);
+        stats.sent(b);
+        stats.finished(b);
+        stats.finished(a);
+        assert_eq!(checkpoint(&stats), (10, 3), "one of record 10's two sends is still out");
+        stats.finished(a);
+        assert_eq!(checkpoint(&stats), (13, 0), "10 finished, 11 skipped, 12 finished");
+        let c = stats.take(0, 13, 1);
+        stats.sent(c);
+        stats.lane_end(0, 20);
+        assert_eq!(checkpoint(&stats), (13, 1));
+        stats.finished(c);
+        assert_eq!(checkpoint(&stats), (20, 0), "the lane's end once everything before it finished");
+    }
+
+    #[test]
     fn a_split_share_checkpoints_at_its_slowest_lane() {
-        let shares = [
-            PartitionShare { partition: 0, start_offset: 0, end_offset: 100, stride: 1, phase: 0 },
-            PartitionShare { partition: 1, start_offset: 10, end_offset: 20, stride: 1, phase: 0 },
-        ];
         // Share 0 read as two lanes, share 1 as one.
-        let stats = Stats::new(&shares, &[0, 0, 1], 1);
-        stats.checkpoint(0, 40);
-        stats.checkpoint(1, 37);
-        stats.checkpoint(2, 20);
-        let next: Vec<i64> = stats
-            .report("w", "r", 1, WorkerReplayState::Running, "")
-            .checkpoints
-            .iter()
-            .map(|c| c.next_offset)
-            .collect();
+        let stats = Stats::new(&[share(0, 0, 100), share(1, 10, 20)], &[0, 0, 1], 1);
+        stats.take(0, 39, 0);
+        stats.take(1, 36, 0);
+        stats.lane_end(2, 20);
+        let next: Vec<i64> = report(&stats, true).checkpoints.iter().map(|c| c.next_offset).collect();
         assert_eq!(next, vec![37, 20]);
     }
 }

@@ -7,70 +7,87 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use reprise_proto::v1::{HeartbeatRequest, ReplayState, StatsRequest};
+use reprise_proto::v1::{HeartbeatRequest, StatsRequest};
 use reprise_store::{now_ms, now_ns};
 use tokio::time::Instant;
 
+use super::tally::PartKey;
 use super::{CALL_TIMEOUT, LiveReplay, ReplayManager};
+use crate::planner::WorkerPlan;
 
-/// How long a worker may be unreachable before it counts as lost.
-const LOST_AFTER: Duration = Duration::from_secs(10);
+/// How long a worker may be unreachable (or silent) before it counts as lost.
+const LOST_AFTER: Duration = Duration::from_secs(5);
 /// Pause before re-attaching a broken stats stream.
 const REATTACH_AFTER: Duration = Duration::from_millis(500);
 
 impl ReplayManager {
-    /// Follows every worker of a replay that has just started, and ticks its timeline.
+    /// Follows every part of a replay that has just started (or was taken over), and
+    /// ticks its timeline.
     pub(super) fn follow_all(self: &Arc<Self>, live: &Arc<LiveReplay>) {
-        for worker in &live.plan.workers {
-            self.spawn(self.clone().follow(live.clone(), worker.worker_id.clone(), worker.address.clone()));
+        let parts: Vec<WorkerPlan> = live.plan.lock().expect("lock").workers.clone();
+        for part in parts.iter().filter(|p| p.handed_over.is_none()) {
+            self.follow_part(live, part);
         }
         self.spawn(self.clone().tick(live.clone()));
     }
 
-    /// Follows one worker's stats stream, re-attaching after breaks, until its final
-    /// report or until it is lost.
-    async fn follow(self: Arc<Self>, live: Arc<LiveReplay>, worker_id: String, address: String) {
+    pub(super) fn follow_part(self: &Arc<Self>, live: &Arc<LiveReplay>, part: &WorkerPlan) {
+        self.spawn(self.clone().follow(live.clone(), (part.worker_id.clone(), part.part), part.address.clone()));
+    }
+
+    /// Follows one part's stats stream, re-attaching after breaks, until its final report
+    /// or until its worker is lost (out of reach for [`LOST_AFTER`], or it does not hold
+    /// the part).
+    async fn follow(self: Arc<Self>, live: Arc<LiveReplay>, key: PartKey, address: String) {
         let replay_id = live.id();
         let mut unreachable_since: Option<Instant> = None;
         loop {
             let attempt = async {
-                let mut client = self.clients.get(&address)?;
-                let request = StatsRequest { replay_id: replay_id.clone() };
-                let mut stream = client.stats(request).await.map_err(|s| s.message().to_string())?.into_inner();
+                let mut client = self.clients.get(&address).map_err(|e| (false, e))?;
+                let request = StatsRequest { replay_id: replay_id.clone(), part: key.1, sent_at_unix_ms: now_ms() };
+                let mut stream = match client.stats(request).await {
+                    Ok(stream) => stream.into_inner(),
+                    Err(status) if status.code() == tonic::Code::NotFound => {
+                        return Err((true, status.message().into()));
+                    }
+                    Err(status) => return Err((false, status.message().to_string())),
+                };
                 // A worker reports about once a second: silence this long is a break too.
                 while let Some(report) = tokio::time::timeout(LOST_AFTER, stream.message())
                     .await
-                    .map_err(|_| format!("no report for {} s", LOST_AFTER.as_secs()))?
-                    .map_err(|s| s.message().to_string())?
+                    .map_err(|_| (false, format!("no report for {} s", LOST_AFTER.as_secs())))?
+                    .map_err(|s| (false, s.message().to_string()))?
                 {
                     unreachable_since = None;
-                    if live.tally.lock().expect("lock").on_report(&worker_id, report) {
+                    if live.tally.lock().expect("lock").on_report(&key, report) {
                         return Ok(true);
                     }
                 }
-                Ok::<bool, String>(false)
+                Ok::<bool, (bool, String)>(false)
             };
             match attempt.await {
                 Ok(true) => return,
                 Ok(false) => {}
-                Err(error) => {
+                Err((not_held, error)) => {
                     let since = *unreachable_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= LOST_AFTER {
-                        live.mark_lost(&worker_id, format!("worker {worker_id} lost: {error}"));
+                    if not_held || since.elapsed() >= LOST_AFTER {
+                        live.mark_lost(&key.0, &error);
                         return;
                     }
                 }
             }
-            if live.is_final() {
+            if live.is_final() || live.tally.lock().expect("lock").is_part_final(&key) {
                 return;
             }
             tokio::time::sleep(REATTACH_AFTER).await;
         }
     }
 
-    /// Once a second: a timeline point and a status event; at the end, the summary.
+    /// Once a second: a timeline point and a status event, the parts' progress stored,
+    /// due handovers; at the end, the summary.
     async fn tick(self: Arc<Self>, live: Arc<LiveReplay>) {
-        let until_start = live.plan.start_at_unix_ns - now_ns();
+        let start_at = live.plan.lock().expect("lock").start_at_unix_ns;
+        let until_start = start_at - now_ns();
         tokio::time::sleep(Duration::from_nanos(until_start.max(0) as u64)).await;
         // A replay taken over mid-way started in the past: its timeline counts from then.
         let started = Instant::now().checked_sub(Duration::from_nanos((-until_start).max(0) as u64));
@@ -80,9 +97,12 @@ impl ReplayManager {
         every.tick().await;
         loop {
             every.tick().await;
+            self.hand_over_due(&live).await;
+            self.store_progress(&live).await;
+            let cancelling = live.cancel_requested();
             let (done, point) = {
                 let mut tally = live.tally.lock().expect("lock");
-                (tally.workers_final(), tally.timeline_point(Instant::now(), now_ms()))
+                (tally.workers_final(cancelling), tally.timeline_point(Instant::now(), now_ms()))
             };
             if done {
                 self.finish(&live).await;
@@ -96,18 +116,14 @@ impl ReplayManager {
 
     /// Settles the final state from the workers' reports and stores it with the summary.
     async fn finish(&self, live: &LiveReplay) {
-        let (state, error) = live.tally.lock().expect("lock").outcome();
-        let mut replay = {
+        let (state, error) = live.tally.lock().expect("lock").outcome(live.cancel_requested());
+        {
             let mut replay = live.replay.lock().expect("lock");
-            // A user's cancel stands even if some worker finished first.
-            replay.state = match state {
-                ReplayState::Done if replay.cancel_requested => ReplayState::Cancelled,
-                other => other,
-            };
+            replay.state = state;
             replay.error = error;
             replay.finished_at_ms = Some(now_ms());
-            replay.clone()
-        };
+        }
+        let mut replay = live.record();
         replay.summary = serde_json::to_value(live.status()).expect("serialisable");
         if let Err(e) = self.catalog.put(&replay).await {
             tracing::error!(replay = %replay.id, error = %e, "could not store the replay summary");
@@ -129,8 +145,13 @@ impl ReplayManager {
             every.tick().await;
             let beats = self.followed_by_address().into_iter().filter_map(|(address, followed)| {
                 let mut client = self.clients.get(&address).ok()?;
-                let replay_ids = followed.iter().map(|(live, _)| live.id()).collect();
-                let request = HeartbeatRequest { controller_id: self.controller_id.clone(), replay_ids };
+                let mut replay_ids: Vec<String> = followed.iter().map(|(live, _)| live.id()).collect();
+                replay_ids.dedup();
+                let request = HeartbeatRequest {
+                    controller_id: self.controller_id.clone(),
+                    replay_ids,
+                    sent_at_unix_ms: now_ms(),
+                };
                 Some(async move {
                     match tokio::time::timeout(CALL_TIMEOUT, client.heartbeat(request)).await.unwrap_or_else(|_| {
                         Err(tonic::Status::deadline_exceeded(format!("no answer within {} s", CALL_TIMEOUT.as_secs())))
@@ -138,7 +159,7 @@ impl ReplayManager {
                         Ok(reply) => {
                             let unknown = reply.into_inner().unknown_replay_ids;
                             for (live, worker_id) in followed.iter().filter(|(l, _)| unknown.contains(&l.id())) {
-                                live.mark_lost(worker_id, format!("worker {worker_id} no longer holds the replay"));
+                                live.mark_lost(worker_id, "it no longer holds the replay (it restarted)");
                             }
                         }
                         Err(status) => tracing::debug!(%address, error = %status.message(), "heartbeat failed"),
@@ -149,14 +170,18 @@ impl ReplayManager {
         }
     }
 
-    /// The workers still sending for a replay followed here, by address, with the replay.
+    /// The workers with a part still under way in a replay followed here, by address,
+    /// with the replay (once per worker and replay).
     fn followed_by_address(&self) -> BTreeMap<String, Vec<(Arc<LiveReplay>, String)>> {
         let mut by_address: BTreeMap<String, Vec<(Arc<LiveReplay>, String)>> = BTreeMap::new();
         let live: Vec<Arc<LiveReplay>> = self.live.lock().expect("lock").values().cloned().collect();
         for replay in live.iter().filter(|l| !l.is_final()) {
-            for (worker_id, worker) in replay.tally.lock().expect("lock").workers.iter().filter(|(_, w)| !w.is_final())
-            {
-                by_address.entry(worker.address.clone()).or_default().push((replay.clone(), worker_id.clone()));
+            let tally = replay.tally.lock().expect("lock");
+            for ((worker_id, _), worker) in tally.workers.iter().filter(|(_, w)| !w.is_final()) {
+                let followed = by_address.entry(worker.address.clone()).or_default();
+                if !followed.iter().any(|(l, w)| Arc::ptr_eq(l, replay) && w == worker_id) {
+                    followed.push((replay.clone(), worker_id.clone()));
+                }
             }
         }
         by_address
@@ -164,8 +189,10 @@ impl ReplayManager {
 }
 
 impl LiveReplay {
-    fn mark_lost(&self, worker_id: &str, reason: String) {
-        tracing::warn!(replay = %self.id(), "{reason}");
-        self.tally.lock().expect("lock").mark_lost(worker_id, reason);
+    /// The worker is out of reach: its parts are lost from now on, and no call names the
+    /// replay to it any more, so its grace runs out for sure (see `handover`).
+    pub(super) fn mark_lost(&self, worker_id: &str, reason: &str) {
+        tracing::warn!(replay = %self.id(), worker = %worker_id, "worker lost: {reason}");
+        self.tally.lock().expect("lock").mark_lost(worker_id, reason, Instant::now());
     }
 }

@@ -6,10 +6,12 @@
 //! * `start`: planning, assigning and starting, as steps;
 //! * `follow`: following the workers (stats streams, ticks, heartbeats, the end);
 //! * `resume`: taking over the unfinished replays a stopped controller left;
+//! * `handover`: moving a lost or released worker's ranges to the others;
 //! * [`tally`]: the merged status, timeline and outcome (pure data);
 //! * [`stored`]: the replay's parts as the catalog keeps them.
 
 mod follow;
+mod handover;
 mod resume;
 pub mod spec;
 mod start;
@@ -71,7 +73,8 @@ pub enum ReplayError {
 pub struct LiveReplay {
     replay: Mutex<Replay>,
     spec: ReplaySpec,
-    plan: ReplayPlan,
+    /// The plan, grown by takeovers and updated with the parts' progress.
+    plan: Mutex<ReplayPlan>,
     tally: Mutex<Tally>,
     /// The latest status event, for every watcher (gRPC and SSE alike).
     events: watch::Sender<ReplayEvent>,
@@ -84,7 +87,7 @@ impl LiveReplay {
         Arc::new(LiveReplay {
             replay: Mutex::new(replay),
             spec,
-            plan,
+            plan: Mutex::new(plan),
             tally: Mutex::new(tally),
             events: watch::Sender::new(ReplayEvent { status: Some(status), point: None }),
         })
@@ -105,8 +108,22 @@ impl LiveReplay {
         self.replay.lock().expect("lock").cancel_requested
     }
 
+    /// The addresses of the workers with a part still under way: control calls go to
+    /// them, and to no lost worker (a call would extend its grace).
     fn addresses(&self) -> Vec<String> {
-        self.plan.workers.iter().map(|w| w.address.clone()).collect()
+        let tally = self.tally.lock().expect("lock");
+        let mut addresses: Vec<String> =
+            tally.workers.values().filter(|w| !w.is_final()).map(|w| w.address.clone()).collect();
+        addresses.sort();
+        addresses.dedup();
+        addresses
+    }
+
+    /// The replay record as the catalog keeps it, with the spec and the plan as of now.
+    fn record(&self) -> Replay {
+        let mut replay = self.replay.lock().expect("lock").clone();
+        stored::set_parts(&mut replay, &self.spec, &self.plan.lock().expect("lock"));
+        replay
     }
 
     pub fn timeline(&self) -> Vec<TimelinePoint> {
@@ -116,7 +133,8 @@ impl LiveReplay {
     /// The merged status now.
     pub fn status(&self) -> ReplayStatus {
         let replay = self.replay.lock().expect("lock").clone();
-        self.tally.lock().expect("lock").status(&replay, &self.spec, &self.plan, now_ms())
+        let plan = self.plan.lock().expect("lock");
+        self.tally.lock().expect("lock").status(&replay, &self.spec, &plan, now_ms())
     }
 
     /// Tells every watcher the status now, with the timeline point that made it.
@@ -149,7 +167,8 @@ impl WorkerClients {
     /// idempotently); what still fails is logged, not fatal.
     async fn control_all(&self, replay_id: &str, addresses: &[String], action: ControlAction) {
         let calls = addresses.iter().filter_map(|a| Some((a, self.get(a).ok()?))).map(|(address, mut client)| {
-            let request = ControlRequest { replay_id: replay_id.to_string(), action: action.into() };
+            let request =
+                ControlRequest { replay_id: replay_id.to_string(), action: action.into(), sent_at_unix_ms: now_ms() };
             async move {
                 let mut last_error = String::new();
                 for attempt in 0..CONTROL_TRIES {
@@ -265,7 +284,7 @@ impl ReplayManager {
         if live.is_final() || (cancelling && action != ControlAction::Cancel) {
             return Err(ReplayError::Ended(id.to_string()));
         }
-        let replay = {
+        {
             let mut replay = live.replay.lock().expect("lock");
             match action {
                 ControlAction::Pause => replay.state = ReplayState::Paused,
@@ -273,10 +292,9 @@ impl ReplayManager {
                 // Final once the workers have reported (see `finish`).
                 _ => replay.cancel_requested = true,
             }
-            replay.clone()
-        };
+        }
         // Stored first: a controller that takes over carries the request on.
-        self.catalog.put(&replay).await?;
+        self.catalog.put(&live.record()).await?;
         self.clients.control_all(id, &live.addresses(), action).await;
         Ok(live.status())
     }

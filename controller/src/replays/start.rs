@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use reprise_proto::PROTOCOL_VERSION;
-use reprise_proto::v1::{AssignRequest, ControlAction, PartitionShare, ReplayState, ReplayStatus, StartRequest};
+use reprise_proto::v1::{ControlAction, ReplayState, ReplayStatus, StartRequest};
 use reprise_store::schema::{Recording, RecordingState, Replay, WorkerInfo};
 use reprise_store::{now_ms, now_ns};
 
@@ -16,7 +16,7 @@ use crate::planner::{self, Candidate, WorkerPlan};
 use crate::recordings::new_id;
 
 /// How long a worker may take to accept its share.
-const ASSIGN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const ASSIGN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ReplayManager {
     /// Plans, assigns and starts a replay; returns once every worker has its start time.
@@ -87,13 +87,28 @@ impl ReplayManager {
         Ok(recording)
     }
 
-    async fn pick_workers(&self, spec: &ReplaySpec) -> Result<Vec<Candidate>, ReplayError> {
+    /// The live workers a replay of `spec` may use (labels and protocol), by id.
+    pub(super) async fn matching_workers(&self, spec: &ReplaySpec) -> Result<Vec<Candidate>, ReplayError> {
+        Ok(self.matching(spec).await?.2)
+    }
+
+    /// Live workers, those with the spec's labels, and those of them that also speak
+    /// this protocol (by id).
+    async fn matching(&self, spec: &ReplaySpec) -> Result<(usize, usize, Vec<Candidate>), ReplayError> {
         let mut workers: Vec<WorkerInfo> =
             self.catalog.list::<WorkerInfo>().await?.into_iter().map(|s| s.value).collect();
         let live = workers.len();
         workers.retain(|w| spec.worker_labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)));
         let labelled = workers.len();
         workers.retain(|w| w.protocol_version == PROTOCOL_VERSION);
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        let candidates =
+            workers.into_iter().map(|w| Candidate { id: w.id, address: w.address, grace_ms: w.controller_grace_ms });
+        Ok((live, labelled, candidates.collect()))
+    }
+
+    async fn pick_workers(&self, spec: &ReplaySpec) -> Result<Vec<Candidate>, ReplayError> {
+        let (live, labelled, mut workers) = self.matching(spec).await?;
         if workers.is_empty() {
             let why = if live == 0 {
                 " (start reprise-worker with the same --catalog)".to_string()
@@ -104,26 +119,16 @@ impl ReplayManager {
             };
             return Err(ReplayError::NoWorkers(why));
         }
-        workers.sort_by(|a, b| a.id.cmp(&b.id));
         if spec.workers > 0 {
             workers.truncate(spec.workers as usize);
         }
-        Ok(workers.into_iter().map(|w| Candidate { id: w.id, address: w.address }).collect())
+        Ok(workers)
     }
 
     /// Prepare: every worker acknowledges its share before anyone starts.
     async fn assign_all(&self, replay_id: &str, spec: &ReplaySpec, plan: &ReplayPlan) -> Result<(), ReplayError> {
         let assigns = plan.workers.iter().map(|worker| {
-            let request = AssignRequest {
-                protocol_version: PROTOCOL_VERSION,
-                replay_id: replay_id.to_string(),
-                controller_id: self.controller_id.clone(),
-                log_url: plan.log_url.clone(),
-                shares: worker.shares.iter().map(|s| PartitionShare::from(*s)).collect(),
-                options: Some(spec.worker_options(worker.records, plan.records)),
-                origin_ns: plan.origin_ns,
-                recording_records: plan.records,
-            };
+            let request = self.assign_request(replay_id, spec, plan, worker);
             let client = self.clients.get(&worker.address);
             async move {
                 let mut client = client.map_err(|reason| refused(worker, reason))?;

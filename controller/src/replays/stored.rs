@@ -58,6 +58,10 @@ mod tests {
                 address: "127.0.0.1:1".into(),
                 shares: vec![RangeSpec { partition: 0, start: 0, end: 10, stride: 1, phase: 0 }],
                 records: 10,
+                part: 1,
+                grace_ms: 5000,
+                progress: Some(crate::planner::PartProgress { checkpoints: vec![4], sends_past: 1 }),
+                handed_over: None,
             }],
         };
         let mut replay = Replay {

@@ -2,49 +2,76 @@
 //! status, its per-second timeline and its outcome. Pure data, no network: the callers
 //! pass the time in.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use reprise_proto::v1::{PacingMode, ReplayState, ReplayStatus, TimelinePoint, WorkerProgress, WorkerStats};
+use reprise_proto::v1::{
+    PacingMode, ReplayState, ReplayStatus, TimelinePoint, WorkerProgress, WorkerReplayState, WorkerStats,
+};
 use reprise_store::schema::Replay;
 use tokio::time::Instant;
 
 use super::spec::ReplaySpec;
 use super::stored::ReplayPlan;
+use crate::planner::{Handover, PartProgress, WorkerPlan, part_name};
 use crate::status::{empty_histogram, histogram, percentiles};
 
 /// Timeline points kept per replay (an hour at one per second).
 const MAX_TIMELINE: usize = 3600;
+/// Allowance for the clocks of controller and worker to differ when the controller
+/// reckons that a lost worker's grace has passed.
+pub const CLOCK_MARGIN: Duration = Duration::from_secs(1);
+
+/// A worker's part of a replay: the worker's id and the part number.
+pub type PartKey = (String, u32);
 
 pub struct WorkerTally {
     pub address: String,
     planned_records: u64,
+    grace: Duration,
     latest: Option<WorkerStats>,
-    lost: Option<String>,
+    /// Why and since when the worker is out of reach.
+    lost: Option<(String, Instant)>,
+    handover: Option<Handover>,
+    /// Why the part's ranges could not be handed over.
+    abandoned: Option<String>,
     sent_at_last_tick: u64,
 }
 
 impl WorkerTally {
-    /// Nothing more will come from this worker: its final report is in, or it is lost.
+    /// Nothing more will come from this part: its final report is in, it is lost, or its
+    /// ranges went to others.
     pub fn is_final(&self) -> bool {
-        self.lost.is_some() || self.latest.as_ref().is_some_and(|s| s.state().is_final())
+        self.lost.is_some() || self.handover.is_some() || self.latest.as_ref().is_some_and(|s| s.state().is_final())
+    }
+
+    fn released(&self) -> bool {
+        self.latest.as_ref().is_some_and(|s| s.state() == WorkerReplayState::Released)
+    }
+
+    /// Lost or released, and its ranges not handed over yet.
+    fn awaits_handover(&self) -> bool {
+        (self.lost.is_some() || self.released()) && self.handover.is_none() && self.abandoned.is_none()
     }
 
     fn state_name(&self) -> String {
         match (&self.lost, &self.latest) {
-            (Some(_), _) => "lost".into(),
             (None, Some(report)) => report.state().to_string(),
+            (Some(_), _) => "lost".into(),
+            (None, None) if self.handover.is_some() => "lost".into(),
             (None, None) => "starting".into(),
         }
     }
 
     fn error(&self) -> Option<String> {
-        self.lost.clone().or_else(|| self.latest.as_ref().map(|s| s.error.clone()).filter(|e| !e.is_empty()))
+        let reported = self.latest.as_ref().map(|s| s.error.clone()).filter(|e| !e.is_empty());
+        self.lost.as_ref().map(|(reason, _)| reason.clone()).or(reported)
     }
 }
 
 pub struct Tally {
-    pub workers: BTreeMap<String, WorkerTally>,
+    pub workers: BTreeMap<PartKey, WorkerTally>,
     interval_latency: Histogram<u64>,
     interval_lag: Histogram<u64>,
     timeline: VecDeque<TimelinePoint>,
@@ -64,23 +91,35 @@ fn error_count(s: &WorkerStats) -> u64 {
 }
 
 impl Tally {
-    /// An empty tally of the planned workers.
+    /// An empty tally of the planned parts.
     pub fn new(plan: &ReplayPlan) -> Tally {
-        let worker = |address: &str, planned_records| WorkerTally {
-            address: address.to_string(),
-            planned_records,
-            latest: None,
-            lost: None,
-            sent_at_last_tick: 0,
-        };
-        Tally {
-            workers: plan.workers.iter().map(|p| (p.worker_id.clone(), worker(&p.address, p.records))).collect(),
+        let mut tally = Tally {
+            workers: BTreeMap::new(),
             interval_latency: empty_histogram(),
             interval_lag: empty_histogram(),
             timeline: VecDeque::new(),
             last_tick: None,
             started: None,
+        };
+        for part in &plan.workers {
+            tally.add_part(part);
         }
+        tally
+    }
+
+    /// A part to follow (planned, or a takeover).
+    pub fn add_part(&mut self, part: &WorkerPlan) {
+        let tally = WorkerTally {
+            address: part.address.clone(),
+            planned_records: part.records,
+            grace: Duration::from_millis(part.grace_ms),
+            latest: None,
+            lost: None,
+            handover: part.handed_over.clone(),
+            abandoned: None,
+            sent_at_last_tick: 0,
+        };
+        self.workers.insert((part.worker_id.clone(), part.part), tally);
     }
 
     /// The replay's timeline starts now (its first point counts from here).
@@ -88,41 +127,108 @@ impl Tally {
         self.started = Some(now);
     }
 
-    /// Takes a report in; whether it was the worker's final one.
-    pub fn on_report(&mut self, worker_id: &str, report: WorkerStats) -> bool {
-        let Some(worker) = self.workers.get_mut(worker_id) else { return true };
+    /// Takes a report in; whether it was the part's final one.
+    pub fn on_report(&mut self, key: &PartKey, mut report: WorkerStats) -> bool {
+        let Some(worker) = self.workers.get_mut(key) else { return true };
         // A re-attached stream starts with the latest report, which may be known already.
         if worker.latest.as_ref().is_some_and(|l| l.seq >= report.seq) {
             return worker.is_final();
         }
-        let _ = self.interval_latency.add(histogram(&report.latency_us_interval));
-        let _ = self.interval_lag.add(histogram(&report.lag_us_interval));
+        match (&worker.latest, report.light) {
+            // A light report leaves the histograms as they were.
+            (Some(previous), true) => {
+                report.latency_us_total = previous.latency_us_total.clone();
+                report.lag_us_total = previous.lag_us_total.clone();
+            }
+            _ => {
+                let _ = self.interval_latency.add(histogram(&report.latency_us_interval));
+                let _ = self.interval_lag.add(histogram(&report.lag_us_interval));
+            }
+        }
         worker.latest = Some(report);
         worker.is_final()
     }
 
-    pub fn mark_lost(&mut self, worker_id: &str, reason: String) {
-        if let Some(worker) = self.workers.get_mut(worker_id) {
-            worker.lost = Some(reason);
+    /// The worker is out of reach: every part of it that has not ended is lost, from `now`.
+    pub fn mark_lost(&mut self, worker_id: &str, reason: &str, now: Instant) {
+        for ((id, _), worker) in self.workers.iter_mut().filter(|((id, _), w)| id == worker_id && !w.is_final()) {
+            worker.lost = Some((format!("worker {id} lost: {reason}"), now));
         }
     }
 
-    pub fn workers_final(&self) -> bool {
-        self.workers.values().all(WorkerTally::is_final)
+    pub fn is_part_final(&self, key: &PartKey) -> bool {
+        self.workers.get(key).is_none_or(WorkerTally::is_final)
     }
 
-    /// The final state from the workers' final reports: failed if any worker failed or
-    /// was lost, cancelled if any was cancelled, else done.
-    pub fn outcome(&self) -> (ReplayState, Option<String>) {
+    /// Parts whose ranges may go to others now: released ones at once, lost ones once
+    /// their worker's grace (from when it was lost) has surely passed, so that it can no
+    /// longer be sending.
+    pub fn due_handovers(&self, now: Instant) -> Vec<PartKey> {
+        let due = |w: &WorkerTally| match &w.lost {
+            Some((_, since)) => now >= *since + w.grace + CLOCK_MARGIN,
+            None => true,
+        };
+        self.workers.iter().filter(|(_, w)| w.awaits_handover() && due(w)).map(|(key, _)| key.clone()).collect()
+    }
+
+    /// The part's latest checkpoints and sends past them, if it reported any.
+    pub fn progress(&self, key: &PartKey) -> Option<PartProgress> {
+        let report = self.workers.get(key)?.latest.as_ref()?;
+        let checkpoints = report.checkpoints.iter().map(|c| c.next_offset).collect();
+        Some(PartProgress { checkpoints, sends_past: report.sends_past_checkpoints })
+    }
+
+    /// Whether the part stopped early and gave its ranges back (its last report is exact).
+    pub fn is_released(&self, key: &PartKey) -> bool {
+        self.workers.get(key).is_some_and(|w| w.lost.is_none() && w.released())
+    }
+
+    /// Workers that lost or gave back a part of this replay: no takeover goes to them.
+    pub fn departed(&self) -> BTreeSet<String> {
+        self.workers.iter().filter(|(_, w)| w.lost.is_some() || w.released()).map(|((id, _), _)| id.clone()).collect()
+    }
+
+    pub fn handed_over(&mut self, key: &PartKey, handover: Handover) {
+        if let Some(worker) = self.workers.get_mut(key) {
+            worker.handover = Some(handover);
+        }
+    }
+
+    pub fn abandon(&mut self, key: &PartKey, reason: String) {
+        if let Some(worker) = self.workers.get_mut(key) {
+            worker.abandoned = Some(reason);
+        }
+    }
+
+    /// Whether the replay can end: nothing more will come from any part, and every lost
+    /// or released part was handed over (unless the replay is being cancelled).
+    pub fn workers_final(&self, cancelling: bool) -> bool {
+        self.workers.values().all(|w| w.is_final() && (cancelling || !w.awaits_handover()))
+    }
+
+    /// The final state from the parts: failed if a part failed, or was lost or released
+    /// without a takeover (unless cancelled); cancelled if one was cancelled (or the user
+    /// cancelled); else done.
+    pub fn outcome(&self, cancelling: bool) -> (ReplayState, Option<String>) {
         let mut errors = Vec::new();
-        let mut cancelled = false;
-        for (id, worker) in &self.workers {
-            errors.extend(worker.lost.clone());
-            match worker.latest.as_ref().map(|l| (l.state(), &l.error)) {
-                Some((reprise_proto::v1::WorkerReplayState::Failed, error)) => {
-                    errors.push(format!("worker {id}: {error}"))
+        let mut cancelled = cancelling;
+        for ((id, part), worker) in &self.workers {
+            if worker.handover.is_some() {
+                continue;
+            }
+            let name = part_name(id, *part);
+            let stranded = |why: &str| match &worker.abandoned {
+                Some(abandoned) => format!("{why}; {abandoned}"),
+                None => why.to_string(),
+            };
+            match (&worker.lost, worker.latest.as_ref().map(|l| (l.state(), &l.error))) {
+                _ if cancelling && worker.awaits_handover() => {}
+                (Some((reason, _)), _) => errors.push(stranded(reason)),
+                (None, Some((WorkerReplayState::Failed, error))) => errors.push(format!("worker {name}: {error}")),
+                (None, Some((WorkerReplayState::Released, _))) => {
+                    errors.push(stranded(&format!("worker {name} stopped early")))
                 }
-                Some((reprise_proto::v1::WorkerReplayState::Cancelled, _)) => cancelled = true,
+                (None, Some((WorkerReplayState::Cancelled, _))) => cancelled = true,
                 _ => {}
             }
         }
@@ -154,9 +260,9 @@ impl Tally {
         let (since, sent_before) = self.last_tick.unwrap_or((self.started.unwrap_or(now), 0));
         let seconds = now.duration_since(since).as_secs_f64().max(1e-3);
         let mut per_worker = BTreeMap::new();
-        for (id, worker) in &mut self.workers {
+        for ((id, _), worker) in &mut self.workers {
             let sent = worker.latest.as_ref().map_or(0, |s| s.sent);
-            per_worker.insert(id.clone(), sent - worker.sent_at_last_tick.min(sent));
+            *per_worker.entry(id.clone()).or_default() += sent - worker.sent_at_last_tick.min(sent);
             worker.sent_at_last_tick = sent;
         }
         let (latency, lag) = (percentiles(&self.interval_latency), percentiles(&self.interval_lag));
@@ -252,7 +358,7 @@ impl Tally {
             workers: self
                 .workers
                 .iter()
-                .map(|(id, w)| WorkerProgress {
+                .map(|((id, part), w)| WorkerProgress {
                     id: id.clone(),
                     address: w.address.clone(),
                     state: w.state_name(),
@@ -260,8 +366,17 @@ impl Tally {
                     read: w.latest.as_ref().map_or(0, |s| s.records_read),
                     sent: w.latest.as_ref().map_or(0, |s| s.sent),
                     error: w.error(),
+                    part: *part,
+                    handed_to: w.handover.as_ref().map(|h| h.to.clone()).unwrap_or_default(),
                 })
                 .collect(),
+            reassigned: self.workers.values().filter_map(|w| w.handover.as_ref()).map(|h| h.records).sum(),
+            duplicates_bound: self
+                .workers
+                .values()
+                .filter_map(|w| w.handover.as_ref())
+                .map(|h| h.duplicates_bound)
+                .sum(),
         }
     }
 }
@@ -283,6 +398,10 @@ mod tests {
             address: format!("{id}:1"),
             shares: vec![RangeSpec::whole(0, 0, 50)],
             records: 50,
+            part: 0,
+            grace_ms: 1000,
+            progress: None,
+            handed_over: None,
         };
         ReplayPlan {
             records: 50 * workers.len() as u64,
@@ -315,6 +434,10 @@ mod tests {
         }
     }
 
+    fn key(id: &str) -> PartKey {
+        (id.to_string(), 0)
+    }
+
     fn encoded(values_us: &[u64]) -> Vec<u8> {
         let mut h = empty_histogram();
         values_us.iter().for_each(|v| h.record(*v).unwrap());
@@ -342,8 +465,8 @@ mod tests {
     fn reports_merge_into_one_status() {
         let plan = plan(&["a", "b"]);
         let mut tally = Tally::new(&plan);
-        assert!(!tally.on_report("a", report(1, WorkerReplayState::Running, 20, 30, &[1000, 3000])));
-        assert!(!tally.on_report("b", report(1, WorkerReplayState::Running, 30, 40, &[5000])));
+        assert!(!tally.on_report(&key("a"), report(1, WorkerReplayState::Running, 20, 30, &[1000, 3000])));
+        assert!(!tally.on_report(&key("b"), report(1, WorkerReplayState::Running, 30, 40, &[5000])));
         let status =
             tally.status(&replay(ReplayState::Running, Some(1_000), None), &spec(PacingMode::Original), &plan, 5_000);
         assert_eq!((status.read, status.sent, status.ok, status.http_errors, status.errors), (50, 70, 66, 2, 2));
@@ -360,31 +483,80 @@ mod tests {
     fn a_repeated_or_older_report_changes_nothing() {
         let plan = plan(&["a"]);
         let mut tally = Tally::new(&plan);
-        tally.on_report("a", report(2, WorkerReplayState::Running, 10, 10, &[1000]));
-        tally.on_report("a", report(1, WorkerReplayState::Running, 5, 5, &[1000]));
-        tally.on_report("a", report(2, WorkerReplayState::Running, 10, 10, &[1000]));
+        tally.on_report(&key("a"), report(2, WorkerReplayState::Running, 10, 10, &[1000]));
+        tally.on_report(&key("a"), report(1, WorkerReplayState::Running, 5, 5, &[1000]));
+        tally.on_report(&key("a"), report(2, WorkerReplayState::Running, 10, 10, &[1000]));
         let status = tally.status(&replay(ReplayState::Running, None, None), &spec(PacingMode::Max), &plan, 0);
         assert_eq!(status.sent, 10);
         assert_eq!(tally.timeline_point(Instant::now(), 0).latency_p99_ms, 1.0, "the interval counted once");
-        assert!(tally.on_report("unknown", report(1, WorkerReplayState::Running, 1, 1, &[])), "unknown: ignored");
+        assert!(tally.on_report(&key("unknown"), report(1, WorkerReplayState::Running, 1, 1, &[])), "unknown: ignored");
     }
 
     #[test]
     fn the_outcome_is_the_worst_final_state() {
         let plan = plan(&["a", "b"]);
         let mut tally = Tally::new(&plan);
-        tally.on_report("a", report(1, WorkerReplayState::Done, 50, 50, &[]));
-        assert!(!tally.workers_final());
-        assert!(tally.on_report("b", report(1, WorkerReplayState::Done, 50, 50, &[])));
-        assert!(tally.workers_final());
-        assert_eq!(tally.outcome(), (ReplayState::Done, None));
-        tally.on_report("b", report(2, WorkerReplayState::Cancelled, 50, 50, &[]));
-        assert_eq!(tally.outcome(), (ReplayState::Cancelled, None));
-        tally.mark_lost("a", "worker a lost: gone".into());
-        assert_eq!(tally.outcome(), (ReplayState::Failed, Some("worker a lost: gone".into())));
+        tally.on_report(&key("a"), report(1, WorkerReplayState::Done, 50, 50, &[]));
+        assert!(!tally.workers_final(false));
+        assert!(tally.on_report(&key("b"), report(1, WorkerReplayState::Done, 50, 50, &[])));
+        assert!(tally.workers_final(false));
+        assert_eq!(tally.outcome(false), (ReplayState::Done, None));
+        assert_eq!(tally.outcome(true), (ReplayState::Cancelled, None), "the user cancelled");
+        tally.on_report(&key("b"), report(2, WorkerReplayState::Cancelled, 50, 50, &[]));
+        assert_eq!(tally.outcome(false), (ReplayState::Cancelled, None));
+        tally.workers.get_mut(&key("a")).unwrap().latest = None;
+        tally.mark_lost("a", "gone", Instant::now());
+        assert_eq!(tally.outcome(false), (ReplayState::Failed, Some("worker a lost: gone".into())));
         let status = tally.status(&replay(ReplayState::Failed, Some(0), Some(1)), &spec(PacingMode::Max), &plan, 0);
         assert_eq!((status.workers[0].state.as_str(), status.eta_s), ("lost", Some(0.0)));
         assert_eq!(status.workers[0].error.as_deref(), Some("worker a lost: gone"));
+    }
+
+    #[test]
+    fn lost_and_released_parts_are_handed_over_then_count_as_done() {
+        let plan = plan(&["a", "b", "c"]);
+        let mut tally = Tally::new(&plan);
+        let t0 = Instant::now();
+        let mut released = report(3, WorkerReplayState::Released, 20, 20, &[]);
+        released.sends_past_checkpoints = 2;
+        tally.on_report(&key("b"), released);
+        tally.on_report(&key("c"), report(1, WorkerReplayState::Done, 50, 50, &[]));
+        tally.mark_lost("a", "gone", t0);
+        assert_eq!(tally.departed().into_iter().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(tally.due_handovers(t0), [key("b")], "released: at once; lost: after its grace");
+        let after_grace = t0 + Duration::from_millis(1000) + CLOCK_MARGIN;
+        assert_eq!(tally.due_handovers(after_grace), [key("a"), key("b")]);
+        assert!(tally.is_released(&key("b")) && !tally.is_released(&key("a")));
+        assert_eq!(tally.progress(&key("b")).unwrap().sends_past, 2);
+        assert!(!tally.workers_final(false), "handovers pending");
+        assert!(tally.workers_final(true), "unless the replay is being cancelled");
+        tally.handed_over(&key("b"), Handover { to: vec!["c#1".into()], records: 30, duplicates_bound: 2 });
+        tally.abandon(&key("a"), "no live worker was left".into());
+        let (state, error) = tally.outcome(false);
+        assert_eq!(
+            (state, error.as_deref()),
+            (ReplayState::Failed, Some("worker a lost: gone; no live worker was left"))
+        );
+        tally.handed_over(&key("a"), Handover { to: vec!["c#2".into()], records: 50, duplicates_bound: 8 });
+        assert_eq!(tally.outcome(false), (ReplayState::Done, None));
+        let status = tally.status(&replay(ReplayState::Done, Some(0), Some(1)), &spec(PacingMode::Max), &plan, 0);
+        assert_eq!((status.reassigned, status.duplicates_bound), (80, 10));
+        let states: Vec<&str> = status.workers.iter().map(|w| w.state.as_str()).collect();
+        assert_eq!(states, ["lost", "released", "done"]);
+        assert_eq!(status.workers[1].handed_to, ["c#1"]);
+    }
+
+    #[test]
+    fn a_light_report_keeps_the_histograms() {
+        let plan = plan(&["a"]);
+        let mut tally = Tally::new(&plan);
+        tally.on_report(&key("a"), report(1, WorkerReplayState::Running, 10, 10, &[4000]));
+        let light =
+            WorkerStats { light: true, latency_us_total: vec![], ..report(2, WorkerReplayState::Running, 15, 15, &[]) };
+        tally.on_report(&key("a"), light);
+        let status = tally.status(&replay(ReplayState::Running, None, None), &spec(PacingMode::Max), &plan, 0);
+        assert_eq!(status.sent, 15);
+        assert!((status.latency().max - 4.0).abs() < 0.01, "{:?}", status.latency());
     }
 
     #[test]
@@ -393,12 +565,12 @@ mod tests {
         let mut tally = Tally::new(&plan);
         let t0 = Instant::now();
         tally.start(t0);
-        tally.on_report("a", report(1, WorkerReplayState::Running, 10, 10, &[2000]));
+        tally.on_report(&key("a"), report(1, WorkerReplayState::Running, 10, 10, &[2000]));
         let first = tally.timeline_point(t0 + Duration::from_secs(1), 1_000);
         assert_eq!((first.sent, first.qps, first.workers["a"], first.workers["b"]), (10, 10.0, 10, 0));
         assert_eq!(first.latency_p99_ms, 2.0);
-        tally.on_report("a", report(2, WorkerReplayState::Running, 20, 25, &[]));
-        tally.on_report("b", report(1, WorkerReplayState::Running, 5, 5, &[]));
+        tally.on_report(&key("a"), report(2, WorkerReplayState::Running, 20, 25, &[]));
+        tally.on_report(&key("b"), report(1, WorkerReplayState::Running, 5, 5, &[]));
         let second = tally.timeline_point(t0 + Duration::from_secs(3), 3_000);
         assert_eq!((second.sent, second.qps, second.workers["a"], second.workers["b"]), (30, 10.0, 15, 5));
         assert_eq!((second.t_s, second.latency_p99_ms), (3.0, 0.0), "interval percentiles start again");

@@ -103,6 +103,25 @@ impl RangeSpec {
         self.len() == 0
     }
 
+    /// This range cut into up to `k` disjoint non-empty ranges that together read
+    /// exactly what it reads: stride `stride * k`, phases `phase, phase + stride, ..`.
+    /// Fewer when it reads fewer than `k` records (or the stride would overflow).
+    pub fn split(&self, k: u32) -> Vec<RangeSpec> {
+        let stride = self.stride.max(1);
+        let k = k.clamp(1, u32::try_from(self.len()).unwrap_or(u32::MAX).max(1));
+        match stride.checked_mul(k) {
+            Some(wide) if k > 1 => {
+                (0..k).map(|j| RangeSpec { stride: wide, phase: self.phase + j * stride, ..*self }).collect()
+            }
+            _ => vec![RangeSpec { stride, ..*self }],
+        }
+    }
+
+    /// The part of this range from `offset` on.
+    pub fn from_offset(&self, offset: i64) -> RangeSpec {
+        RangeSpec { start: offset.clamp(self.start, self.end), ..*self }
+    }
+
     fn validate(&self) -> Result<(), LogError> {
         if self.stride == 0 || self.phase >= self.stride || self.start > self.end || self.start < 0 {
             return Err(LogError::InvalidRange(*self));
@@ -243,6 +262,25 @@ pub(crate) fn check_range(range: &RangeSpec, marks: Watermarks) -> Result<(), Lo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_split_range_reads_exactly_what_the_range_reads() {
+        for (range, k, parts) in [
+            (RangeSpec { partition: 0, start: 3, end: 103, stride: 2, phase: 1 }, 3, 3),
+            (RangeSpec::whole(1, 40, 42), 5, 2),
+            (RangeSpec::whole(2, 7, 7), 4, 1),
+        ] {
+            let split = range.split(k);
+            assert_eq!(split.len(), parts);
+            for offset in 0..110 {
+                let readers = split.iter().filter(|r| r.selects(offset)).count();
+                assert_eq!(readers, usize::from(range.selects(offset)), "{range:?} offset {offset}");
+            }
+            assert!(range.is_empty() || split.iter().all(|r| !r.is_empty()));
+        }
+        let tail = RangeSpec { partition: 0, start: 10, end: 20, stride: 3, phase: 2 }.from_offset(15);
+        assert_eq!((tail.start, tail.len()), (15, 1), "of 11, 14 and 17, only 17 is left");
+    }
 
     #[test]
     fn range_len_counts_the_selected_offsets() {

@@ -143,15 +143,19 @@ impl Dispatcher {
             let Some(next) = next else { break };
             let (lane, located) = next.map_err(|e| e.to_string())?;
             replay.stats.records_decoded.fetch_add(1, Ordering::Relaxed);
-            if located.record.kind() != MessageKind::Request {
-                replay.stats.checkpoint(lane, located.offset + 1);
-                continue;
+            // Fenced: once no controller has named the replay for its grace period, its
+            // ranges may already be someone else's, so not one more send.
+            if replay.stop_if_unheard(reprise_store::now_ms()) {
+                break;
             }
-            let Some((recorded, uri)) = replay.parse(&located.record.http) else {
-                replay.stats.checkpoint(lane, located.offset + 1);
+            let request =
+                (located.record.kind() == MessageKind::Request).then(|| replay.parse(&located.record.http)).flatten();
+            let Some((recorded, uri)) = request else {
+                replay.stats.take(lane, located.offset, 0);
                 continue;
             };
             replay.stats.planned_sends.fetch_add(u64::from(multiple), Ordering::Relaxed);
+            let taken = replay.stats.take(lane, located.offset, multiple);
             for _ in 0..multiple {
                 let offset = match options.pacing() {
                     PacingMode::Max => None,
@@ -181,6 +185,7 @@ impl Dispatcher {
                 let dispatched = Instant::now();
                 let lag = dispatched.saturating_duration_since(due);
                 replay.stats.record_dispatch(self.shard, lag.as_micros() as u64, recorded.body.len() as u64);
+                replay.stats.sent(taken);
                 replay.stats.in_flight.fetch_add(1, Ordering::Relaxed);
                 let (stats, sender, shard) = (replay.stats.clone(), sender.clone(), self.shard);
                 // Spawned on this thread's own runtime: completing it wakes no other thread.
@@ -189,11 +194,11 @@ impl Dispatcher {
                     // Measured from when the request was due, not when it left: a late
                     // send counts as latency (no coordinated omission).
                     stats.record_outcome(shard, outcome, due.elapsed().as_micros() as u64);
+                    stats.finished(taken);
                     stats.in_flight.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
                 });
             }
-            replay.stats.checkpoint(lane, located.offset + 1);
         }
         // Let what is in flight finish (each send is bounded by the request timeout).
         let _ = in_flight.acquire_many(self.max_in_flight as u32).await;

@@ -33,15 +33,14 @@ pub(super) fn plan_lanes(shares: &[PartitionShare], threads: usize) -> Vec<Lane>
     let split = threads.div_ceil(shares.len().max(1)).max(1) as u32;
     let mut lanes = Vec::new();
     for (share, s) in shares.iter().enumerate() {
-        let (stride, phase) = (s.stride.max(1), s.phase);
-        let range = RangeSpec { partition: s.partition, start: s.start_offset, end: s.end_offset, stride, phase };
-        let k = if range.len() < u64::from(split) { 1 } else { split };
-        match stride.checked_mul(k) {
-            Some(wide) if k > 1 => lanes.extend(
-                (0..k).map(|j| Lane { share, range: RangeSpec { stride: wide, phase: phase + j * stride, ..range } }),
-            ),
-            _ => lanes.push(Lane { share, range }),
-        }
+        let range = RangeSpec {
+            partition: s.partition,
+            start: s.start_offset,
+            end: s.end_offset,
+            stride: s.stride.max(1),
+            phase: s.phase,
+        };
+        lanes.extend(range.split(split).into_iter().map(|range| Lane { share, range }));
     }
     lanes
 }
@@ -61,7 +60,7 @@ pub(super) fn deal_lanes<T>(lanes: Vec<(u64, T)>, threads: usize) -> Vec<Vec<T>>
 }
 
 /// Merges lane streams into one, by record timestamp. A lane that ends is checkpointed
-/// at its end: every record it selects has been read.
+/// at its end once everything taken from it has finished.
 pub(super) struct Merge {
     lanes: Vec<LaneStream>,
     heads: Vec<Option<Located>>,
@@ -84,7 +83,7 @@ impl Merge {
                     Some(Err(e)) => return Some(Err(e)),
                     None => {
                         self.live[i] = false;
-                        self.stats.checkpoint(self.lanes[i].lane, self.lanes[i].end);
+                        self.stats.lane_end(self.lanes[i].lane, self.lanes[i].end);
                     }
                 }
             }
