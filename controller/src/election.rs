@@ -2,12 +2,15 @@
 //! under a short lease; only the leader plans, follows and writes replays. A standby
 //! serves the read API and tells who leads. When the leader's lease runs out (it died,
 //! or lost the catalog), a standby wins, takes over the unfinished replays from the
-//! catalog and heartbeats their workers before their grace period ends.
+//! catalog and heartbeats their workers before their grace period ends. A leader that
+//! cannot reach the catalog keeps its replays going but decides nothing (no handovers)
+//! until the catalog answers again; if the catalog then says its lease is gone (or after
+//! a minute without an answer), it stops.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use reprise_store::{Catalog, CatalogError};
+use reprise_store::{Catalog, CatalogError, LeaseState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -100,19 +103,38 @@ impl Election {
         }
         replays.start_heartbeats();
         self.role.send_replace(Role::Leader);
-        tokio::select! {
-            _ = shutdown.cancelled() => {
-                replays.shutdown();
-                if let Err(e) = self.catalog.resign(&leadership).await {
-                    tracing::warn!(error = %e, "could not resign; a standby leads once the lease runs out");
+        let mut state = lease.watch();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    replays.shutdown();
+                    if let Err(e) = self.catalog.resign(&leadership).await {
+                        tracing::warn!(error = %e, "could not resign; a standby leads once the lease runs out");
+                    }
+                    let _ = lease.revoke().await;
+                    return;
                 }
-                let _ = lease.revoke().await;
+                _ = state.changed() => {}
             }
-            _ = lease.wait_lost() => {
-                // Another controller may lead already: stop acting at once.
-                replays.shutdown();
-                self.role.send_replace(Role::Deposed);
-                tracing::error!(controller = %self.me.id, "lost the leadership (catalog lease); restart to campaign again");
+            match *state.borrow_and_update() {
+                LeaseState::Held => {
+                    tracing::info!(controller = %self.me.id, "the catalog answers again; still leading");
+                    replays.set_confirmed(true);
+                }
+                // The catalog is out of reach (nobody can be elected meanwhile, unless
+                // only this controller is cut off): the running replays go on, but
+                // nothing is decided until the lease is confirmed.
+                LeaseState::Unconfirmed => {
+                    tracing::warn!(controller = %self.me.id, "cannot reach the catalog; keeping the replays going, deciding nothing");
+                    replays.set_confirmed(false);
+                }
+                LeaseState::Lost => {
+                    // Another controller may lead already: stop acting at once.
+                    replays.shutdown();
+                    self.role.send_replace(Role::Deposed);
+                    tracing::error!(controller = %self.me.id, "lost the leadership (catalog lease); restart to campaign again");
+                    return;
+                }
             }
         }
     }

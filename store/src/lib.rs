@@ -21,7 +21,7 @@ pub mod testing;
 pub mod traffic;
 mod url;
 
-pub use catalog::{Catalog, CatalogError, Lease};
+pub use catalog::{Catalog, CatalogError, Lease, LeaseState};
 pub use log::{LogError, LogRecord, NewRecord, RangeSpec, TrafficLog, Watermarks, open_log};
 
 /// Milliseconds since the Unix epoch, now.

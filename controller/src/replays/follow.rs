@@ -17,6 +17,8 @@ use crate::planner::WorkerPlan;
 
 /// How long a worker may be unreachable (or silent) before it counts as lost.
 const LOST_AFTER: Duration = Duration::from_secs(5);
+/// Seconds the summary of a finished replay is tried to be stored, once a second.
+const STORE_SUMMARY_TRIES: u32 = 300;
 /// Pause before re-attaching a broken stats stream.
 const REATTACH_AFTER: Duration = Duration::from_millis(500);
 
@@ -105,17 +107,16 @@ impl ReplayManager {
                 (tally.workers_final(cancelling), tally.timeline_point(Instant::now(), now_ms()))
             };
             if done {
-                self.finish(&live).await;
-            }
-            live.publish(Some(point));
-            if done {
+                self.finish(&live, point).await;
                 return;
             }
+            live.publish(Some(point));
         }
     }
 
-    /// Settles the final state from the workers' reports and stores it with the summary.
-    async fn finish(&self, live: &LiveReplay) {
+    /// Settles the final state from the workers' reports, tells the watchers, and
+    /// stores it with the summary.
+    async fn finish(&self, live: &LiveReplay, point: reprise_proto::v1::TimelinePoint) {
         let (state, error) = live.tally.lock().expect("lock").outcome(live.cancel_requested());
         {
             let mut replay = live.replay.lock().expect("lock");
@@ -125,10 +126,22 @@ impl ReplayManager {
         }
         let mut replay = live.record();
         replay.summary = serde_json::to_value(live.status()).expect("serialisable");
-        if let Err(e) = self.catalog.put(&replay).await {
-            tracing::error!(replay = %replay.id, error = %e, "could not store the replay summary");
-        }
         tracing::info!(replay = %replay.id, state = %replay.state, "replay finished");
+        live.publish(Some(point));
+        // The catalog may be out of reach for a while: try again (a controller that takes
+        // over later settles the replay from the workers' final reports, kept 10 min).
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        for attempt in 0..STORE_SUMMARY_TRIES {
+            every.tick().await;
+            match self.catalog.put(&replay).await {
+                Ok(_) => return,
+                Err(e) if attempt == 0 => {
+                    tracing::warn!(replay = %replay.id, error = %e, "cannot store the summary yet")
+                }
+                Err(_) => {}
+            }
+        }
+        tracing::error!(replay = %replay.id, "could not store the replay summary for {STORE_SUMMARY_TRIES} s");
     }
 
     /// Tells every worker of an unfinished replay that this controller is alive.

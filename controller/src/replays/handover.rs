@@ -30,7 +30,7 @@ impl ReplayManager {
     /// Hands over every part that is due (see the module's doc). Only a leader that can
     /// write its plan does it: a failed write leaves it for the next tick.
     pub(super) async fn hand_over_due(self: &Arc<Self>, live: &Arc<LiveReplay>) {
-        if live.cancel_requested() {
+        if live.cancel_requested() || !self.confirmed.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         let due = live.tally.lock().expect("lock").due_handovers(Instant::now());

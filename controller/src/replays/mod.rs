@@ -19,6 +19,7 @@ pub mod stored;
 pub mod tally;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -196,6 +197,9 @@ pub struct ReplayManager {
     clients: WorkerClients,
     /// Ends every background task of this manager (controller shutdown).
     shutdown: CancellationToken,
+    /// Whether this controller's leadership is confirmed by the catalog: decisions
+    /// (handovers) wait while it is not.
+    confirmed: AtomicBool,
 }
 
 impl ReplayManager {
@@ -213,7 +217,12 @@ impl ReplayManager {
             live: Mutex::new(HashMap::new()),
             clients: WorkerClients::default(),
             shutdown: CancellationToken::new(),
+            confirmed: AtomicBool::new(true),
         })
+    }
+
+    pub fn set_confirmed(&self, confirmed: bool) {
+        self.confirmed.store(confirmed, Ordering::Relaxed);
     }
 
     /// Runs `task` in the background until it ends or the manager shuts down.

@@ -259,31 +259,40 @@ impl Catalog {
 
     /// Grants a lease of `ttl` and keeps it alive in the background until the returned
     /// [`Lease`] is revoked or dropped. If the catalog cannot be reached for a whole
-    /// `ttl`, the lease is reported lost ([`Lease::lost`]).
+    /// `ttl`, the lease is [`LeaseState::Unconfirmed`] (it may have expired there; the
+    /// keeper goes on trying: etcd keeps its leases across its own restarts); once the
+    /// catalog says it is gone, or after [`UNCONFIRMED_LIMIT`] without an answer, it is
+    /// [`LeaseState::Lost`].
     pub async fn lease(&self, ttl: Duration) -> Result<Lease, CatalogError> {
         let id = self.backend.grant_lease(ttl).await?;
-        let (lost_tx, lost_rx) = watch::channel(false);
+        let (state_tx, state_rx) = watch::channel(LeaseState::Held);
         let backend = self.backend.clone();
         let keeper = tokio::spawn(async move {
             let period = (ttl / 3).max(Duration::from_millis(100));
             let mut last_ok = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(period).await;
-                match backend.keep_alive(id).await {
-                    Ok(true) => last_ok = tokio::time::Instant::now(),
+                let state = match backend.keep_alive(id).await {
+                    Ok(true) => {
+                        last_ok = tokio::time::Instant::now();
+                        LeaseState::Held
+                    }
                     Ok(false) => break,
+                    Err(e) if last_ok.elapsed() >= UNCONFIRMED_LIMIT => {
+                        tracing::warn!(lease = id, error = %e, "no answer from the catalog for {} s", UNCONFIRMED_LIMIT.as_secs());
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(lease = id, error = %e, "lease keep-alive failed");
-                        if last_ok.elapsed() >= ttl {
-                            break;
-                        }
+                        if last_ok.elapsed() >= ttl { LeaseState::Unconfirmed } else { LeaseState::Held }
                     }
-                }
+                };
+                state_tx.send_if_modified(|current| std::mem::replace(current, state) != state);
             }
             tracing::warn!(lease = id, "lease lost");
-            let _ = lost_tx.send(true);
+            let _ = state_tx.send(LeaseState::Lost);
         });
-        Ok(Lease { id, backend: self.backend.clone(), keeper, lost: lost_rx })
+        Ok(Lease { id, backend: self.backend.clone(), keeper, state: state_rx })
     }
 
     /// Blocks until `candidate` leads `election`, then returns its leadership. The
@@ -343,6 +352,21 @@ pub struct Leadership {
     pub candidate: String,
 }
 
+/// How long a lease's keeper keeps trying an unreachable catalog before it counts the
+/// lease as lost.
+pub const UNCONFIRMED_LIMIT: Duration = Duration::from_secs(60);
+
+/// Where a lease stands, as its keeper last heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Renewed within its TTL.
+    Held,
+    /// The catalog has not answered for a whole TTL: the lease may have run out there.
+    Unconfirmed,
+    /// Gone: entries under it are deleted and must be re-created under a new lease.
+    Lost,
+}
+
 /// A lease kept alive in the background. Entries written with it vanish when it is
 /// revoked, or when its owner stops keeping it alive (the process died, or the lease
 /// was dropped without [`Lease::revoke`]) and its TTL runs out.
@@ -350,7 +374,7 @@ pub struct Lease {
     id: LeaseId,
     backend: Arc<dyn CatalogBackend>,
     keeper: JoinHandle<()>,
-    lost: watch::Receiver<bool>,
+    state: watch::Receiver<LeaseState>,
 }
 
 impl Lease {
@@ -358,16 +382,21 @@ impl Lease {
         self.id
     }
 
-    /// Whether keep-alive has failed for good: entries under this lease are gone and
-    /// must be re-created under a new lease.
+    /// Whether the lease is gone for good: entries under it are gone and must be
+    /// re-created under a new lease.
     pub fn is_lost(&self) -> bool {
-        *self.lost.borrow()
+        *self.state.borrow() == LeaseState::Lost
     }
 
     /// Resolves when the lease is lost.
     pub async fn wait_lost(&self) {
-        let mut lost = self.lost.clone();
-        let _ = lost.wait_for(|lost| *lost).await;
+        let mut state = self.state.clone();
+        let _ = state.wait_for(|s| *s == LeaseState::Lost).await;
+    }
+
+    /// The lease's state now, then each change.
+    pub fn watch(&self) -> watch::Receiver<LeaseState> {
+        self.state.clone()
     }
 
     /// Ends the lease now, deleting its entries (a clean shutdown).
