@@ -103,9 +103,16 @@ impl CatalogBackend for EtcdCatalog {
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<bool, CatalogError> {
-        let (mut keeper, mut responses) = self.client.clone().lease_keep_alive(lease).await?;
-        keeper.keep_alive().await?;
-        Ok(responses.message().await?.is_some_and(|r| r.ttl() > 0))
+        let renewed = async {
+            let (mut keeper, mut responses) = self.client.clone().lease_keep_alive(lease).await?;
+            keeper.keep_alive().await?;
+            Ok::<_, etcd_client::Error>(responses.message().await?.is_some_and(|r| r.ttl() > 0))
+        };
+        match renewed.await {
+            // The catalog's own answer that the lease is gone, unlike a failed call.
+            Err(etcd_client::Error::LeaseKeepAliveError(message)) if message.contains("lease not found") => Ok(false),
+            other => Ok(other?),
+        }
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), CatalogError> {
