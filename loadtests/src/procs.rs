@@ -11,9 +11,10 @@
 //! * [`ProcessCluster`]: services, N controllers, M workers and an in-process [`Sink`],
 //!   with a client that finds the leader among all the controllers.
 //!
-//! The binaries are taken from the test executable's target dir: build them first
-//! (`cargo build --workspace --bins`; `cargo test --workspace --all-targets` does too).
-//! Every wait is bounded; all traffic stays on 127.0.0.1.
+//! The binaries are taken from the test executable's target dir (or the dir named by
+//! `$REPRISE_TEST_BIN_DIR`): build them first (`cargo build --workspace --bins`;
+//! `cargo test --workspace --all-targets` does too). Every wait is bounded; all traffic
+//! stays on 127.0.0.1.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -208,7 +209,7 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     if !path.is_file() {
         bail!(
             "{} not found: build the daemons first (`cargo build --workspace --bins`; \
-             `cargo test --workspace --all-targets` builds them too)",
+             `cargo test --workspace --all-targets` builds them too) or name their dir in ${BIN_DIR_VAR}",
             path.display()
         );
     }
