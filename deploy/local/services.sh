@@ -4,6 +4,7 @@
 # local use.
 #
 # Usage: services.sh up|down|status|env
+#        services.sh stop|start etcd|kafka
 #
 #   up      install what is missing, start both servers with fresh (wiped) data
 #           dirs, wait until they answer their protocols, write $DIR/env and
@@ -13,6 +14,13 @@
 #           runs. Always exits 0 unless a process refuses to die.
 #   status  report each server; exit 0 only if both are running and healthy.
 #   env     print the env lines (KAFKA_BOOTSTRAP=..., ETCD_ENDPOINTS=...).
+#   stop etcd|kafka
+#           stop that one server (as down does), keeping its data dir: for
+#           fault tests that take a server away and bring it back.
+#   start etcd|kafka
+#           start that one server again on the same ports WITHOUT wiping its
+#           data dir, and wait until it answers. A server already running and
+#           healthy is left alone.
 #
 # Environment:
 #   REPRISE_SERVICES_DIR    state dir (default /tmp/reprise-services)
@@ -53,6 +61,7 @@ die() { log "error: $*"; exit 1; }
 
 usage() {
     echo "usage: $(basename "$0") up|down|status|env" >&2
+    echo "       $(basename "$0") stop|start etcd|kafka" >&2
     exit 2
 }
 
@@ -235,6 +244,8 @@ terminate() {
     [[ $# -gt 0 ]] || return 0
     log "stopping $label (pid $*)"
     signal_all TERM "$@"
+    # A server stopped by SIGSTOP (fault tests) acts on SIGTERM only once continued.
+    signal_all CONT "$@"
     deadline=$((SECONDS + STOP_TIMEOUT))
     while any_alive "$@" && ((SECONDS < deadline)); do sleep 0.1; done
     if any_alive "$@"; then
@@ -380,11 +391,13 @@ wait_ready() {
     done
 }
 
+# start_etcd fresh|keep : fresh wipes the data dir first.
 start_etcd() {
+    local mode=${1:-fresh}
     if port_in_use "$ETCD_PORT" || port_in_use "$ETCD_PEER_PORT"; then
         die "port $ETCD_PORT or $ETCD_PEER_PORT on $HOST is already in use by another process; set REPRISE_ETCD_PORT / REPRISE_ETCD_PEER_PORT"
     fi
-    rm -rf "$ETCD_DATA"
+    [[ "$mode" == keep ]] || rm -rf "$ETCD_DATA"
     mkdir -p "$ETCD_DATA"
     chmod 700 "$ETCD_DATA"
     local client="http://$HOST:$ETCD_PORT" peer="http://$HOST:$ETCD_PEER_PORT"
@@ -403,15 +416,16 @@ start_etcd() {
     wait_ready etcd etcd "$ETCD_DATA" "$ETCD_PIDFILE" "$ETCD_LOG" etcd_healthy
 }
 
+# start_kafka fresh|keep : fresh wipes the data dir first.
 start_kafka() {
-    local bin
+    local mode=${1:-fresh} bin
     bin=$(noida_bin)
     [[ -f "$bin" ]] || die "noida-db binary not found at $bin"
     [[ -x "$bin" ]] || chmod 755 "$bin" 2>/dev/null || die "$bin is not executable"
     if port_in_use "$KAFKA_PORT"; then
         die "port $KAFKA_PORT on $HOST is already in use by another process; set REPRISE_KAFKA_PORT"
     fi
-    rm -rf "$KAFKA_DATA"
+    [[ "$mode" == keep ]] || rm -rf "$KAFKA_DATA"
     mkdir -p "$KAFKA_DATA"
     log "starting noida-db (kafka) on $HOST:$KAFKA_PORT, log $KAFKA_LOG"
     launch "$KAFKA_LOG" "$bin" start --only kafka \
@@ -476,6 +490,41 @@ cmd_down() {
     rm -f "$KAFKA_PIDFILE" "$ETCD_PIDFILE"
 }
 
+cmd_stop() {
+    lock_state
+    case "$1" in
+        etcd) stop_service etcd etcd "$ETCD_DATA" "$ETCD_PIDFILE" ;;
+        kafka) stop_service kafka noida-db "$KAFKA_DATA" "$KAFKA_PIDFILE" ;;
+    esac
+}
+
+cmd_start() {
+    lock_state
+    local pid
+    case "$1" in
+        etcd)
+            pid=$(running_pid etcd "$ETCD_DATA" "$ETCD_PIDFILE")
+            if [[ -n "$pid" ]] && command -v etcdctl >/dev/null 2>&1 && etcd_healthy; then
+                log "etcd already running and healthy (pid $pid)"
+                return 0
+            fi
+            ensure_apt_packages
+            stop_service etcd etcd "$ETCD_DATA" "$ETCD_PIDFILE"
+            start_etcd keep || die "etcd failed to start"
+            ;;
+        kafka)
+            pid=$(running_pid noida-db "$KAFKA_DATA" "$KAFKA_PIDFILE")
+            if [[ -n "$pid" ]] && kafka_healthy; then
+                log "kafka (noida-db) already running and healthy (pid $pid)"
+                return 0
+            fi
+            ensure_noida
+            stop_service kafka noida-db "$KAFKA_DATA" "$KAFKA_PIDFILE"
+            start_kafka keep || die "kafka (noida-db) failed to start"
+            ;;
+    esac
+}
+
 cmd_status() {
     local rc=0 pid
     pid=$(running_pid etcd "$ETCD_DATA" "$ETCD_PIDFILE")
@@ -501,12 +550,16 @@ cmd_status() {
     return $rc
 }
 
+case "${1:-} ${2:-}" in
+    "stop etcd" | "stop kafka") [[ $# -eq 2 ]] || usage; cmd_stop "$2"; exit ;;
+    "start etcd" | "start kafka") [[ $# -eq 2 ]] || usage; cmd_start "$2"; exit ;;
+esac
 [[ $# -eq 1 ]] || usage
 case "$1" in
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
     env) env_lines ;;
-    -h | --help | help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h | --help | help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) usage ;;
 esac

@@ -1,10 +1,12 @@
 //! Load-testing tools for Reprise: an HTTP sink that counts what it receives, a
-//! synthetic traffic generator, and an in-process cluster (controller, workers, sink)
-//! for integration tests and benchmarks.
+//! synthetic traffic generator, an in-process cluster (controller, workers, sink) for
+//! integration tests and benchmarks, and a harness that runs the real daemons as
+//! processes for fault tests ([`procs`]).
 
 pub mod bench;
 pub mod cluster;
 pub mod pcapgen;
+pub mod procs;
 pub mod procstat;
 pub mod sink;
 pub mod synth;

@@ -1,0 +1,641 @@
+//! A process-level fault harness: the real `reprise-controller` and `reprise-worker`
+//! binaries as child processes, on a private etcd and broker, so that tests can do to
+//! them what happens to daemons in production: SIGKILL, SIGTERM, SIGSTOP/SIGCONT, a
+//! restart on the same ports, a catalog or broker that stops or freezes.
+//!
+//! * [`Services`]: a private etcd and broker, run by `deploy/local/services.sh` with a
+//!   state dir and free ports of their own (fault tests stop them, so they must not be
+//!   the shared test servers); each can be stopped and started (data kept) or frozen.
+//! * [`Daemon`]: one binary on fixed loopback ports (a restart keeps its address), its
+//!   stdout and stderr in a log file; it is killed on drop.
+//! * [`ProcessCluster`]: services, N controllers, M workers and an in-process [`Sink`],
+//!   with a client that finds the leader among all the controllers.
+//!
+//! The binaries are taken from the test executable's target dir (or the dir named by
+//! `$REPRISE_TEST_BIN_DIR`): build them first (`cargo build --workspace --bins`;
+//! `cargo test --workspace --all-targets` does too). Every wait is bounded; all traffic
+//! stays on 127.0.0.1.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use reprise_ctl::client::{self, Client};
+use reprise_ctl::commands::{Target, follow_with_progress};
+use reprise_proto::PROTOCOL_VERSION;
+use reprise_proto::v1::{HelloRequest, Recording, ReplayStatus, StartReplayRequest};
+use reprise_store::schema::WorkerInfo;
+
+use crate::cluster::{record_synthetic, worker_source_ip};
+use crate::sink::Sink;
+use crate::synth::Profile;
+
+/// How long a daemon may take to accept connections on its gRPC port.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the first controller may take to win its election.
+pub const LEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// The bound of every call the harness makes to a controller.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the harness polls while it waits.
+const POLL: Duration = Duration::from_millis(100);
+
+/// `n` distinct free loopback ports: bound together, then released for the caller to use.
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("cannot bind a free loopback port")?;
+    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+}
+
+/// Sends `signal` to `pid` (kill(2)).
+fn send_signal(pid: i32, signal: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    if unsafe { libc::kill(pid, signal) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+// ------------------------------------------------------------------ services
+
+/// A private etcd and broker run by `deploy/local/services.sh` (state in a temporary
+/// dir, free ports); `down` on drop.
+pub struct Services {
+    dir: tempfile::TempDir,
+    pub etcd_port: u16,
+    pub etcd_peer_port: u16,
+    pub kafka_port: u16,
+}
+
+/// The services script of this repository.
+fn services_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/services.sh")
+}
+
+impl Services {
+    /// Starts both servers (`services.sh up`) and waits until they answer.
+    pub async fn start() -> anyhow::Result<Services> {
+        let dir = tempfile::Builder::new().prefix("reprise-services-").tempdir()?;
+        let ports = free_ports(3)?;
+        let services = Services { dir, etcd_port: ports[0], etcd_peer_port: ports[1], kafka_port: ports[2] };
+        services.run(&["up"]).await?;
+        Ok(services)
+    }
+
+    /// The state dir (pid files, server logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A catalog URL on this etcd under `prefix` (the server is private: no clash).
+    pub fn etcd_catalog_url(&self, prefix: &str) -> String {
+        format!("etcd://127.0.0.1:{}/{prefix}", self.etcd_port)
+    }
+
+    /// A traffic log URL on this broker, topic `topic`.
+    pub fn kafka_log_url(&self, topic: &str) -> String {
+        format!("kafka://127.0.0.1:{}/{topic}", self.kafka_port)
+    }
+
+    pub async fn stop_etcd(&self) -> anyhow::Result<()> {
+        self.run(&["stop", "etcd"]).await
+    }
+
+    /// Starts etcd again, data kept, and waits until it answers.
+    pub async fn start_etcd(&self) -> anyhow::Result<()> {
+        self.run(&["start", "etcd"]).await
+    }
+
+    pub async fn stop_kafka(&self) -> anyhow::Result<()> {
+        self.run(&["stop", "kafka"]).await
+    }
+
+    /// Starts the broker again, data kept, and waits until it answers.
+    pub async fn start_kafka(&self) -> anyhow::Result<()> {
+        self.run(&["start", "kafka"]).await
+    }
+
+    /// Freezes etcd (SIGSTOP): it accepts connections but never answers.
+    pub fn pause_etcd(&self) -> anyhow::Result<()> {
+        self.signal("etcd", libc::SIGSTOP)
+    }
+
+    pub fn resume_etcd(&self) -> anyhow::Result<()> {
+        self.signal("etcd", libc::SIGCONT)
+    }
+
+    /// Freezes the broker (SIGSTOP).
+    pub fn pause_kafka(&self) -> anyhow::Result<()> {
+        self.signal("kafka", libc::SIGSTOP)
+    }
+
+    pub fn resume_kafka(&self) -> anyhow::Result<()> {
+        self.signal("kafka", libc::SIGCONT)
+    }
+
+    /// The script with this instance's state dir and ports.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("bash");
+        command
+            .arg(services_script())
+            .args(args)
+            .env("REPRISE_SERVICES_DIR", self.dir.path())
+            .env("REPRISE_ETCD_PORT", self.etcd_port.to_string())
+            .env("REPRISE_ETCD_PEER_PORT", self.etcd_peer_port.to_string())
+            .env("REPRISE_KAFKA_PORT", self.kafka_port.to_string())
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs the script (its own waits are bounded) off the async threads.
+    async fn run(&self, args: &[&str]) -> anyhow::Result<()> {
+        let what = format!("services.sh {}", args.join(" "));
+        let mut command = self.command(args);
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await?
+            .with_context(|| format!("cannot run {what}"))?;
+        if !output.status.success() {
+            bail!("{what} failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(())
+    }
+
+    /// Signals the server `name` (`etcd` or `kafka`) by its pid file; its process group
+    /// when it leads one (the script starts each server in a session of its own).
+    fn signal(&self, name: &str, signal: libc::c_int) -> anyhow::Result<()> {
+        let pidfile = self.dir.path().join(format!("{name}.pid"));
+        let text = std::fs::read_to_string(&pidfile).with_context(|| format!("{name} is not running"))?;
+        let pid: i32 = text.trim().parse().with_context(|| format!("bad pid in {}", pidfile.display()))?;
+        // SAFETY: getpgid(2) has no memory-safety preconditions.
+        let target = if unsafe { libc::getpgid(pid) } == pid { -pid } else { pid };
+        send_signal(target, signal).with_context(|| format!("cannot signal {name} (pid {pid})"))
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        // A frozen server would otherwise hold `down` up until its SIGKILL.
+        let _ = self.resume_etcd();
+        let _ = self.resume_kafka();
+        match self.command(&["down"]).output() {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => eprintln!("procs: services.sh down failed: {}", String::from_utf8_lossy(&output.stderr)),
+            Err(e) => eprintln!("procs: cannot run services.sh down: {e}"),
+        }
+    }
+}
+
+// ------------------------------------------------------------------ daemons
+
+/// Where [`binary`] looks instead of the test executable's target dir, if set: for
+/// binaries built elsewhere (a target dir shared with another checkout holds whichever
+/// checkout built last).
+pub const BIN_DIR_VAR: &str = "REPRISE_TEST_BIN_DIR";
+
+/// A binary of this workspace next to the test executable (`target/debug/NAME`), or in
+/// [`BIN_DIR_VAR`].
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = match std::env::var_os(BIN_DIR_VAR) {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().context("cannot locate the test executable")?;
+            let dir = exe.parent().context("the test executable has no directory")?;
+            if dir.ends_with("deps") { dir.parent().unwrap_or(dir) } else { dir }.to_path_buf()
+        }
+    };
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!(
+            "{} not found: build the daemons first (`cargo build --workspace --bins`; \
+             `cargo test --workspace --all-targets` builds them too) or name their dir in ${BIN_DIR_VAR}",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// One real daemon process on fixed ports, its stdout and stderr appended to a log file
+/// (restarts included). Killed on drop; a panicking test shows its log's last lines.
+pub struct Daemon {
+    label: String,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    grpc: SocketAddr,
+    log: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts the workspace binary `binary_name` (see [`binary`]) with `args` and extra
+    /// `env` (inherited `REPRISE_*` variables are removed); `grpc` is where it will accept
+    /// connections. Does not wait: see [`Daemon::ready`].
+    pub fn spawn(
+        binary_name: &str,
+        label: &str,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        grpc: SocketAddr,
+    ) -> anyhow::Result<Daemon> {
+        let dir = tempfile::Builder::new().prefix("reprise-daemon-").tempdir()?;
+        let log = dir.path().join(format!("{label}.log"));
+        let program = binary(binary_name)?;
+        let mut daemon = Daemon { label: label.into(), program, args, env, grpc, log, child: None, _dir: dir };
+        daemon.spawn_child()?;
+        Ok(daemon)
+    }
+
+    /// A controller on free loopback ports (gRPC and HTTP) with `extra` flags.
+    pub fn controller(label: &str, catalog: &str, log: &str, extra: &[String]) -> anyhow::Result<Daemon> {
+        let ports = free_ports(2)?;
+        let grpc = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+        let mut args: Vec<String> =
+            ["--catalog", catalog, "--log", log, "--listen", &grpc.to_string()].into_iter().map(String::from).collect();
+        args.extend(["--http".into(), format!("127.0.0.1:{}", ports[1])]);
+        args.extend_from_slice(extra);
+        Daemon::spawn("reprise-controller", label, args, Vec::new(), grpc)
+    }
+
+    /// A worker named `name` on a free loopback port with `extra` flags.
+    pub fn worker(name: &str, catalog: &str, extra: &[String]) -> anyhow::Result<Daemon> {
+        let grpc = SocketAddr::from(([127, 0, 0, 1], free_ports(1)?[0]));
+        let mut args: Vec<String> = ["--catalog", catalog, "--listen", &grpc.to_string(), "--name", name]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        args.extend_from_slice(extra);
+        Daemon::spawn("reprise-worker", name, args, Vec::new(), grpc)
+    }
+
+    /// Waits until the daemon accepts connections ([`READY_TIMEOUT`]).
+    pub async fn ready(mut self) -> anyhow::Result<Daemon> {
+        self.wait_ready(READY_TIMEOUT).await?;
+        Ok(self)
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn spawn_child(&mut self) -> anyhow::Result<()> {
+        let mut log = OpenOptions::new().create(true).append(true).open(&self.log)?;
+        if self.child.is_some() {
+            writeln!(log, "--- procs: {} restarted ---", self.label)?;
+        }
+        let mut command = Command::new(&self.program);
+        command.args(&self.args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("REPRISE_") {
+                command.env_remove(key);
+            }
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let child = command.spawn().with_context(|| format!("cannot start {}", self.program.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits (at most `limit`) until the gRPC port accepts a TCP connection; fails at once
+    /// if the process exits first.
+    pub async fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exit_status()? {
+                bail!("{} exited during startup ({status}); its log ends:\n{}", self.label, self.log_tail(20));
+            }
+            let probe = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(self.grpc));
+            if matches!(probe.await, Ok(Ok(_))) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not listen on {} within {limit:?}; its log ends:\n{}",
+                    self.label,
+                    self.grpc,
+                    self.log_tail(20)
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The exit status if the process has ended (not running counts as ended).
+    fn exit_status(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        match self.child.as_mut() {
+            Some(child) => Ok(child.try_wait()?),
+            None => bail!("{} was never started", self.label),
+        }
+    }
+
+    /// Waits (at most `limit`) for the process to exit; returns its status.
+    pub async fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exit_status()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("{} still runs after {limit:?}; its log ends:\n{}", self.label, self.log_tail(20));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.exit_status(), Ok(None))
+    }
+
+    /// SIGKILL, as a crash: no clean shutdown, leases run out on their own. Reaps it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(child) = self.child.as_mut() {
+            if child.try_wait()?.is_none() {
+                child.kill()?;
+            }
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM (and SIGCONT, so that a stopped daemon acts on it); waits at most `limit`
+    /// for the exit and returns its status.
+    pub async fn term(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
+        if self.is_running() {
+            self.signal(libc::SIGTERM)?;
+            self.signal(libc::SIGCONT)?;
+        }
+        self.wait_exit(limit).await
+    }
+
+    /// SIGSTOP: the daemon freezes (its sockets stay open, nothing answers).
+    pub fn stop(&self) -> anyhow::Result<()> {
+        self.signal(libc::SIGSTOP)
+    }
+
+    /// SIGCONT: a stopped daemon runs on.
+    pub fn cont(&self) -> anyhow::Result<()> {
+        self.signal(libc::SIGCONT)
+    }
+
+    fn signal(&self, signal: libc::c_int) -> anyhow::Result<()> {
+        let pid = self.pid().with_context(|| format!("{} was never started", self.label))?;
+        send_signal(pid as i32, signal).with_context(|| format!("cannot signal {} (pid {pid})", self.label))
+    }
+
+    /// Kills the daemon if it runs, starts it again with the same arguments and ports,
+    /// and waits until it accepts connections.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill()?;
+        self.spawn_child()?;
+        self.wait_ready(READY_TIMEOUT).await
+    }
+
+    /// The last `n` lines of the daemon's log (stdout and stderr, every run).
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- last lines of {} ({}) ---\n{}", self.label, self.log.display(), self.log_tail(30));
+        }
+    }
+}
+
+// ------------------------------------------------------------------ cluster
+
+#[derive(Debug, Clone)]
+pub struct ProcessClusterConfig {
+    /// The catalog prefix and traffic topic.
+    pub name: String,
+    pub controllers: usize,
+    pub workers: usize,
+    pub partitions: i32,
+    pub election_ttl_secs: u64,
+    pub controller_grace_secs: f64,
+    pub lease_ttl_secs: u64,
+    /// The sink checks request ids `0..expected_ids` (0: no checking).
+    pub expected_ids: u64,
+}
+
+impl ProcessClusterConfig {
+    /// The binaries' defaults but 6 partitions, as the in-process cluster.
+    pub fn new(name: &str, controllers: usize, workers: usize) -> Self {
+        ProcessClusterConfig {
+            name: name.into(),
+            controllers,
+            workers,
+            partitions: 6,
+            election_ttl_secs: 5,
+            controller_grace_secs: 15.0,
+            lease_ttl_secs: 10,
+            expected_ids: 0,
+        }
+    }
+
+    fn controller_flags(&self) -> Vec<String> {
+        let flags = [
+            ("--partitions", self.partitions.to_string()),
+            ("--election-ttl-secs", self.election_ttl_secs.to_string()),
+            ("--start-lead-ms", "1000".into()),
+        ];
+        flags.into_iter().flat_map(|(flag, value)| [flag.to_string(), value]).collect()
+    }
+
+    /// Worker `i` sends from 127.0.0.`2+i` (see [`worker_source_ip`]).
+    fn worker_flags(&self, i: usize) -> Vec<String> {
+        let flags = [
+            ("--label", format!("index={i}")),
+            ("--source-ip", worker_source_ip(i).to_string()),
+            ("--controller-grace-secs", self.controller_grace_secs.to_string()),
+            ("--lease-ttl-secs", self.lease_ttl_secs.to_string()),
+            ("--dispatch-threads", "2".into()),
+        ];
+        flags.into_iter().flat_map(|(flag, value)| [flag.to_string(), value]).collect()
+    }
+}
+
+/// Private services, controllers and workers as processes, and an in-process sink.
+/// Fields drop in order: the daemons die before the services go down.
+pub struct ProcessCluster {
+    pub controllers: Vec<Daemon>,
+    pub workers: Vec<Daemon>,
+    pub sink: Sink,
+    pub catalog_url: String,
+    pub log_url: String,
+    pub services: Services,
+}
+
+impl ProcessCluster {
+    /// Starts private services, then the controllers (the first one leads before the
+    /// others start, as standbys), then the workers, and waits until every worker is
+    /// registered in the catalog.
+    pub async fn start(config: &ProcessClusterConfig) -> anyhow::Result<ProcessCluster> {
+        let services = Services::start().await?;
+        let (catalog_url, log_url) = (services.etcd_catalog_url(&config.name), services.kafka_log_url(&config.name));
+        let sink = Sink::start_checking_ids(SocketAddr::from(([127, 0, 0, 1], 0)), config.expected_ids).await?;
+        let mut cluster =
+            ProcessCluster { controllers: Vec::new(), workers: Vec::new(), sink, catalog_url, log_url, services };
+        for i in 0..config.controllers {
+            let label = format!("controller-{i}");
+            let daemon =
+                Daemon::controller(&label, &cluster.catalog_url, &cluster.log_url, &config.controller_flags())?;
+            cluster.controllers.push(daemon.ready().await?);
+            if i == 0 {
+                cluster.wait_leader(LEADER_TIMEOUT).await?;
+            }
+        }
+        for i in 0..config.workers {
+            let daemon = Daemon::worker(&format!("worker-{i}"), &cluster.catalog_url, &config.worker_flags(i))?;
+            cluster.workers.push(daemon.ready().await?);
+        }
+        let names: Vec<String> = cluster.workers.iter().map(|w| w.label().to_string()).collect();
+        wait_registered(&cluster.catalog_url, &names, 0, READY_TIMEOUT).await?;
+        Ok(cluster)
+    }
+
+    /// Every controller's gRPC URL, comma-separated (what `ctl --controller` takes).
+    pub fn controller_addresses(&self) -> String {
+        self.controllers.iter().map(Daemon::grpc_url).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn sink_url(&self) -> String {
+        format!("http://{}", self.sink.addr)
+    }
+
+    /// A client of the leader among all the controllers (else of one that answers).
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        client::connect_with_timeout(&self.controller_addresses(), CALL_TIMEOUT).await
+    }
+
+    /// The index of the controller that says it leads, if one does.
+    pub async fn leader(&self) -> Option<usize> {
+        self.probe_leader().await.0
+    }
+
+    /// The leading controller's index, and why the others did not answer.
+    async fn probe_leader(&self) -> (Option<usize>, Vec<String>) {
+        let mut errors = Vec::new();
+        for (i, controller) in self.controllers.iter().enumerate() {
+            match leads(controller).await {
+                Ok(true) => return (Some(i), errors),
+                Ok(false) => {}
+                Err(e) => errors.push(format!("{}: {e:#}", controller.label())),
+            }
+        }
+        (None, errors)
+    }
+
+    /// Waits (at most `limit`) until a controller leads; returns its index.
+    pub async fn wait_leader(&self, limit: Duration) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (leader, errors) = self.probe_leader().await;
+            if let Some(i) = leader {
+                return Ok(i);
+            }
+            if Instant::now() >= deadline {
+                let logs: Vec<String> =
+                    self.controllers.iter().map(|c| format!("{}'s log ends:\n{}", c.label(), c.log_tail(20))).collect();
+                bail!("no controller leads after {limit:?} ({}); {}", errors.join("; "), logs.join("\n"));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Records `profile` through the leader into this cluster's log.
+    pub async fn record(&self, profile: &Profile) -> anyhow::Result<Recording> {
+        record_synthetic(&mut self.client().await?, &self.log_url, profile, None).await
+    }
+
+    /// Starts a replay; returns its id.
+    pub async fn replay(&self, request: StartReplayRequest) -> anyhow::Result<String> {
+        let mut client = self.client().await?;
+        Ok(client.start_replay(request).await.map_err(client::status_error)?.into_inner().id)
+    }
+
+    /// Follows a replay to its end (at most `limit`) as ctl does, across a failover to
+    /// whichever controller leads next; returns the final status.
+    pub async fn wait_final(&self, id: &str, limit: Duration) -> anyhow::Result<ReplayStatus> {
+        let target = Target { addresses: self.controller_addresses(), timeout: CALL_TIMEOUT };
+        let followed = async {
+            let mut client = target.connect().await?;
+            follow_with_progress(&target, &mut client, id, false).await
+        };
+        tokio::time::timeout(limit, followed)
+            .await
+            .with_context(|| format!("replay {id} did not end within {limit:?}"))?
+    }
+}
+
+/// Whether `controller` says it leads. A controller built from other sources (another
+/// protocol version) is refused here with the versions named.
+async fn leads(controller: &Daemon) -> anyhow::Result<bool> {
+    let mut client = client::connect_with_timeout(&controller.grpc_url(), CALL_TIMEOUT).await?;
+    let hello =
+        client.hello(HelloRequest { protocol_version: PROTOCOL_VERSION }).await.map_err(client::status_error)?;
+    Ok(hello.into_inner().leader)
+}
+
+/// The workers registered in the catalog at `catalog_url`.
+pub async fn registered_workers(catalog_url: &str) -> anyhow::Result<Vec<WorkerInfo>> {
+    let catalog = reprise_store::Catalog::open(catalog_url).await?;
+    Ok(catalog.list::<WorkerInfo>().await?.into_iter().map(|stored| stored.value).collect())
+}
+
+/// Waits (at most `limit`) until every worker of `names` is registered with a start time
+/// at or after `since_ms` (0: any registration).
+pub async fn wait_registered(
+    catalog_url: &str,
+    names: &[String],
+    since_ms: i64,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut catalog = None;
+    loop {
+        if catalog.is_none() {
+            let opened = tokio::time::timeout(CALL_TIMEOUT, reprise_store::Catalog::open(catalog_url)).await;
+            catalog = opened.ok().and_then(Result::ok);
+        }
+        let listed = match &catalog {
+            Some(catalog) => {
+                tokio::time::timeout(CALL_TIMEOUT, catalog.list::<WorkerInfo>()).await.ok().and_then(Result::ok)
+            }
+            None => None,
+        };
+        let listed: Vec<WorkerInfo> = listed.unwrap_or_default().into_iter().map(|stored| stored.value).collect();
+        let missing: Vec<&String> =
+            names.iter().filter(|n| !listed.iter().any(|w| &w.id == *n && w.started_at_ms >= since_ms)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("workers {missing:?} not registered in {catalog_url} after {limit:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
