@@ -95,9 +95,15 @@ pub fn status(s: &ReplayStatus, json: bool) {
     if s.skipped > 0 {
         println!("skipped     {} records (undecodable or not a request)", s.skipped);
     }
+    if s.reassigned > 0 {
+        let bound = s.duplicates_bound;
+        println!("reassigned  {} records from lost or stopped workers (at most {bound} sent twice)", s.reassigned);
+    }
     for w in &s.workers {
+        let name = if w.part == 0 { w.id.clone() } else { format!("{}#{}", w.id, w.part) };
+        let handed = if w.handed_to.is_empty() { String::new() } else { format!("  -> {}", w.handed_to.join(", ")) };
         let error = w.error.as_deref().map(|e| format!("  {e}")).unwrap_or_default();
-        println!("worker      {:<16} {:<10} read {:>9} sent {:>9}{error}", w.id, w.state, w.read, w.sent);
+        println!("worker      {name:<16} {:<10} read {:>9} sent {:>9}{handed}{error}", w.state, w.read, w.sent);
     }
     if let Some(error) = &s.error {
         println!("error       {error}");
