@@ -266,14 +266,27 @@ impl TrafficLog for KafkaLog {
         if range.is_empty() {
             return Ok(Box::pin(ReceiverStream::new(rx)));
         }
-        let consumer: StreamConsumer = reader_config(&self.config).create()?;
+        let consumer: Arc<StreamConsumer> = Arc::new(reader_config(&self.config).create()?);
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(&self.topic, partition, Offset::Offset(range.start))?;
         consumer.assign(&assignment)?;
+        let topic = self.topic.clone();
         tokio::spawn(async move {
-            if let Err(e) = pump_range(&consumer, range, &tx).await {
-                let _ = tx.send(Err(e)).await;
-            }
+            let error = match pump_range(&consumer, range, &tx).await {
+                Ok(()) => return,
+                // Retention deleted the offsets after the range was checked: the same
+                // error as when it had before.
+                Err(LogError::Kafka(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    let low = tokio::task::spawn_blocking(move || {
+                        consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)).map(|(low, _)| low)
+                    })
+                    .await;
+                    let low = low.ok().and_then(Result::ok).unwrap_or(range.end);
+                    LogError::Expired { partition, start: range.start, end: range.end, low }
+                }
+                Err(e) => e,
+            };
+            let _ = tx.send(Err(error)).await;
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
