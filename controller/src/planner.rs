@@ -76,6 +76,10 @@ impl WorkerPlan {
         }
     }
 
+    pub fn key(&self) -> PartKey {
+        (self.worker_id.clone(), self.part)
+    }
+
     /// How the part is named in statuses: the worker, and the part when above 0.
     pub fn name(&self) -> String {
         part_name(&self.worker_id, self.part)
@@ -88,6 +92,9 @@ impl WorkerPlan {
         self.shares.iter().enumerate().map(|(i, s)| from(i, s)).filter(|r| !r.is_empty()).collect()
     }
 }
+
+/// A worker's part of a replay: the worker's id and the part number.
+pub type PartKey = (String, u32);
 
 /// "w1" for a worker's planned share, "w1#2" for the second set of ranges it took over.
 pub fn part_name(worker_id: &str, part: u32) -> String {

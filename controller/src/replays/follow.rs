@@ -11,9 +11,8 @@ use reprise_proto::v1::{HeartbeatRequest, StatsRequest};
 use reprise_store::{now_ms, now_ns};
 use tokio::time::Instant;
 
-use super::tally::PartKey;
 use super::{CALL_TIMEOUT, LiveReplay, ReplayManager};
-use crate::planner::WorkerPlan;
+use crate::planner::{PartKey, WorkerPlan};
 
 /// How long a worker may be unreachable (or silent) before it counts as lost.
 const LOST_AFTER: Duration = Duration::from_secs(5);
@@ -34,7 +33,7 @@ impl ReplayManager {
     }
 
     pub(super) fn follow_part(self: &Arc<Self>, live: &Arc<LiveReplay>, part: &WorkerPlan) {
-        self.spawn(self.clone().follow(live.clone(), (part.worker_id.clone(), part.part), part.address.clone()));
+        self.spawn(self.clone().follow(live.clone(), part.key(), part.address.clone()));
     }
 
     /// Follows one part's stats stream, re-attaching after breaks, until its final report

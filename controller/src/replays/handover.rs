@@ -17,14 +17,12 @@
 use std::sync::Arc;
 
 use futures::future::join_all;
-use reprise_proto::PROTOCOL_VERSION;
-use reprise_proto::v1::{AssignRequest, ControlAction, PartitionShare, ReplayState};
+use reprise_proto::v1::{AssignRequest, ControlAction, ReplayState};
 use tokio::time::Instant;
 
 use super::start::ASSIGN_TIMEOUT;
-use super::tally::PartKey;
 use super::{LiveReplay, ReplayManager};
-use crate::planner::{self, Handover, PartProgress, WorkerPlan};
+use crate::planner::{self, Handover, PartKey, PartProgress, WorkerPlan};
 
 impl ReplayManager {
     /// Hands over every part that is due (see the module's doc). Only a leader that can
@@ -42,7 +40,7 @@ impl ReplayManager {
     }
 
     async fn hand_over(self: &Arc<Self>, live: &Arc<LiveReplay>, key: &PartKey) -> Result<(), String> {
-        let lost = live.plan.lock().expect("lock").workers.iter().find(|p| is(p, key)).cloned();
+        let lost = live.plan.lock().expect("lock").workers.iter().find(|p| p.key() == *key).cloned();
         let lost = lost.ok_or("the part is not in the plan")?;
         let (fresh, released, departed) = {
             let tally = live.tally.lock().expect("lock");
@@ -89,7 +87,7 @@ impl ReplayManager {
         handover: &Handover,
     ) -> Result<(), String> {
         let mut plan = live.plan.lock().expect("lock").clone();
-        for part in plan.workers.iter_mut().filter(|p| is(p, key)) {
+        for part in plan.workers.iter_mut().filter(|p| p.key() == *key) {
             part.handed_over = Some(handover.clone());
         }
         plan.workers.extend(parts.iter().cloned());
@@ -137,7 +135,7 @@ impl ReplayManager {
             let tally = live.tally.lock().expect("lock");
             let mut changed = false;
             for part in plan.workers.iter_mut().filter(|p| p.handed_over.is_none()) {
-                let progress = tally.progress(&(part.worker_id.clone(), part.part));
+                let progress = tally.progress(&part.key());
                 if progress.is_some() && progress != part.progress {
                     part.progress = progress;
                     changed = true;
@@ -149,32 +147,6 @@ impl ReplayManager {
             tracing::warn!(replay = %live.id(), error = %e, "cannot store the replay's progress");
         }
     }
-
-    /// The Assign of one part.
-    pub(super) fn assign_request(
-        &self,
-        replay_id: &str,
-        spec: &super::ReplaySpec,
-        plan: &super::stored::ReplayPlan,
-        part: &WorkerPlan,
-    ) -> AssignRequest {
-        AssignRequest {
-            protocol_version: PROTOCOL_VERSION,
-            replay_id: replay_id.to_string(),
-            controller_id: self.controller_id.clone(),
-            log_url: plan.log_url.clone(),
-            shares: part.shares.iter().map(|s| PartitionShare::from(*s)).collect(),
-            options: Some(spec.worker_options(part.records, plan.records)),
-            origin_ns: plan.origin_ns,
-            recording_records: plan.records,
-            part: part.part,
-            start_at_unix_ns: 0,
-        }
-    }
-}
-
-fn is(part: &WorkerPlan, key: &PartKey) -> bool {
-    part.worker_id == key.0 && part.part == key.1
 }
 
 /// What a takeover from `progress` may send a second time: the sends past the

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use reprise_proto::PROTOCOL_VERSION;
-use reprise_proto::v1::{ControlAction, ReplayState, ReplayStatus, StartRequest};
+use reprise_proto::v1::{AssignRequest, ControlAction, PartitionShare, ReplayState, ReplayStatus, StartRequest};
 use reprise_store::schema::{Recording, RecordingState, Replay, WorkerInfo};
 use reprise_store::{now_ms, now_ns};
 
@@ -136,6 +136,28 @@ impl ReplayManager {
             }
         });
         join_all(assigns).await.into_iter().collect()
+    }
+
+    /// The Assign of one part.
+    pub(super) fn assign_request(
+        &self,
+        replay_id: &str,
+        spec: &ReplaySpec,
+        plan: &ReplayPlan,
+        part: &WorkerPlan,
+    ) -> AssignRequest {
+        AssignRequest {
+            protocol_version: PROTOCOL_VERSION,
+            replay_id: replay_id.to_string(),
+            controller_id: self.controller_id.clone(),
+            log_url: plan.log_url.clone(),
+            shares: part.shares.iter().map(|s| PartitionShare::from(*s)).collect(),
+            options: Some(spec.worker_options(part.records, plan.records)),
+            origin_ns: plan.origin_ns,
+            recording_records: plan.records,
+            part: part.part,
+            start_at_unix_ns: 0,
+        }
     }
 
     /// Start: one instant, a little ahead, for everyone.

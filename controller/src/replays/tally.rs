@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::spec::ReplaySpec;
 use super::stored::ReplayPlan;
-use crate::planner::{Handover, PartProgress, WorkerPlan, part_name};
+use crate::planner::{Handover, PartKey, PartProgress, WorkerPlan, part_name};
 use crate::status::{empty_histogram, histogram, percentiles};
 
 /// Timeline points kept per replay (an hour at one per second).
@@ -22,9 +22,6 @@ const MAX_TIMELINE: usize = 3600;
 /// Allowance for the clocks of controller and worker to differ when the controller
 /// reckons that a lost worker's grace has passed.
 pub const CLOCK_MARGIN: Duration = Duration::from_secs(1);
-
-/// A worker's part of a replay: the worker's id and the part number.
-pub type PartKey = (String, u32);
 
 pub struct WorkerTally {
     pub address: String,
@@ -119,7 +116,7 @@ impl Tally {
             abandoned: None,
             sent_at_last_tick: 0,
         };
-        self.workers.insert((part.worker_id.clone(), part.part), tally);
+        self.workers.insert(part.key(), tally);
     }
 
     /// The replay's timeline starts now (its first point counts from here).
@@ -292,6 +289,22 @@ impl Tally {
         self.timeline.iter().cloned().collect()
     }
 
+    /// One row per part: its worker, state, counts and handover.
+    fn part_rows(&self) -> Vec<WorkerProgress> {
+        let row = |((id, part), w): (&PartKey, &WorkerTally)| WorkerProgress {
+            id: id.clone(),
+            address: w.address.clone(),
+            state: w.state_name(),
+            planned_records: w.planned_records,
+            read: w.latest.as_ref().map_or(0, |s| s.records_read),
+            sent: w.latest.as_ref().map_or(0, |s| s.sent),
+            error: w.error(),
+            part: *part,
+            handed_to: w.handover.as_ref().map(|h| h.to.clone()).unwrap_or_default(),
+        };
+        self.workers.iter().map(row).collect()
+    }
+
     /// The replay's status: the record's state and times, the spec, and the merged reports.
     pub fn status(&self, replay: &Replay, spec: &ReplaySpec, plan: &ReplayPlan, now_ms: i64) -> ReplayStatus {
         let (mut latency, mut lag) = (empty_histogram(), empty_histogram());
@@ -355,21 +368,7 @@ impl Tally {
             finished_at_ms: replay.finished_at_ms,
             latency_ms: Some(percentiles(&latency)),
             lag_ms: Some(percentiles(&lag)),
-            workers: self
-                .workers
-                .iter()
-                .map(|((id, part), w)| WorkerProgress {
-                    id: id.clone(),
-                    address: w.address.clone(),
-                    state: w.state_name(),
-                    planned_records: w.planned_records,
-                    read: w.latest.as_ref().map_or(0, |s| s.records_read),
-                    sent: w.latest.as_ref().map_or(0, |s| s.sent),
-                    error: w.error(),
-                    part: *part,
-                    handed_to: w.handover.as_ref().map(|h| h.to.clone()).unwrap_or_default(),
-                })
-                .collect(),
+            workers: self.part_rows(),
             reassigned: self.workers.values().filter_map(|w| w.handover.as_ref()).map(|h| h.records).sum(),
             duplicates_bound: self
                 .workers
