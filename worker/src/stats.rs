@@ -91,8 +91,7 @@ struct LaneProgress {
     taken: VecDeque<Taken>,
     /// The checkpoint when nothing is waiting.
     finished_below: i64,
-    /// Sends of the records in `taken` (counted when a record is taken: an upper bound
-    /// of what has gone out, by at most one record's copies per lane).
+    /// Sends of the records in `taken`.
     sends_past: u64,
 }
 
@@ -102,7 +101,6 @@ struct Taken {
     /// Where the checkpoint moves once this record is finished.
     next: i64,
     waiting: u32,
-    /// Its sends in all (`multiple`; 0 for a skipped record).
     sends: u32,
 }
 
@@ -119,8 +117,7 @@ impl LaneProgress {
         if sends == 0 && self.taken.is_empty() {
             self.finished_below = next;
         } else {
-            self.taken.push_back(Taken { offset, next, waiting: sends, sends });
-            self.sends_past += u64::from(sends);
+            self.taken.push_back(Taken { offset, next, waiting: sends, sends: 0 });
         }
         seq
     }
@@ -128,6 +125,13 @@ impl LaneProgress {
     fn get(&mut self, seq: u64) -> Option<&mut Taken> {
         let index = seq.checked_sub(self.front_seq)?;
         self.taken.get_mut(usize::try_from(index).ok()?)
+    }
+
+    fn sent(&mut self, seq: u64) {
+        if let Some(taken) = self.get(seq) {
+            taken.sends += 1;
+            self.sends_past += 1;
+        }
     }
 
     fn finished(&mut self, seq: u64) {
@@ -185,6 +189,11 @@ impl Stats {
     /// A lane has no record left below `end`.
     pub fn lane_end(&self, lane: usize, end: i64) {
         self.lane(lane).take(end, end, 0);
+    }
+
+    /// One send of a taken record left.
+    pub fn sent(&self, record: TakenRecord) {
+        self.lane(record.lane).sent(record.seq);
     }
 
     /// One send of a taken record has its response or error.
@@ -367,14 +376,18 @@ mod tests {
         };
         assert_eq!(checkpoint(&stats), (10, 0));
         let a = stats.take(0, 10, 2);
+        stats.sent(a);
+        stats.sent(a);
         stats.take(0, 11, 0);
         let b = stats.take(0, 12, 1);
+        stats.sent(b);
         stats.finished(b);
         stats.finished(a);
         assert_eq!(checkpoint(&stats), (10, 3), "one of record 10's two sends is still out");
         stats.finished(a);
         assert_eq!(checkpoint(&stats), (13, 0), "10 finished, 11 skipped, 12 finished");
         let c = stats.take(0, 13, 1);
+        stats.sent(c);
         stats.lane_end(0, 20);
         assert_eq!(checkpoint(&stats), (13, 1));
         stats.finished(c);

@@ -185,6 +185,7 @@ impl Dispatcher {
                 let dispatched = Instant::now();
                 let lag = dispatched.saturating_duration_since(due);
                 replay.stats.record_dispatch(self.shard, lag.as_micros() as u64, recorded.body.len() as u64);
+                replay.stats.sent(taken);
                 replay.stats.in_flight.fetch_add(1, Ordering::Relaxed);
                 let (stats, sender, shard) = (replay.stats.clone(), sender.clone(), self.shard);
                 // Spawned on this thread's own runtime: completing it wakes no other thread.
