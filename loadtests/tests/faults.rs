@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use reprise_loadtests::cluster::{options, replay_request};
 use reprise_loadtests::procs::{self, Daemon, ProcessCluster, ProcessClusterConfig, Services};
 use reprise_loadtests::synth::Profile;
 use reprise_proto::v1::{ReplayState, ReplayStatus};
+use reprise_store::log::{NewRecord, RangeSpec, TrafficLog};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -191,4 +193,78 @@ async fn a_replay_outlasts_a_30_s_etcd_outage() {
     assert_eq!((seen.missing_ids, seen.duplicate_ids), (Some(0), Some(0)), "{seen:?}");
     let names = ["worker-0".to_string(), "worker-1".to_string()];
     procs::wait_registered(&cluster.catalog_url, &names, 0, Duration::from_secs(20)).await.unwrap();
+}
+
+/// The broker stopped for 30 s during a replay read from it, 3 s in: the controller and
+/// the worker ride it out and the replay ends done with every request once. (The local
+/// broker ignores fetch size limits, so the readers already hold their whole ranges here;
+/// a reader's own wait is `a_kafka_reader_waits_out_a_broker_outage`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_outlasts_a_30_s_broker_outage() {
+    let n = 8_000;
+    let config = ProcessClusterConfig { expected_ids: n, ..ProcessClusterConfig::new("broker-outage", 1, 2) };
+    let cluster = ProcessCluster::start(&config).await.unwrap();
+    let recording = cluster.record(&profile(n, Duration::from_secs(40))).await.unwrap();
+    let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.services.stop_kafka().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    cluster.services.start_kafka().await.unwrap();
+    let status = cluster.wait_final(&id, LIMIT).await.unwrap();
+    let seen = cluster.sink.report();
+    assert_eq!((status.state(), status.sent), (ReplayState::Done, n), "{status:?}");
+    assert_eq!((seen.missing_ids, seen.duplicate_ids), (Some(0), Some(0)), "{seen:?}");
+}
+
+/// A range reader opened while the broker is down waits it out (retrying, for at most its
+/// `read_timeout_ms`) and then reads the whole range once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_reader_waits_out_a_broker_outage() {
+    let services = Services::start().await.unwrap();
+    let log = written_log(&services, "reader-outage", "?read_timeout_ms=60000").await;
+    services.stop_kafka().await.unwrap();
+    let stopped = std::time::Instant::now();
+    let reading = tokio::spawn(async move {
+        let records = log.read_range(RangeSpec::whole(0, 0, 100), 16).await?;
+        records.map_ok(|r| r.offset).try_collect::<Vec<_>>().await
+    });
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    services.start_kafka().await.unwrap();
+    let offsets = reading.await.unwrap().unwrap();
+    assert_eq!(offsets, (0..100).collect::<Vec<i64>>());
+    assert!(stopped.elapsed() >= Duration::from_secs(15));
+}
+
+/// Past its read timeout, a reader whose broker stays down fails with one error that
+/// says what it was reading, for how long, and the broker's last error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_reader_fails_loudly_past_its_read_timeout() {
+    let services = Services::start().await.unwrap();
+    let log = written_log(&services, "reader-gone", "?read_timeout_ms=3000&timeout_ms=1000").await;
+    services.stop_kafka().await.unwrap();
+    let started = std::time::Instant::now();
+    let error = match log.read_range(RangeSpec::whole(0, 0, 100), 16).await {
+        Ok(_) => panic!("read a range from a stopped broker"),
+        Err(e) => e.to_string(),
+    };
+    let took = started.elapsed();
+    eprintln!("after {took:?}: {error}");
+    assert!(error.contains("timed out after 3s") && error.contains("partition 0"), "{error}");
+    assert!(error.contains("could not be reached"), "{error}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+/// A one-partition topic on `services`' broker holding 100 records.
+async fn written_log(services: &Services, topic: &str, params: &str) -> std::sync::Arc<dyn TrafficLog> {
+    let log = reprise_store::open_log(&(services.kafka_log_url(topic) + params)).await.unwrap();
+    log.ensure_topic(1).await.unwrap();
+    let records = (0..100)
+        .map(|i| NewRecord {
+            key: format!("k{i}").into(),
+            timestamp_ms: reprise_store::now_ms(),
+            payload: format!("p{i}").into(),
+        })
+        .collect();
+    log.append(records).await.unwrap();
+    log
 }

@@ -2,7 +2,8 @@
 //!
 //! URL query parameters are passed to librdkafka as client properties (for example
 //! `?security.protocol=ssl`), except Reprise's own `replication_factor` (topic creation,
-//! default 1) and `timeout_ms` (metadata and admin calls, default 10000).
+//! default 1), `timeout_ms` (metadata and admin calls, default 10000) and `read_timeout_ms`
+//! (how long a range reader waits out an unreachable or silent broker, default 60000).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,14 +23,19 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use tokio::sync::{OnceCell, mpsc};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{LogError, LogRecord, NewRecord, Position, RangeSpec, RecordStream, TrafficLog, Watermarks, check_range};
 use crate::url::StoreUrl;
 
-/// How long a range reader waits for the next record before giving up: the broker has
-/// the records (the range was checked against the watermarks), so silence means trouble.
-const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a range reader waits out a broker it cannot reach, or that sends nothing,
+/// before failing the read: long enough for a broker restart. The range was checked
+/// against the watermarks, so the records exist and silence means trouble.
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The pause between attempts while the broker is unreachable.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 pub struct KafkaLog {
     url: String,
@@ -37,6 +43,7 @@ pub struct KafkaLog {
     config: ClientConfig,
     replication_factor: i32,
     timeout: Duration,
+    read_timeout: Duration,
     /// Metadata, watermark and timestamp queries (blocking librdkafka calls).
     meta: Arc<BaseConsumer>,
     producer: OnceCell<FutureProducer>,
@@ -56,6 +63,9 @@ impl KafkaLog {
         };
         let replication_factor = parse_param(&mut params, "replication_factor", 1)? as i32;
         let timeout = Duration::from_millis(parse_param(&mut params, "timeout_ms", 10_000)?.max(1) as u64);
+        let read_timeout = Duration::from_millis(
+            parse_param(&mut params, "read_timeout_ms", DEFAULT_READ_TIMEOUT.as_millis() as i64)?.max(1) as u64,
+        );
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", parsed.hosts.join(","));
         for (k, v) in &params {
@@ -68,6 +78,7 @@ impl KafkaLog {
             config,
             replication_factor,
             timeout,
+            read_timeout,
             meta: Arc::new(meta),
             producer: OnceCell::new(),
         })
@@ -94,8 +105,42 @@ impl KafkaLog {
         &self,
         f: impl FnOnce(&BaseConsumer, &str, Duration) -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, LogError> {
-        let (meta, topic, timeout) = (self.meta.clone(), self.topic.clone(), self.timeout);
+        self.query_within(self.timeout, f).await
+    }
+
+    async fn query_within<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&BaseConsumer, &str, Duration) -> Result<T, LogError> + Send + 'static,
+    ) -> Result<T, LogError> {
+        let (meta, topic) = (self.meta.clone(), self.topic.clone());
         tokio::task::spawn_blocking(move || f(&meta, &topic, timeout)).await.expect("kafka query panicked")
+    }
+
+    /// The partition's watermarks for a range reader, retried while the broker cannot be
+    /// reached, for at most the read timeout.
+    async fn reader_watermarks(&self, partition: i32) -> Result<Watermarks, LogError> {
+        let deadline = Instant::now() + self.read_timeout;
+        let what = || format!("checking partition {partition}'s offsets");
+        let mut outage = Outage::new(self.read_timeout, &what);
+        loop {
+            let url = self.url.clone();
+            let limit = deadline.saturating_duration_since(Instant::now()).min(self.timeout);
+            let marks = self
+                .query_within(limit, move |meta, topic, timeout| {
+                    let partitions = partition_count(meta, topic, timeout, &url)?;
+                    if partition < 0 || partition >= partitions {
+                        return Err(LogError::NoPartition { partition, partitions });
+                    }
+                    let (low, high) = meta.fetch_watermarks(topic, partition, timeout)?;
+                    Ok(Watermarks { partition, low, high })
+                })
+                .await;
+            match marks {
+                Err(LogError::Kafka(e)) if is_unreachable(&e) => outage.wait(e, deadline).await?,
+                other => return other,
+            }
+        }
     }
 
     async fn partition_count(&self) -> Result<i32, LogError> {
@@ -136,6 +181,61 @@ fn partition_count(meta: &BaseConsumer, topic: &str, timeout: Duration, url: &st
             Err(LogError::NoTopic(url.to_string()))
         }
         Some(code) => Err(LogError::Kafka(KafkaError::MetadataFetch(code.into()))),
+    }
+}
+
+/// Whether a librdkafka error means the broker cannot be reached (yet): worth waiting out.
+fn is_unreachable(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            BrokerTransportFailure
+                | AllBrokersDown
+                | OperationTimedOut
+                | RequestTimedOut
+                | NetworkException
+                | BrokerNotAvailable
+                | LeaderNotAvailable
+                | NotLeaderForPartition
+                | Resolve
+        )
+    )
+}
+
+/// One wait for an unreachable broker: warns once, pauses between attempts, and turns
+/// into a timeout (with the last error) at the deadline.
+/// `what` is formatted only when needed: an outage is made for every record read.
+struct Outage<'a> {
+    bound: Duration,
+    what: &'a (dyn Fn() -> String + Sync),
+    last: Option<KafkaError>,
+}
+
+impl<'a> Outage<'a> {
+    fn new(bound: Duration, what: &'a (dyn Fn() -> String + Sync)) -> Self {
+        Outage { bound, what, last: None }
+    }
+
+    async fn wait(&mut self, error: KafkaError, deadline: Instant) -> Result<(), LogError> {
+        if self.last.is_none() {
+            tracing::warn!(error = %error, bound = ?self.bound, "the broker cannot be reached while {}: retrying", (self.what)());
+        }
+        self.last = Some(error);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(self.timed_out());
+        }
+        tokio::time::sleep(RETRY_PAUSE.min(remaining)).await;
+        Ok(())
+    }
+
+    fn timed_out(&self) -> LogError {
+        let what = match &self.last {
+            Some(e) => format!("{} (the broker could not be reached: {e})", (self.what)()),
+            None => format!("{} (the broker sent nothing)", (self.what)()),
+        };
+        LogError::Timeout { after: self.bound, what }
     }
 }
 
@@ -250,18 +350,7 @@ impl TrafficLog for KafkaLog {
 
     async fn read_range(&self, range: RangeSpec, read_ahead: usize) -> Result<RecordStream, LogError> {
         let partition = range.partition;
-        let url = self.url.clone();
-        let marks = self
-            .query(move |meta, topic, timeout| {
-                let partitions = partition_count(meta, topic, timeout, &url)?;
-                if partition < 0 || partition >= partitions {
-                    return Err(LogError::NoPartition { partition, partitions });
-                }
-                let (low, high) = meta.fetch_watermarks(topic, partition, timeout)?;
-                Ok(Watermarks { partition, low, high })
-            })
-            .await?;
-        check_range(&range, marks)?;
+        check_range(&range, self.reader_watermarks(partition).await?)?;
         let (tx, rx) = mpsc::channel(read_ahead.max(1));
         if range.is_empty() {
             return Ok(Box::pin(ReceiverStream::new(rx)));
@@ -270,9 +359,9 @@ impl TrafficLog for KafkaLog {
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(&self.topic, partition, Offset::Offset(range.start))?;
         consumer.assign(&assignment)?;
-        let topic = self.topic.clone();
+        let (topic, read_timeout) = (self.topic.clone(), self.read_timeout);
         tokio::spawn(async move {
-            let error = match pump_range(&consumer, range, &tx).await {
+            let error = match pump_range(&consumer, range, read_timeout, &tx).await {
                 Ok(()) => return,
                 // Retention deleted the offsets after the range was checked: the same
                 // error as when it had before.
@@ -293,18 +382,26 @@ impl TrafficLog for KafkaLog {
 }
 
 /// Moves the selected records of `range` from the consumer into `tx`, in offset order,
-/// until the range is done or the receiver is dropped.
+/// until the range is done or the receiver is dropped. While the broker cannot be reached
+/// the consumer reconnects by itself; the read fails once nothing has arrived for
+/// `read_timeout`.
 async fn pump_range(
     consumer: &StreamConsumer,
     range: RangeSpec,
+    read_timeout: Duration,
     tx: &mpsc::Sender<Result<LogRecord, LogError>>,
 ) -> Result<(), LogError> {
+    let what = || format!("reading partition {} at offsets [{}, {})", range.partition, range.start, range.end);
     loop {
-        let message =
-            tokio::time::timeout(READ_IDLE_TIMEOUT, consumer.recv()).await.map_err(|_| LogError::Timeout {
-                after: READ_IDLE_TIMEOUT,
-                what: format!("reading partition {} at offsets [{}, {})", range.partition, range.start, range.end),
-            })??;
+        let deadline = Instant::now() + read_timeout;
+        let mut outage = Outage::new(read_timeout, &what);
+        let message = loop {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Err(_) => return Err(outage.timed_out()),
+                Ok(Err(e)) if is_unreachable(&e) => outage.wait(e, deadline).await?,
+                Ok(received) => break received?,
+            }
+        };
         let offset = message.offset();
         if offset >= range.end {
             return Ok(());
@@ -316,5 +413,19 @@ async fn pump_range(
         if offset + 1 >= range.end {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_broker_is_waited_out_and_other_errors_are_not() {
+        let consumption = |code| KafkaError::MessageConsumption(code);
+        assert!(is_unreachable(&KafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure)));
+        assert!(is_unreachable(&consumption(RDKafkaErrorCode::AllBrokersDown)));
+        assert!(!is_unreachable(&consumption(RDKafkaErrorCode::AutoOffsetReset)));
+        assert!(!is_unreachable(&consumption(RDKafkaErrorCode::TopicAuthorizationFailed)));
     }
 }
