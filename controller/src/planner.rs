@@ -24,7 +24,11 @@ pub struct WorkerPlan {
     pub worker_id: String,
     pub address: String,
     pub shares: Vec<RangeSpec>,
-    /// Records this part reads.
+    /// Per share, where this part picks it up (a takeover of a looping replay may start
+    /// mid-pass); empty: every share whole from the first pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resume: Vec<Resume>,
+    /// Records this part reads, over all its passes (one pass for an endless replay).
     pub records: u64,
     #[serde(default)]
     pub part: u32,
@@ -42,12 +46,28 @@ pub struct WorkerPlan {
     pub handed_over: Option<Handover>,
 }
 
-/// Where a part stands: per share, the offset below which every record has finished,
-/// and the sends past those offsets.
+/// Where a part stands: per share, the offset below which every record has finished
+/// (in the pass `passes[i]`, every earlier pass finished), and the sends past them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PartProgress {
     pub checkpoints: Vec<i64>,
+    #[serde(default)]
+    pub passes: Vec<u32>,
     pub sends_past: u64,
+}
+
+/// A place in a looping replay's share: an offset within a pass (from 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    pub pass: u32,
+    pub offset: i64,
+}
+
+/// Records of `share` from `from` on, over `passes` (`None`, endless: to the end of
+/// `from`'s pass).
+pub fn remaining_records(share: &RangeSpec, from: Resume, passes: Option<u32>) -> u64 {
+    let later = passes.map_or(0, |p| u64::from(p.saturating_sub(from.pass + 1)));
+    share.from_offset(from.offset).len() + later * share.len()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,6 +88,7 @@ impl WorkerPlan {
             worker_id: worker.id.clone(),
             address: worker.address.clone(),
             shares: Vec::new(),
+            resume: Vec::new(),
             records: 0,
             part,
             grace_ms: worker.grace_ms,
@@ -85,11 +106,30 @@ impl WorkerPlan {
         part_name(&self.worker_id, self.part)
     }
 
-    /// What is left of the part's shares from `checkpoints` on (per share; missing ones
-    /// count from the share's start).
-    pub fn remainder(&self, checkpoints: &[i64]) -> Vec<RangeSpec> {
-        let from = |i: usize, share: &RangeSpec| checkpoints.get(i).map_or(*share, |&c| share.from_offset(c));
-        self.shares.iter().enumerate().map(|(i, s)| from(i, s)).filter(|r| !r.is_empty()).collect()
+    /// Where the part picks share `i` up.
+    pub fn start_of(&self, i: usize) -> Resume {
+        self.resume.get(i).copied().unwrap_or(Resume { pass: 0, offset: self.shares[i].start })
+    }
+
+    /// What is left of the part's shares over `passes` (`None`: endless), from
+    /// `progress` on (shares it has no checkpoint for, from where the part picked them
+    /// up): each share whole, with where the rest starts.
+    pub fn remainder(&self, progress: &PartProgress, passes: Option<u32>) -> Vec<(RangeSpec, Resume)> {
+        let checkpoint = |i: usize| {
+            let offset = *progress.checkpoints.get(i)?;
+            Some(Resume { pass: progress.passes.get(i).copied().unwrap_or(0), offset })
+        };
+        let mut left = Vec::new();
+        for (i, share) in self.shares.iter().enumerate() {
+            let mut from = checkpoint(i).unwrap_or_else(|| self.start_of(i));
+            if share.from_offset(from.offset).is_empty() {
+                from = Resume { pass: from.pass + 1, offset: share.start };
+            }
+            if !share.is_empty() && passes.is_none_or(|p| from.pass < p) {
+                left.push((*share, from));
+            }
+        }
+        left
     }
 }
 
@@ -139,15 +179,26 @@ pub fn plan(ranges: &[PartitionRange], workers: &[Candidate]) -> Vec<WorkerPlan>
 /// Spreads what is left of lost parts over `workers`: every range is striped over all of
 /// them, as a plan is, so the takeover is shared evenly. `next_part(worker)` numbers each
 /// worker's new part.
-pub fn takeover(remainder: &[RangeSpec], workers: &[Candidate], next_part: impl Fn(&str) -> u32) -> Vec<WorkerPlan> {
+pub fn takeover(
+    remainder: &[(RangeSpec, Resume)],
+    passes: Option<u32>,
+    workers: &[Candidate],
+    next_part: impl Fn(&str) -> u32,
+) -> Vec<WorkerPlan> {
     let mut plans: Vec<WorkerPlan> = workers.iter().map(|w| WorkerPlan::new(w, next_part(&w.id))).collect();
     if plans.is_empty() {
         return plans;
     }
-    for range in remainder {
+    for (range, from) in remainder {
+        // Striped from the share's start, so that later passes split the same way.
         for (j, stripe) in range.split(plans.len() as u32).into_iter().enumerate() {
-            plans[j].records += stripe.len();
-            plans[j].shares.push(stripe);
+            let records = remaining_records(&stripe, *from, passes);
+            // An endless replay's stripe counts one pass, but has every later one to send.
+            if records > 0 || (passes.is_none() && !stripe.is_empty()) {
+                plans[j].records += records;
+                plans[j].shares.push(stripe);
+                plans[j].resume.push(*from);
+            }
         }
     }
     plans.retain(|p| p.records > 0);
@@ -236,9 +287,10 @@ mod tests {
     fn a_takeover_spreads_the_remainder_from_the_checkpoints() {
         let r = ranges(&[100, 100]);
         let lost = plan(&r, &workers(3)).remove(0);
-        let remainder = lost.remainder(&[60, 80]);
-        let left: u64 = remainder.iter().map(|s| s.len()).sum();
-        let parts = takeover(&remainder, &workers(2), |id| if id == "w0" { 3 } else { 1 });
+        let progress = PartProgress { checkpoints: vec![60, 80], ..Default::default() };
+        let remainder = lost.remainder(&progress, Some(1));
+        let left: u64 = remainder.iter().map(|(s, from)| remaining_records(s, *from, Some(1))).sum();
+        let parts = takeover(&remainder, Some(1), &workers(2), |id| if id == "w0" { 3 } else { 1 });
         assert_eq!(parts.iter().map(|p| p.records).sum::<u64>(), left);
         assert_eq!(parts.iter().map(|p| p.name()).collect::<Vec<_>>(), ["w0#3", "w1#1"]);
         for offset in 0..120 {
@@ -246,12 +298,33 @@ mod tests {
                 let wanted = share.selects(offset) && offset >= [60, 80][i];
                 let readers = parts
                     .iter()
-                    .flat_map(|p| &p.shares)
+                    .flat_map(|p| p.shares.iter().enumerate().map(|(i, s)| s.from_offset(p.start_of(i).offset)))
                     .filter(|s| s.partition == share.partition && s.selects(offset));
                 assert_eq!(readers.count(), usize::from(wanted), "partition {} offset {offset}", share.partition);
             }
         }
-        assert!(takeover(&lost.remainder(&[110, 110]), &workers(2), |_| 1).is_empty(), "nothing left");
+        let done = PartProgress { checkpoints: vec![110, 110], ..Default::default() };
+        assert!(takeover(&lost.remainder(&done, Some(1)), Some(1), &workers(2), |_| 1).is_empty(), "nothing left");
+    }
+
+    #[test]
+    fn a_looping_takeover_carries_the_rest_of_the_pass_and_every_later_pass() {
+        let lost = plan(&ranges(&[100]), &workers(1)).remove(0);
+        // Three passes; the lost part finished pass 0 and pass 1 up to offset 40.
+        let progress = PartProgress { checkpoints: vec![40], passes: vec![1], sends_past: 0 };
+        let remainder = lost.remainder(&progress, Some(3));
+        let share = lost.shares[0];
+        assert_eq!((share.start, share.end), (10, 110));
+        assert_eq!(remainder, vec![(share, Resume { pass: 1, offset: 40 })]);
+        let parts = takeover(&remainder, Some(3), &workers(2), |_| 1);
+        assert_eq!(parts.iter().map(|p| p.records).sum::<u64>(), 70 + 100);
+        assert!(parts.iter().all(|p| p.resume == vec![Resume { pass: 1, offset: 40 }]));
+        // A share finished to its end moves to the next pass; past the last, nothing.
+        let at_end = PartProgress { checkpoints: vec![110], passes: vec![1], sends_past: 0 };
+        assert_eq!(lost.remainder(&at_end, Some(3))[0].1, Resume { pass: 2, offset: 10 });
+        let all_done = PartProgress { checkpoints: vec![110], passes: vec![2], sends_past: 0 };
+        assert!(lost.remainder(&all_done, Some(3)).is_empty());
+        assert_eq!(lost.remainder(&all_done, None)[0].1, Resume { pass: 3, offset: 10 }, "endless");
     }
 
     #[test]

@@ -149,6 +149,14 @@ pub struct ReplayArgs {
     /// Do everything but write to the socket (capacity planning).
     #[arg(long)]
     pub dry_run: bool,
+    /// Replay the recording this many times, each pass shifted by its span (a soak);
+    /// 0: pass after pass until --duration or a cancel.
+    #[arg(long = "loop", value_name = "N")]
+    pub passes: Option<u32>,
+    /// Stop once this much of the replay's timeline has passed (e.g. 90s, 1h); without
+    /// --loop, the recording loops until then.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
     /// Return once the replay has started; print its id.
     #[arg(long)]
     pub detach: bool,
@@ -186,6 +194,9 @@ impl ReplayArgs {
                 http2: self.http2,
                 dry_run: self.dry_run,
                 insecure_tls: self.insecure,
+                passes: self.passes.unwrap_or(1).max(1),
+                endless: self.passes == Some(0) || (self.passes.is_none() && self.duration.is_some()),
+                duration_ms: self.duration.map_or(0, |d| d.as_millis().max(1) as u64),
             }),
             workers: self.workers,
             worker_labels: self.worker_labels.iter().cloned().collect(),
@@ -262,6 +273,26 @@ mod tests {
         section("reprise-worker", reprise_worker::WorkerConfig::command());
         section("reprise-capture", reprise_capture::CaptureConfig::command());
         out
+    }
+
+    /// The options `ctl replay` sends for these extra flags.
+    fn replay_options(flags: &[&str]) -> reprise_proto::v1::ReplayOptions {
+        let args = ["ctl", "replay", "--recording", "rec-1", "--target", "http://127.0.0.1:1"];
+        let cli = <super::Cli as clap::Parser>::try_parse_from(args.iter().chain(flags)).unwrap();
+        let super::Command::Replay(replay) = cli.command else { panic!("not a replay") };
+        replay.request().options.unwrap()
+    }
+
+    #[test]
+    fn loop_and_duration_flags_make_passes_or_an_endless_soak() {
+        let passes = |o: reprise_proto::v1::ReplayOptions| (o.passes, o.endless, o.duration_ms);
+        assert_eq!(passes(replay_options(&[])), (1, false, 0));
+        assert_eq!(passes(replay_options(&["--loop", "3"])), (3, false, 0));
+        assert_eq!(passes(replay_options(&["--loop", "0"])), (1, true, 0));
+        assert_eq!(passes(replay_options(&["--duration", "90s"])), (1, true, 90_000));
+        assert_eq!(passes(replay_options(&["--loop", "2", "--duration", "1h"])), (2, false, 3_600_000));
+        let bad = ["ctl", "replay", "--recording", "r", "--target", "http://h", "--duration", "soon"];
+        assert!(<super::Cli as clap::Parser>::try_parse_from(bad).is_err());
     }
 
     #[test]

@@ -63,15 +63,25 @@ pub fn progress_line(s: &ReplayStatus) -> String {
     let eta = s.eta_s.map_or("-".into(), |e| format!("{e:.0}s"));
     let (latency, lag) = (s.latency(), s.lag());
     format!(
-        "[{}{}] {:>5.1}%  {:>9.0} req/s  p99 {:.1} ms  lag p99 {:.2} ms  errors {}  ETA {eta}",
+        "[{}{}] {:>5.1}%{}  {:>9.0} req/s  p99 {:.1} ms  lag p99 {:.2} ms  errors {}  ETA {eta}",
         "=".repeat(filled),
         " ".repeat(width - filled),
         s.progress * 100.0,
+        pass_label(s).map(|p| format!("  {p}")).unwrap_or_default(),
         s.current_qps,
         latency.p99,
         lag.p99,
         s.errors + s.http_errors,
     )
+}
+
+/// "pass 2/3" (or "pass 7/endless") for a looping replay; nothing for a single pass.
+fn pass_label(s: &ReplayStatus) -> Option<String> {
+    match s.passes {
+        1 => None,
+        0 => Some(format!("pass {}/endless", s.current_pass)),
+        n => Some(format!("pass {}/{n}", s.current_pass)),
+    }
 }
 
 pub fn status(s: &ReplayStatus, json: bool) {
@@ -92,6 +102,9 @@ pub fn status(s: &ReplayStatus, json: bool) {
         latency.p50, latency.p90, latency.p99, latency.max
     );
     println!("lag ms      p50 {:.2}  p99 {:.2}  max {:.2}", lag.p50, lag.p99, lag.max);
+    if let Some(pass) = pass_label(s) {
+        println!("loop        {pass}");
+    }
     if s.skipped > 0 {
         println!("skipped     {} records (undecodable or not a request)", s.skipped);
     }

@@ -114,6 +114,9 @@ pub struct ReplayBench {
     pub rate: f64,
     #[arg(long, default_value_t = 1)]
     pub multiple: u32,
+    /// Passes over the recording (`ctl replay --loop`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub passes: u32,
     /// In-flight bound per worker.
     #[arg(long, default_value_t = 64)]
     pub max_in_flight: u32,
@@ -409,6 +412,7 @@ async fn replay_round(
     }
     .into();
     (options.max_in_flight, options.request_timeout_ms, options.dry_run) = (bench.max_in_flight, 10_000, bench.dry_run);
+    options.passes = bench.passes;
     let status = cluster.replay(request).await?;
     let wall = started.elapsed().as_secs_f64();
     let worker_cpu_seconds = cluster.worker_cpu_seconds() - cpu_before;

@@ -4,9 +4,12 @@
 
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use reprise_loadtests::cluster::{TestCluster, options, replay_request, worker_source_ip};
+use reprise_loadtests::sink::Sink;
 use reprise_loadtests::synth::Profile;
-use reprise_proto::v1::{PacingMode, ReplayState};
+use reprise_proto::v1::{ControlAction, ControlReplayRequest, PacingMode, ReplayState};
 
 const WORKERS: usize = 3;
 const LIMIT: Duration = Duration::from_secs(60);
@@ -125,6 +128,61 @@ async fn a_rate_cap_holds_the_whole_cluster(kind: &str) {
 }
 
 /// A plain HTTP/1.1 GET on loopback; the body once the server closes.
+/// `--loop 3`: every request three times, on three passes each shifted by the
+/// recording's span (plus one gap), counters continuous, the pass in the status.
+async fn a_loop_of_three_sends_every_request_three_times_on_shifted_passes(kind: &str) {
+    let cluster = setup(kind, "loop").await;
+    let log_url = cluster.log_url.clone();
+    let n = 300;
+    let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(2))).await.unwrap();
+    let sink = Sink::start_checking_ids(SocketAddr::from(([127, 0, 0, 1], 0)), n).await.unwrap();
+    let mut request = replay_request(&recording.id, &format!("http://{}", sink.addr), 1);
+    options(&mut request).passes = 3;
+    let id = cluster.replay(request).await.unwrap();
+    let status = cluster.wait_final(&id, LIMIT).await.unwrap();
+    let seen = sink.report();
+    assert_eq!((status.state(), status.sent, status.read), (ReplayState::Done, 3 * n, 3 * n), "{status:?}");
+    assert_eq!((status.current_pass, status.passes, status.progress), (3, 3, 1.0));
+    assert_eq!(
+        (seen.requests, seen.missing_ids, seen.duplicate_ids, seen.bad_ids),
+        (3 * n, Some(0), Some(2 * n), Some(0))
+    );
+    // The third pass starts two periods after the first: the last request is due then
+    // plus the span, never sooner.
+    let span = recording.last_timestamp_ns.unwrap() - recording.first_timestamp_ns.unwrap();
+    let period = span + span / (n as i64 - 1);
+    let last_after_start = seen.last_arrival_ns.unwrap() - status.started_at_ms.unwrap() * 1_000_000;
+    assert!(last_after_start >= 2 * period + span - 1_000_000, "{last_after_start} ns; period {period} ns");
+    assert!(last_after_start < 2 * period + span + 2_000_000_000, "{last_after_start} ns: passes overlap or stall");
+    cluster.stop().await;
+}
+
+/// An endless loop ends at its duration (nothing due later is sent), or by cancel.
+async fn an_endless_loop_stops_at_its_duration_or_when_cancelled(kind: &str) {
+    let cluster = setup(kind, "soak").await;
+    let log_url = cluster.log_url.clone();
+    let n = 100;
+    let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(1))).await.unwrap();
+    let mut request = replay_request(&recording.id, &cluster.sink_url(), 1);
+    (options(&mut request).endless, options(&mut request).duration_ms) = (true, 2_500);
+    let id = cluster.replay(request.clone()).await.unwrap();
+    let timed = cluster.wait_final(&id, LIMIT).await.unwrap();
+    assert_eq!((timed.state(), timed.passes, timed.current_pass), (ReplayState::Done, 0, 3), "{timed:?}");
+    // Passes every 1.01 s: two whole ones and about half of the third fit in 2.5 s.
+    assert!(timed.sent > 2 * n + n / 3 && timed.sent < 2 * n + 2 * n / 3, "{}", timed.sent);
+
+    options(&mut request).duration_ms = 0;
+    let id = cluster.replay(request).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let mut client = cluster.client().await.unwrap();
+    let cancel = ControlReplayRequest { id: id.clone(), action: ControlAction::Cancel.into() };
+    client.control_replay(cancel).await.unwrap();
+    let cancelled = cluster.wait_final(&id, LIMIT).await.unwrap();
+    assert_eq!(cancelled.state(), ReplayState::Cancelled, "{cancelled:?}");
+    assert!(cancelled.sent > 2 * n && cancelled.current_pass >= 3, "{cancelled:?}");
+    cluster.stop().await;
+}
+
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -195,6 +253,8 @@ reprise_store::on_backends!(
         two_replays_of_one_recording_run_at_once,
         stats_api_serves_json_sse_metrics_and_dashboard,
         http2_and_constant_rate_replays,
-        a_rate_cap_holds_the_whole_cluster
+        a_rate_cap_holds_the_whole_cluster,
+        a_loop_of_three_sends_every_request_three_times_on_shifted_passes,
+        an_endless_loop_stops_at_its_duration_or_when_cancelled
     ]
 );

@@ -179,13 +179,7 @@ async fn the_grace_period_counts_per_replay(kind: &str) {
     let shares = recording
         .ranges
         .iter()
-        .map(|r| PartitionShare {
-            partition: r.partition,
-            start_offset: r.start,
-            end_offset: r.end,
-            stride: 1,
-            phase: 0,
-        })
+        .map(|r| PartitionShare::from(reprise_store::log::RangeSpec::whole(r.partition, r.start, r.end)))
         .collect();
     let assign = AssignRequest {
         protocol_version: PROTOCOL_VERSION,

@@ -3,7 +3,8 @@
 //!
 //! Pacing is absolute: a record stamped `ts` is due at `start_at + (ts - origin) / speed`
 //! (plus the time spent paused), computed from the controller's `start_at` alone, so
-//! every worker replays the same timeline with no coordination per request. The
+//! every worker replays the same timeline with no coordination per request. A looping
+//! replay reads its lanes again for every pass, pass `n` shifted by `n` pass periods. The
 //! dispatcher sleeps only when the next record is not yet due; everything due by then
 //! goes out together. Memory is bounded by the read-ahead and the in-flight limit.
 //!
@@ -24,19 +25,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reprise_proto::v1::{AssignRequest, PacingMode, WorkerReplayState, WorkerStats};
-use reprise_store::log::LogError;
-use reprise_store::traffic::decode_stream;
+use reprise_store::log::{LogError, TrafficLog};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::dispatch::{Dispatcher, SharedPacing, rate_limiter};
-use self::lanes::{LaneStream, LocatedStream, deal_lanes, plan_lanes};
+use self::lanes::{Lane, LaneStream, deal_lanes, open_lane, plan_lanes};
 use crate::request::Target;
 use crate::stats::{ReportId, Stats};
 
-/// Records buffered ahead of the dispatcher, per share.
-const READ_AHEAD: usize = 2048;
 /// A full report (with histograms) this often.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Between full reports, a light one (counters and checkpoints) as soon as
@@ -121,7 +119,15 @@ pub struct Replay {
     pub assignment: AssignRequest,
     target: Target,
     pub stats: Arc<Stats>,
-    /// The lanes, dealt to dispatch threads, until `start` takes them.
+    log: Arc<dyn TrafficLog>,
+    lanes: Vec<Lane>,
+    /// Passes to replay; `None`: endless.
+    passes: Option<u32>,
+    /// The worker's shared runtime: later passes are opened there, off the dispatch
+    /// threads (opening a Kafka reader blocks for milliseconds).
+    readers: tokio::runtime::Handle,
+    /// The lanes opened for their first pass, dealt to dispatch threads, until `start`
+    /// takes them.
     prepared: Mutex<Option<Vec<Vec<LaneStream>>>>,
     paused: watch::Sender<bool>,
     cancel: CancellationToken,
@@ -152,19 +158,18 @@ impl Replay {
         if options.pacing() == PacingMode::Constant && options.rate_per_sec <= 0.0 {
             return Err(ReplayError::Invalid("constant pacing needs a rate".into()));
         }
+        let passes = (!options.endless).then_some(options.passes.max(1));
         let log = reprise_store::open_log(&assignment.log_url).await?;
         let lanes = plan_lanes(&assignment.shares, host.threads());
         let lane_shares: Vec<usize> = lanes.iter().map(|l| l.share).collect();
         let threads = host.threads().min(lanes.len()).max(1);
         let stats = Arc::new(Stats::new(&assignment.shares, &lane_shares, threads));
         let mut opened = Vec::new();
-        let mut planned_records = 0;
         for (index, lane) in lanes.iter().enumerate() {
-            planned_records += lane.range.len();
-            let raw = log.read_range(lane.range, READ_AHEAD).await?;
-            let records: LocatedStream = Box::pin(decode_stream(raw, stats.records_undecodable.clone()));
-            opened.push((lane.range.len(), LaneStream { lane: index, end: lane.range.end, records }));
+            let stream = open_lane(&*log, index, lane, lane.first_pass, &stats).await?;
+            opened.push((lane.range.len(), stream.expect("a lane reads its first pass")));
         }
+        let planned_records = lanes::planned_records(&lanes, passes);
         let groups = deal_lanes(opened, threads);
         let (reports, _) = watch::channel(WorkerStats::default());
         let replay = Arc::new(Replay {
@@ -175,6 +180,10 @@ impl Replay {
             assignment,
             target,
             stats,
+            log,
+            lanes,
+            passes,
+            readers: tokio::runtime::Handle::current(),
             prepared: Mutex::new(Some(groups)),
             paused: watch::channel(false).0,
             cancel: CancellationToken::new(),

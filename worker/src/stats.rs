@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Serializer, V2Serializer};
@@ -66,6 +66,8 @@ pub struct Stats {
     pub bytes_sent: AtomicU64,
     pub in_flight: AtomicU64,
     pub planned_sends: AtomicU64,
+    /// The highest pass a send went out in, from 1 (0: none yet).
+    current_pass: AtomicU32,
     status: [AtomicU64; 5],
     errors: [AtomicU64; 4],
     bytes_received: AtomicU64,
@@ -79,6 +81,13 @@ pub struct Stats {
     progress: Vec<Mutex<LaneProgress>>,
 }
 
+/// A place in a looping replay: an offset within a pass. Passes order first.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PassOffset {
+    pub pass: u32,
+    pub offset: i64,
+}
+
 /// A lane's records from its checkpoint on, in offset order: each taken record with the
 /// sends it still waits for. A record counts as finished once all its sends have a
 /// response or an error; the checkpoint moves past a record only once it and every
@@ -90,16 +99,16 @@ struct LaneProgress {
     front_seq: u64,
     taken: VecDeque<Taken>,
     /// The checkpoint when nothing is waiting.
-    finished_below: i64,
+    finished_below: PassOffset,
     /// Sends of the records in `taken`.
     sends_past: u64,
 }
 
 #[derive(Debug)]
 struct Taken {
-    offset: i64,
+    at: PassOffset,
     /// Where the checkpoint moves once this record is finished.
-    next: i64,
+    next: PassOffset,
     waiting: u32,
     sends: u32,
 }
@@ -112,12 +121,12 @@ pub struct TakenRecord {
 }
 
 impl LaneProgress {
-    fn take(&mut self, offset: i64, next: i64, sends: u32) -> u64 {
+    fn take(&mut self, at: PassOffset, next: PassOffset, sends: u32) -> u64 {
         let seq = self.front_seq + self.taken.len() as u64;
         if sends == 0 && self.taken.is_empty() {
             self.finished_below = next;
         } else {
-            self.taken.push_back(Taken { offset, next, waiting: sends, sends: 0 });
+            self.taken.push_back(Taken { at, next, waiting: sends, sends: 0 });
         }
         seq
     }
@@ -146,8 +155,8 @@ impl LaneProgress {
         }
     }
 
-    fn checkpoint(&self) -> i64 {
-        self.taken.front().map_or(self.finished_below, |t| t.offset)
+    fn checkpoint(&self) -> PassOffset {
+        self.taken.front().map_or(self.finished_below, |t| t.at)
     }
 }
 
@@ -163,6 +172,7 @@ impl Stats {
             bytes_sent: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             planned_sends: AtomicU64::new(0),
+            current_pass: AtomicU32::new(0),
             status: Default::default(),
             errors: Default::default(),
             bytes_received: AtomicU64::new(0),
@@ -171,7 +181,7 @@ impl Stats {
             lane_shares: lane_shares.to_vec(),
             progress: lane_shares
                 .iter()
-                .map(|&s| Mutex::new(LaneProgress { finished_below: shares[s].start_offset, ..Default::default() }))
+                .map(|&s| Mutex::new(LaneProgress { finished_below: share_start(&shares[s]), ..Default::default() }))
                 .collect(),
         }
     }
@@ -180,15 +190,22 @@ impl Stats {
         self.progress[lane].lock().expect("progress lock")
     }
 
-    /// The dispatcher took the record at `offset` of `lane`, to be sent `sends` times (0:
-    /// it is skipped, and finished as soon as everything before it is).
-    pub fn take(&self, lane: usize, offset: i64, sends: u32) -> TakenRecord {
-        TakenRecord { lane, seq: self.lane(lane).take(offset, offset + 1, sends) }
+    /// The dispatcher took the record at `offset` of `lane` in `pass`, to be sent `sends`
+    /// times (0: it is skipped, and finished as soon as everything before it is).
+    pub fn take(&self, lane: usize, pass: u32, offset: i64, sends: u32) -> TakenRecord {
+        let (at, next) = (PassOffset { pass, offset }, PassOffset { pass, offset: offset + 1 });
+        TakenRecord { lane, seq: self.lane(lane).take(at, next, sends) }
     }
 
-    /// A lane has no record left below `end`.
-    pub fn lane_end(&self, lane: usize, end: i64) {
-        self.lane(lane).take(end, end, 0);
+    /// A lane has no record left below `end` in `pass`.
+    pub fn lane_end(&self, lane: usize, pass: u32, end: i64) {
+        let at = PassOffset { pass, offset: end };
+        self.lane(lane).take(at, at, 0);
+    }
+
+    /// A send of `pass` (from 0) went out.
+    pub fn in_pass(&self, pass: u32) {
+        self.current_pass.fetch_max(pass + 1, Ordering::Relaxed);
     }
 
     /// One send of a taken record left.
@@ -236,18 +253,22 @@ impl Stats {
     /// Per share, the lowest checkpoint of its lanes: below it, every lane (so every
     /// selected record of the share) has finished; and the sends past those checkpoints.
     fn share_checkpoints(&self) -> (Vec<Checkpoint>, u64) {
-        let mut next: Vec<i64> = self.shares.iter().map(|s| s.end_offset).collect();
+        let mut next: Vec<Option<PassOffset>> = vec![None; self.shares.len()];
         let mut sends_past = 0;
         for (lane, &share) in self.lane_shares.iter().enumerate() {
             let progress = self.lane(lane);
-            next[share] = next[share].min(progress.checkpoint());
+            let checkpoint = progress.checkpoint();
+            next[share] = Some(next[share].map_or(checkpoint, |n| n.min(checkpoint)));
             sends_past += progress.sends_past;
         }
         let checkpoints = self
             .shares
             .iter()
             .zip(next)
-            .map(|(share, next_offset)| Checkpoint { share: Some(*share), next_offset })
+            .map(|(share, next)| {
+                let next = next.unwrap_or(PassOffset { pass: share.first_pass, offset: share.end_offset });
+                Checkpoint { share: Some(*share), next_offset: next.offset, pass: next.pass }
+            })
             .collect();
         (checkpoints, sends_past)
     }
@@ -323,8 +344,18 @@ impl Stats {
             error: error.to_string(),
             light,
             sends_past_checkpoints,
+            current_pass: load32(&self.current_pass),
         }
     }
+}
+
+/// Where a share starts: its first pass, from its resume offset.
+fn share_start(share: &PartitionShare) -> PassOffset {
+    PassOffset { pass: share.first_pass, offset: share.resume_offset.max(share.start_offset) }
+}
+
+fn load32(a: &AtomicU32) -> u32 {
+    a.load(Ordering::Relaxed)
 }
 
 /// Whose report it is.
@@ -342,7 +373,7 @@ mod tests {
     const ID: ReportId<'static> = ReportId { worker_id: "w", replay_id: "r", part: 0 };
 
     fn share(partition: i32, start_offset: i64, end_offset: i64) -> PartitionShare {
-        PartitionShare { partition, start_offset, end_offset, stride: 1, phase: 0 }
+        PartitionShare { partition, start_offset, end_offset, stride: 1, phase: 0, ..Default::default() }
     }
 
     fn report(stats: &Stats, light: bool) -> WorkerStats {
@@ -375,20 +406,20 @@ mod tests {
             (report.checkpoints[0].next_offset, report.sends_past_checkpoints)
         };
         assert_eq!(checkpoint(&stats), (10, 0));
-        let a = stats.take(0, 10, 2);
+        let a = stats.take(0, 0, 10, 2);
         stats.sent(a);
         stats.sent(a);
-        stats.take(0, 11, 0);
-        let b = stats.take(0, 12, 1);
+        stats.take(0, 0, 11, 0);
+        let b = stats.take(0, 0, 12, 1);
         stats.sent(b);
         stats.finished(b);
         stats.finished(a);
         assert_eq!(checkpoint(&stats), (10, 3), "one of record 10's two sends is still out");
         stats.finished(a);
         assert_eq!(checkpoint(&stats), (13, 0), "10 finished, 11 skipped, 12 finished");
-        let c = stats.take(0, 13, 1);
+        let c = stats.take(0, 0, 13, 1);
         stats.sent(c);
-        stats.lane_end(0, 20);
+        stats.lane_end(0, 0, 20);
         assert_eq!(checkpoint(&stats), (13, 1));
         stats.finished(c);
         assert_eq!(checkpoint(&stats), (20, 0), "the lane's end once everything before it finished");
@@ -398,10 +429,37 @@ mod tests {
     fn a_split_share_checkpoints_at_its_slowest_lane() {
         // Share 0 read as two lanes, share 1 as one.
         let stats = Stats::new(&[share(0, 0, 100), share(1, 10, 20)], &[0, 0, 1], 1);
-        stats.take(0, 39, 0);
-        stats.take(1, 36, 0);
-        stats.lane_end(2, 20);
+        stats.take(0, 0, 39, 0);
+        stats.take(1, 0, 36, 0);
+        stats.lane_end(2, 0, 20);
         let next: Vec<i64> = report(&stats, true).checkpoints.iter().map(|c| c.next_offset).collect();
         assert_eq!(next, vec![37, 20]);
+    }
+
+    #[test]
+    fn a_looping_lane_checkpoints_in_the_pass_still_in_flight() {
+        let stats = Stats::new(&[share(0, 10, 20)], &[0], 1);
+        let checkpoint = |stats: &Stats| {
+            let c = report(stats, true).checkpoints[0];
+            (c.pass, c.next_offset)
+        };
+        let last = stats.take(0, 0, 19, 1);
+        stats.lane_end(0, 0, 20);
+        let first = stats.take(0, 1, 10, 1);
+        stats.in_pass(1);
+        assert_eq!(checkpoint(&stats), (0, 19), "pass 0's last record is still out");
+        stats.finished(last);
+        assert_eq!(checkpoint(&stats), (1, 10));
+        stats.finished(first);
+        assert_eq!(checkpoint(&stats), (1, 11));
+        assert_eq!(report(&stats, true).current_pass, 2);
+    }
+
+    #[test]
+    fn a_taken_over_share_checkpoints_from_its_resume_point() {
+        let share = PartitionShare { first_pass: 3, resume_offset: 15, ..share(0, 10, 20) };
+        let stats = Stats::new(&[share], &[0], 1);
+        let c = report(&stats, true).checkpoints[0];
+        assert_eq!((c.pass, c.next_offset), (3, 15));
     }
 }

@@ -48,7 +48,8 @@ impl ReplayManager {
         };
         // The freshest checkpoints: the part's last report here, else the stored ones.
         let progress = fresh.or_else(|| lost.progress.clone()).unwrap_or_default();
-        let remainder = lost.remainder(&progress.checkpoints);
+        let passes = live.spec.passes();
+        let remainder = lost.remainder(&progress, passes);
         let mut survivors = self.matching_workers(&live.spec).await.map_err(|e| e.to_string())?;
         survivors.retain(|w| !departed.contains(&w.id));
         if survivors.is_empty() && !remainder.is_empty() {
@@ -61,7 +62,7 @@ impl ReplayManager {
             let next_part = |worker: &str| {
                 plan.workers.iter().filter(|p| p.worker_id == worker).map(|p| p.part + 1).max().unwrap_or(0)
             };
-            planner::takeover(&remainder, &survivors, next_part)
+            planner::takeover(&remainder, passes, &survivors, next_part)
         };
         let handover = Handover {
             to: parts.iter().map(WorkerPlan::name).collect(),

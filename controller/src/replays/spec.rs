@@ -39,6 +39,16 @@ impl ReplaySpec {
         self.options.pacing()
     }
 
+    /// Passes over the recording; `None`: endless.
+    pub fn passes(&self) -> Option<u32> {
+        (!self.options.endless).then_some(self.options.passes.max(1))
+    }
+
+    /// Nothing due later than this on the timeline is sent.
+    pub fn until(&self) -> Option<std::time::Duration> {
+        (self.options.duration_ms > 0).then(|| std::time::Duration::from_millis(self.options.duration_ms))
+    }
+
     /// The options for a worker that sends `records` of the recording's `total`: its
     /// share of the cluster's rate cap.
     pub fn worker_options(&self, records: u64, total: u64) -> ReplayOptions {

@@ -32,6 +32,10 @@ impl ReplayManager {
             log_url: recording.log_url.clone(),
             workers: planner::plan(&recording.ranges, &candidates),
         };
+        let passes = u64::from(spec.passes().unwrap_or(1));
+        for part in &mut plan.workers {
+            part.records *= passes;
+        }
         let mut replay = Replay {
             id: new_id("rep"),
             recording_id: recording.id.clone(),
@@ -151,12 +155,13 @@ impl ReplayManager {
             replay_id: replay_id.to_string(),
             controller_id: self.controller_id.clone(),
             log_url: plan.log_url.clone(),
-            shares: part.shares.iter().map(|s| PartitionShare::from(*s)).collect(),
-            options: Some(spec.worker_options(part.records, plan.records)),
+            shares: (0..part.shares.len()).map(|i| share(part, i)).collect(),
+            options: Some(spec.worker_options(part.records, plan.records * u64::from(spec.passes().unwrap_or(1)))),
             origin_ns: plan.origin_ns,
             recording_records: plan.records,
             part: part.part,
             start_at_unix_ns: 0,
+            pass_period_ns: plan.pass_period_ns(),
         }
     }
 
@@ -205,4 +210,10 @@ async fn bounded<T>(
 
 fn refused(worker: &WorkerPlan, reason: String) -> ReplayError {
     ReplayError::WorkerRefused { worker: worker.worker_id.clone(), address: worker.address.clone(), reason }
+}
+
+/// Share `i` of `part` as a worker gets it: where the part picks it up included.
+fn share(part: &WorkerPlan, i: usize) -> PartitionShare {
+    let from = part.start_of(i);
+    PartitionShare { first_pass: from.pass, resume_offset: from.offset, ..PartitionShare::from(part.shares[i]) }
 }

@@ -24,6 +24,31 @@ pub struct ReplayPlan {
     pub workers: Vec<WorkerPlan>,
 }
 
+impl ReplayPlan {
+    /// The shift from one pass to the next on the recording's clock: its span plus one
+    /// mean gap between records, so that a loop keeps the recorded rate across the seam
+    /// (1 s when the recording has no span).
+    pub fn pass_period_ns(&self) -> i64 {
+        match self.records {
+            n if n > 1 && self.span_ns > 0 => self.span_ns + self.span_ns / (n as i64 - 1),
+            _ => self.span_ns.max(1_000_000_000),
+        }
+    }
+
+    /// How long the replay lasts on its timeline at original pace, if it ends: the last
+    /// pass's end, or the duration when that comes first.
+    pub fn timeline_s(&self, spec: &ReplaySpec) -> Option<f64> {
+        let passes = spec.passes().map(|p| {
+            (f64::from(p - 1) * self.pass_period_ns() as f64 + self.span_ns as f64) / 1e9 / spec.options.speed
+        });
+        let until = spec.until().map(|d| d.as_secs_f64());
+        match (passes, until) {
+            (Some(p), Some(u)) => Some(p.min(u)),
+            (p, u) => p.or(u),
+        }
+    }
+}
+
 /// The spec and plan stored in a replay record (defaults where a record lacks them).
 pub fn parts(replay: &Replay) -> (ReplaySpec, ReplayPlan) {
     let spec = serde_json::from_value(replay.options.clone()).unwrap_or_default();
@@ -57,10 +82,11 @@ mod tests {
                 worker_id: "w1".into(),
                 address: "127.0.0.1:1".into(),
                 shares: vec![RangeSpec { partition: 0, start: 0, end: 10, stride: 1, phase: 0 }],
+                resume: vec![crate::planner::Resume { pass: 1, offset: 2 }],
                 records: 10,
                 part: 1,
                 grace_ms: 5000,
-                progress: Some(crate::planner::PartProgress { checkpoints: vec![4], sends_past: 1 }),
+                progress: Some(crate::planner::PartProgress { checkpoints: vec![4], passes: vec![1], sends_past: 1 }),
                 handed_over: None,
             }],
         };

@@ -172,7 +172,8 @@ impl Tally {
     pub fn progress(&self, key: &PartKey) -> Option<PartProgress> {
         let report = self.workers.get(key)?.latest.as_ref()?;
         let checkpoints = report.checkpoints.iter().map(|c| c.next_offset).collect();
-        Some(PartProgress { checkpoints, sends_past: report.sends_past_checkpoints })
+        let passes = report.checkpoints.iter().map(|c| c.pass).collect();
+        Some(PartProgress { checkpoints, passes, sends_past: report.sends_past_checkpoints })
     }
 
     /// Whether the part stopped early and gave its ranges back (its last report is exact).
@@ -317,11 +318,12 @@ impl Tally {
             (Some(start), end) => (end.unwrap_or(now_ms) - start).max(0) as f64 / 1000.0,
             _ => 0.0,
         };
-        let progress = if plan.records == 0 { 1.0 } else { (read as f64 / plan.records as f64).min(1.0) };
+        let progress = progress(read, duration_s, spec, plan);
         let original = spec.pacing() == PacingMode::Original;
+        let timeline_s = if original { plan.timeline_s(spec) } else { spec.until().map(|d| d.as_secs_f64()) };
         let eta_s = match replay.state {
             s if s.is_final() => Some(0.0),
-            _ if original => Some((plan.span_ns as f64 / 1e9 / spec.options.speed - duration_s).max(0.0)),
+            _ if timeline_s.is_some() => timeline_s.map(|t| (t - duration_s).max(0.0)),
             _ if progress > 0.0 => Some(duration_s * (1.0 - progress) / progress),
             _ => None,
         };
@@ -376,8 +378,22 @@ impl Tally {
                 .filter_map(|w| w.handover.as_ref())
                 .map(|h| h.duplicates_bound)
                 .sum(),
+            current_pass: self.reports().map(|r| r.current_pass).max().unwrap_or(0),
+            passes: spec.passes().unwrap_or(0),
         }
     }
+}
+
+/// Share of the replay done: records read of those planned over every pass, or time on
+/// the timeline of the duration, whichever is further (an endless replay without a
+/// duration has no end to measure against: 0).
+fn progress(read: u64, duration_s: f64, spec: &ReplaySpec, plan: &ReplayPlan) -> f64 {
+    let by_records = spec.passes().map(|passes| {
+        let planned = plan.records * u64::from(passes);
+        if planned == 0 { 1.0 } else { read as f64 / planned as f64 }
+    });
+    let by_time = spec.until().map(|until| duration_s / until.as_secs_f64().max(1e-9));
+    by_records.into_iter().chain(by_time).fold(0.0, f64::max).min(1.0)
 }
 
 #[cfg(test)]
@@ -396,6 +412,7 @@ mod tests {
             worker_id: id.to_string(),
             address: format!("{id}:1"),
             shares: vec![RangeSpec::whole(0, 0, 50)],
+            resume: Vec::new(),
             records: 50,
             part: 0,
             grace_ms: 1000,

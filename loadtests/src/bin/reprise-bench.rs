@@ -144,6 +144,7 @@ fn replay_bench(work_dir: &std::path::Path, workers: usize, requests: u64, mode:
         mode,
         rate: 20_000.0,
         multiple: 1,
+        passes: 1,
         max_in_flight: 64,
         dry_run,
         dispatch_threads: 0,

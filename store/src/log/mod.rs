@@ -72,6 +72,7 @@ impl From<RangeSpec> for reprise_proto::v1::PartitionShare {
             end_offset: r.end,
             stride: r.stride,
             phase: r.phase,
+            ..Default::default()
         }
     }
 }

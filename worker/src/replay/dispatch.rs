@@ -12,11 +12,13 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::Request;
 use http_body_util::Full;
 use reprise_proto::v1::{MessageKind, PacingMode};
+use reprise_store::log::LogError;
 use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::Replay;
-use super::lanes::{LaneStream, Merge};
+use super::lanes::{LaneStream, Merge, open_lane};
 use crate::request::{self, RecordedRequest};
 use crate::sender::{DryRunSender, HttpSender, Sender, SenderConfig};
 use crate::timer::PreciseTimer;
@@ -94,6 +96,13 @@ struct Clock {
     paused_for: Duration,
 }
 
+impl Clock {
+    /// Time on the replay's timeline: since the start, less the time spent paused.
+    fn elapsed(&self) -> Duration {
+        self.start.elapsed().saturating_sub(self.paused_for)
+    }
+}
+
 /// Pacing state shared by a replay's dispatch threads.
 pub(super) struct SharedPacing {
     /// The worker's share of the cluster rate cap.
@@ -111,6 +120,23 @@ pub(super) struct Dispatcher {
     pub(super) shared: Arc<SharedPacing>,
 }
 
+/// How a pass of one dispatch thread ended.
+enum PassEnd {
+    /// Every record of the pass was dispatched.
+    Finished,
+    /// Cancelled, released, fenced, or past the replay's duration.
+    Stopped,
+}
+
+/// Where a dispatch thread is on the timeline.
+struct Pacing {
+    clock: Clock,
+    timer: PreciseTimer,
+    paused: watch::Receiver<bool>,
+    /// Nothing due later than this is sent.
+    until: Option<Duration>,
+}
+
 impl Dispatcher {
     /// Starts a sender on this thread's runtime and dispatches the lanes.
     pub(super) async fn run(self, lanes: Vec<LaneStream>, start: Instant) -> Result<(), String> {
@@ -122,40 +148,80 @@ impl Dispatcher {
         }
     }
 
-    /// Reads the lanes in timestamp order, waits for each record's due time, and hands
-    /// `multiple` copies to the sender under the rate and in-flight limits.
-    async fn dispatch<S: Sender>(&self, sender: S, lanes: Vec<LaneStream>, start: Instant) -> Result<(), String> {
+    /// Dispatches this thread's lanes pass after pass. `first` holds each lane opened for
+    /// its own first pass; a later pass opens the lanes again, while the pass before it
+    /// is sent, so that its first records are read before they are due.
+    async fn dispatch<S: Sender>(&self, sender: S, first: Vec<LaneStream>, start: Instant) -> Result<(), String> {
         let replay = &self.replay;
-        let options = replay.options().clone();
-        let multiple = options.multiple.max(1);
+        let options = replay.options();
         let in_flight = Arc::new(Semaphore::new(self.max_in_flight));
-        let mut merged = Merge::new(lanes, replay.stats.clone());
-        let mut paused = replay.paused.subscribe();
-        let mut clock = Clock { start, paused_for: Duration::ZERO };
-        let mut timer = PreciseTimer::new().map_err(|e| format!("cannot create a timer: {e}"))?;
-        let origin = replay.assignment.origin_ns;
+        let mut pacing = Pacing {
+            clock: Clock { start, paused_for: Duration::ZERO },
+            timer: PreciseTimer::new().map_err(|e| format!("cannot create a timer: {e}"))?,
+            paused: replay.paused.subscribe(),
+            until: (options.duration_ms > 0).then(|| Duration::from_millis(options.duration_ms)),
+        };
+        let lanes: Vec<usize> = first.iter().map(|l| l.lane).collect();
+        let mut waiting = first;
+        let mut pass = lanes.iter().map(|&i| replay.lanes[i].first_pass).min().unwrap_or(0);
+        let mut opening: Option<JoinHandle<Result<Vec<LaneStream>, LogError>>> = None;
+        while replay.passes.is_none_or(|passes| pass < passes) {
+            let mut streams: Vec<LaneStream> = waiting.extract_if(.., |l| l.pass == pass).collect();
+            if let Some(opening) = opening.take() {
+                streams.extend(
+                    opening.await.map_err(|e| format!("opening a pass failed: {e}"))?.map_err(|e| e.to_string())?,
+                );
+            }
+            if replay.passes.is_none_or(|passes| pass + 1 < passes) {
+                opening = Some(replay.readers.spawn(open_pass(replay.clone(), lanes.clone(), pass + 1)));
+            }
+            match self.dispatch_pass(&sender, streams, pass, &mut pacing, &in_flight).await? {
+                PassEnd::Finished => pass += 1,
+                PassEnd::Stopped => break,
+            }
+        }
+        // Let what is in flight finish (each send is bounded by the request timeout).
+        let _ = in_flight.acquire_many(self.max_in_flight as u32).await;
+        Ok(())
+    }
 
-        'records: loop {
+    /// Reads one pass of the lanes in timestamp order, waits for each record's due time,
+    /// and hands `multiple` copies to the sender under the rate and in-flight limits.
+    async fn dispatch_pass<S: Sender>(
+        &self,
+        sender: &S,
+        lanes: Vec<LaneStream>,
+        pass: u32,
+        pacing: &mut Pacing,
+        in_flight: &Arc<Semaphore>,
+    ) -> Result<PassEnd, String> {
+        let replay = &self.replay;
+        let options = replay.options();
+        let multiple = options.multiple.max(1);
+        let mut merged = Merge::new(lanes, replay.stats.clone());
+        let origin = replay.assignment.origin_ns - i64::from(pass) * replay.assignment.pass_period_ns;
+        replay.stats.in_pass(pass);
+        loop {
             let next = tokio::select! {
                 next = merged.next() => next,
-                _ = replay.cancel.cancelled() => break,
+                _ = replay.cancel.cancelled() => return Ok(PassEnd::Stopped),
             };
-            let Some(next) = next else { break };
+            let Some(next) = next else { return Ok(PassEnd::Finished) };
             let (lane, located) = next.map_err(|e| e.to_string())?;
             replay.stats.records_decoded.fetch_add(1, Ordering::Relaxed);
             // Fenced: once no controller has named the replay for its grace period, its
             // ranges may already be someone else's, so not one more send.
             if replay.stop_if_unheard(reprise_store::now_ms()) {
-                break;
+                return Ok(PassEnd::Stopped);
             }
             let request =
                 (located.record.kind() == MessageKind::Request).then(|| replay.parse(&located.record.http)).flatten();
             let Some((recorded, uri)) = request else {
-                replay.stats.take(lane, located.offset, 0);
+                replay.stats.take(lane, pass, located.offset, 0);
                 continue;
             };
             replay.stats.planned_sends.fetch_add(u64::from(multiple), Ordering::Relaxed);
-            let taken = replay.stats.take(lane, located.offset, multiple);
+            let taken = replay.stats.take(lane, pass, located.offset, multiple);
             for _ in 0..multiple {
                 let offset = match options.pacing() {
                     PacingMode::Max => None,
@@ -168,18 +234,23 @@ impl Dispatcher {
                         Some(Duration::from_nanos((since_origin / options.speed) as u64))
                     }
                 };
-                let Some(due) = replay.wait_until_due(&mut timer, &mut clock, offset, &mut paused).await else {
-                    break 'records;
+                if pacing.until.is_some_and(|until| offset.unwrap_or_else(|| pacing.clock.elapsed()) > until) {
+                    return Ok(PassEnd::Stopped);
+                }
+                let Some(due) =
+                    replay.wait_until_due(&mut pacing.timer, &mut pacing.clock, offset, &mut pacing.paused).await
+                else {
+                    return Ok(PassEnd::Stopped);
                 };
                 if let Some(limiter) = &self.shared.limiter {
                     tokio::select! {
                         _ = limiter.until_ready() => {}
-                        _ = replay.cancel.cancelled() => break 'records,
+                        _ = replay.cancel.cancelled() => return Ok(PassEnd::Stopped),
                     }
                 }
                 let permit = tokio::select! {
                     permit = in_flight.clone().acquire_owned() => permit.expect("semaphore never closed"),
-                    _ = replay.cancel.cancelled() => break 'records,
+                    _ = replay.cancel.cancelled() => return Ok(PassEnd::Stopped),
                 };
                 let request = build_request(&recorded, uri.clone(), options.keep_host);
                 let dispatched = Instant::now();
@@ -200,10 +271,22 @@ impl Dispatcher {
                 });
             }
         }
-        // Let what is in flight finish (each send is bounded by the request timeout).
-        let _ = in_flight.acquire_many(self.max_in_flight as u32).await;
-        Ok(())
     }
+}
+
+/// Opens `lanes` of `replay` for `pass`, leaving out the lanes that start in that pass
+/// (they were opened at prepare) or later.
+async fn open_pass(replay: Arc<Replay>, lanes: Vec<usize>, pass: u32) -> Result<Vec<LaneStream>, LogError> {
+    let mut opened = Vec::new();
+    for index in lanes {
+        let lane = &replay.lanes[index];
+        if lane.first_pass < pass
+            && let Some(stream) = open_lane(&*replay.log, index, lane, pass, &replay.stats).await?
+        {
+            opened.push(stream);
+        }
+    }
+    Ok(opened)
 }
 
 fn build_request(recorded: &RecordedRequest, uri: http::Uri, keep_host: bool) -> Request<Full<Bytes>> {

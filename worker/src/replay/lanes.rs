@@ -1,15 +1,19 @@
 //! The reading side of a replay: its shares cut into lanes, each lane an open stream of
-//! the traffic log, and the merge of a thread's lanes into one stream by timestamp.
+//! the traffic log (once per pass), and the merge of a thread's lanes into one stream by
+//! timestamp.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use reprise_proto::v1::PartitionShare;
-use reprise_store::log::{LogError, RangeSpec};
-use reprise_store::traffic::Located;
+use reprise_store::log::{LogError, RangeSpec, TrafficLog};
+use reprise_store::traffic::{Located, decode_stream};
 
 use crate::stats::Stats;
+
+/// Records buffered ahead of the dispatcher, per lane.
+const READ_AHEAD: usize = 2048;
 
 pub(super) type LocatedStream = Pin<Box<dyn Stream<Item = Result<Located, LogError>> + Send>>;
 
@@ -18,13 +22,44 @@ pub(super) type LocatedStream = Pin<Box<dyn Stream<Item = Result<Located, LogErr
 pub(super) struct Lane {
     pub(super) share: usize,
     pub(super) range: RangeSpec,
+    /// The lane's first pass (a takeover may start later), read from `resume` on.
+    pub(super) first_pass: u32,
+    pub(super) resume: i64,
 }
 
-/// An opened lane: its index (for checkpoints), where it ends, and its records.
+impl Lane {
+    /// What the lane reads in `pass`: nothing before its first pass, the rest of that
+    /// pass from `resume`, every later pass whole.
+    pub(super) fn range_in(&self, pass: u32) -> Option<RangeSpec> {
+        match pass.cmp(&self.first_pass) {
+            std::cmp::Ordering::Less => None,
+            std::cmp::Ordering::Equal => Some(self.range.from_offset(self.resume)),
+            std::cmp::Ordering::Greater => Some(self.range),
+        }
+    }
+}
+
+/// A lane opened for one pass: the lane's index (for checkpoints), the pass, where it
+/// ends, and its records.
 pub(super) struct LaneStream {
     pub(super) lane: usize,
+    pub(super) pass: u32,
     pub(super) end: i64,
     pub(super) records: LocatedStream,
+}
+
+/// Opens `lane` (index `index`) for `pass`, or `None` if it reads nothing in that pass.
+pub(super) async fn open_lane(
+    log: &dyn TrafficLog,
+    index: usize,
+    lane: &Lane,
+    pass: u32,
+    stats: &Stats,
+) -> Result<Option<LaneStream>, LogError> {
+    let Some(range) = lane.range_in(pass) else { return Ok(None) };
+    let raw = log.read_range(range, READ_AHEAD).await?;
+    let records: LocatedStream = Box::pin(decode_stream(raw, stats.records_undecodable.clone()));
+    Ok(Some(LaneStream { lane: index, pass, end: range.end, records }))
 }
 
 /// Cuts `shares` into at least `threads` lanes where it can: a share of stride `s` and
@@ -40,9 +75,22 @@ pub(super) fn plan_lanes(shares: &[PartitionShare], threads: usize) -> Vec<Lane>
             stride: s.stride.max(1),
             phase: s.phase,
         };
-        lanes.extend(range.split(split).into_iter().map(|range| Lane { share, range }));
+        let (first_pass, resume) = (s.first_pass, s.resume_offset.max(s.start_offset));
+        lanes.extend(range.split(split).into_iter().map(|range| Lane { share, range, first_pass, resume }));
     }
     lanes
+}
+
+/// Records the lanes read over `passes` (`None`, endless: over one pass).
+pub(super) fn planned_records(lanes: &[Lane], passes: Option<u32>) -> u64 {
+    lanes
+        .iter()
+        .map(|lane| {
+            let first = lane.range_in(lane.first_pass).map_or(0, |r| r.len());
+            let later = passes.map_or(0, |p| u64::from(p.saturating_sub(lane.first_pass + 1)));
+            first + later * lane.range.len()
+        })
+        .sum()
 }
 
 /// Deals lanes to at most `threads` groups, largest first to the least loaded, so
@@ -83,7 +131,8 @@ impl Merge {
                     Some(Err(e)) => return Some(Err(e)),
                     None => {
                         self.live[i] = false;
-                        self.stats.lane_end(self.lanes[i].lane, self.lanes[i].end);
+                        let lane = &self.lanes[i];
+                        self.stats.lane_end(lane.lane, lane.pass, lane.end);
                     }
                 }
             }
@@ -99,12 +148,13 @@ mod tests {
     use super::*;
 
     fn share(partition: i32, start: i64, end: i64) -> PartitionShare {
-        PartitionShare { partition, start_offset: start, end_offset: end, stride: 1, phase: 0 }
+        PartitionShare { partition, start_offset: start, end_offset: end, stride: 1, phase: 0, ..Default::default() }
     }
 
     #[test]
     fn fewer_shares_than_threads_are_split_by_stride_into_disjoint_lanes() {
-        let shares = [PartitionShare { partition: 0, start_offset: 3, end_offset: 103, stride: 2, phase: 1 }];
+        let shares =
+            [PartitionShare { partition: 0, start_offset: 3, end_offset: 103, stride: 2, phase: 1, ..share(0, 0, 0) }];
         let lanes = plan_lanes(&shares, 3);
         assert_eq!(lanes.len(), 3);
         // Every offset the share selects is read by exactly one lane.
@@ -122,6 +172,15 @@ mod tests {
         assert_eq!(plan_lanes(&[share(0, 0, 10), share(1, 0, 10)], 2).len(), 2);
         assert_eq!(plan_lanes(&[share(0, 0, 1)], 4).len(), 1);
         assert_eq!(plan_lanes(&[], 4).len(), 0);
+    }
+
+    #[test]
+    fn a_taken_over_share_starts_at_its_pass_and_resume_offset() {
+        let shares = [PartitionShare { first_pass: 2, resume_offset: 40, ..share(0, 10, 100) }];
+        let lane = plan_lanes(&shares, 1)[0];
+        assert_eq!(lane.range_in(1), None);
+        assert_eq!(lane.range_in(2), Some(RangeSpec::whole(0, 40, 100)));
+        assert_eq!(lane.range_in(3), Some(RangeSpec::whole(0, 10, 100)));
     }
 
     #[test]
