@@ -185,6 +185,23 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// When a send of a record stamped `timestamp_ns` is due on the timeline, with the
+    /// pass's `origin` (`None`: at once, at max speed).
+    fn due_offset(&self, timestamp_ns: i64, origin: i64) -> Option<Duration> {
+        let options = self.replay.options();
+        match options.pacing() {
+            PacingMode::Max => None,
+            PacingMode::Constant => {
+                let n = self.shared.constant_sends.fetch_add(1, Ordering::Relaxed);
+                Some(Duration::from_secs_f64(n as f64 / options.rate_per_sec))
+            }
+            _ => {
+                let since_origin = (timestamp_ns - origin).max(0) as f64;
+                Some(Duration::from_nanos((since_origin / options.speed) as u64))
+            }
+        }
+    }
+
     /// Reads one pass of the lanes in timestamp order, waits for each record's due time,
     /// and hands `multiple` copies to the sender under the rate and in-flight limits.
     async fn dispatch_pass<S: Sender>(
@@ -223,17 +240,7 @@ impl Dispatcher {
             replay.stats.planned_sends.fetch_add(u64::from(multiple), Ordering::Relaxed);
             let taken = replay.stats.take(lane, pass, located.offset, multiple);
             for _ in 0..multiple {
-                let offset = match options.pacing() {
-                    PacingMode::Max => None,
-                    PacingMode::Constant => {
-                        let n = self.shared.constant_sends.fetch_add(1, Ordering::Relaxed);
-                        Some(Duration::from_secs_f64(n as f64 / options.rate_per_sec))
-                    }
-                    _ => {
-                        let since_origin = (located.record.timestamp_ns - origin).max(0) as f64;
-                        Some(Duration::from_nanos((since_origin / options.speed) as u64))
-                    }
-                };
+                let offset = self.due_offset(located.record.timestamp_ns, origin);
                 if pacing.until.is_some_and(|until| offset.unwrap_or_else(|| pacing.clock.elapsed()) > until) {
                     return Ok(PassEnd::Stopped);
                 }
