@@ -143,7 +143,7 @@ async fn metrics(State(state): State<Arc<ControllerState>>) -> ApiResult {
         "replay_latency_p99_seconds",
         "gauge",
         "p99 latency from the due time.",
-        &mut per_replay(|s| s.latency().p99 / 1000.0),
+        &mut per_replay(|s| s.latency_ms.as_ref().map_or(f64::NAN, |l| l.p99 / 1000.0)),
     );
     family("replay_lag_p99_seconds", "gauge", "p99 schedule lag.", &mut per_replay(|s| s.lag().p99 / 1000.0));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())

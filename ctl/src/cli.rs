@@ -120,7 +120,7 @@ pub struct ReplayArgs {
     #[arg(long, default_value = "1", value_parser = parse_speed)]
     pub speed: Speed,
     /// Cluster-wide cap in requests/s (each worker gets its share); with --constant, the rate.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub rate: f64,
     /// Send at a constant --rate, ignoring the recorded timestamps.
     #[arg(long, requires = "rate")]
@@ -157,6 +157,11 @@ pub struct ReplayArgs {
     /// --loop, the recording loops until then.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<std::time::Duration>,
+    /// The share of sends that may fail (transport errors and 5xx) before the replay
+    /// counts as breached and ctl exits 1 [default: 0.5]. A replay in which no request
+    /// succeeded is breached whatever this says.
+    #[arg(long, value_parser = parse_share)]
+    pub max_error_rate: Option<f64>,
     /// Return once the replay has started; print its id.
     #[arg(long)]
     pub detach: bool,
@@ -197,10 +202,25 @@ impl ReplayArgs {
                 passes: self.passes.unwrap_or(1).max(1),
                 endless: self.passes == Some(0) || (self.passes.is_none() && self.duration.is_some()),
                 duration_ms: self.duration.map_or(0, |d| d.as_millis().max(1) as u64),
+                max_error_rate: self.max_error_rate,
             }),
             workers: self.workers,
             worker_labels: self.worker_labels.iter().cloned().collect(),
         }
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r >= 0.0 && r.is_finite() => Ok(r),
+        _ => Err(format!("{s:?} is not a rate: a number of requests/s, 0 or more")),
+    }
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a share: a number from 0 to 1 (0.05 is 5%)")),
     }
 }
 

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use reprise_proto::PROTOCOL_VERSION;
 use reprise_proto::v1::controller_client::ControllerClient;
 use reprise_proto::v1::{HelloRequest, PacingMode, ReplayOptions, ReplayRef, ReplayStatus, StartReplayRequest};
@@ -42,7 +41,7 @@ pub async fn connect_with_timeout(addresses: &str, timeout: Duration) -> anyhow:
 /// One controller, and whether it leads.
 async fn connect_one(address: &str, timeout: Duration) -> anyhow::Result<(Client, bool)> {
     let endpoint = Channel::from_shared(format_url(address))
-        .with_context(|| format!("{address:?} is not a controller URL (e.g. http://127.0.0.1:7100)"))?
+        .map_err(|e| UsageError(format!("{address:?} is not a controller URL (e.g. http://127.0.0.1:7100): {e}")))?
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .timeout(timeout);
     let unreachable = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot reach the controller at {address}: {e}");
@@ -67,10 +66,26 @@ fn format_url(address: &str) -> String {
     if address.contains("://") { address.to_string() } else { format!("http://{address}") }
 }
 
-/// A controller's refusal as one clear line: its message.
+/// A controller's refusal as one clear line: its message. A refused argument is a
+/// [`UsageError`] (exit status 2).
 pub fn status_error(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", status.message())
+    match status.code() {
+        tonic::Code::InvalidArgument => UsageError(status.message().to_string()).into(),
+        _ => anyhow::anyhow!("{}", status.message()),
+    }
 }
+
+/// The command was asked for something invalid (as opposed to failing while doing it).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// Follows replay `id` to its end; `on_status` sees every status on the way. Returns the
 /// final status (or, if the watch broke off early, the status the controller reports).

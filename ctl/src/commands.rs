@@ -107,10 +107,9 @@ async fn control(target: &Target, client: &mut Client, args: IdArgs, action: Con
     Ok(())
 }
 
+/// Starts a replay and (unless detached) follows it to its end: exit status 0 only if
+/// it ran to its end within its thresholds. Ctrl-C cancels it and prints its summary.
 async fn replay(target: &Target, client: &mut Client, args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    if args.rate < 0.0 || args.rate.is_nan() {
-        anyhow::bail!("--rate must not be negative");
-    }
     let started = client.start_replay(args.request()).await.map_err(status_error)?.into_inner();
     if args.detach {
         match args.json {
@@ -119,9 +118,32 @@ async fn replay(target: &Target, client: &mut Client, args: ReplayArgs) -> anyho
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let last = follow_with_progress(target, client, &started.id, !args.json).await?;
+    let followed = tokio::select! {
+        last = follow_with_progress(target, client, &started.id, !args.json) => Some(last?),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    let last = match followed {
+        Some(last) => last,
+        None => cancel_on_interrupt(target, client, &started.id).await?,
+    };
     output::status(&last, args.json);
-    Ok(if last.state() == ReplayState::Done { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    let success = last.state() == ReplayState::Done && last.breach.is_none();
+    Ok(if success { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Ctrl-C on a followed replay: cancel it, wait for the workers' final reports (a second
+/// Ctrl-C stops waiting), and return the final status.
+async fn cancel_on_interrupt(target: &Target, client: &mut Client, id: &str) -> anyhow::Result<ReplayStatus> {
+    eprintln!("\ninterrupted: cancelling {id} (Ctrl-C again to stop waiting for it)");
+    let cancelled = async {
+        let request = ControlReplayRequest { id: id.to_string(), action: ControlAction::Cancel.into() };
+        client.control_replay(request).await.map_err(status_error)?;
+        follow_with_progress(target, client, id, false).await
+    };
+    tokio::select! {
+        last = cancelled => last,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted again: {id} is being cancelled; `ctl status {id}` shows its end"),
+    }
 }
 
 /// The controllers ctl talks to (comma-separated addresses) and its call timeout.

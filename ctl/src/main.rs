@@ -10,7 +10,8 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            // 2 for usage errors only, as clap's own; 1 for everything that went wrong.
+            ExitCode::from(if e.downcast_ref::<reprise_ctl::client::UsageError>().is_some() { 2 } else { 1 })
         }
     }
 }

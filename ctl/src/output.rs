@@ -61,16 +61,15 @@ pub fn progress_line(s: &ReplayStatus) -> String {
     let width = 24;
     let filled = ((s.progress * width as f64) as usize).min(width);
     let eta = s.eta_s.map_or("-".into(), |e| format!("{e:.0}s"));
-    let (latency, lag) = (s.latency(), s.lag());
+    let latency = s.latency_ms.as_ref().map_or("-".into(), |l| format!("{:.1} ms", l.p99));
     format!(
-        "[{}{}] {:>5.1}%{}  {:>9.0} req/s  p99 {:.1} ms  lag p99 {:.2} ms  errors {}  ETA {eta}",
+        "[{}{}] {:>5.1}%{}  {:>9.0} req/s  p99 {latency}  lag p99 {:.2} ms  errors {}  ETA {eta}",
         "=".repeat(filled),
         " ".repeat(width - filled),
         s.progress * 100.0,
         pass_label(s).map(|p| format!("  {p}")).unwrap_or_default(),
         s.current_qps,
-        latency.p99,
-        lag.p99,
+        s.lag().p99,
         s.errors + s.http_errors,
     )
 }
@@ -90,17 +89,17 @@ pub fn status(s: &ReplayStatus, json: bool) {
         return;
     }
     let speed = s.speed.map_or(s.pacing().to_string(), |f| format!("x{f}"));
-    let (latency, lag) = (s.latency(), s.lag());
+    let lag = s.lag();
     println!("replay      {} ({})", s.id, s.state());
     println!("recording   {}  ({} records, multiple {}, {speed})", s.recording_id, s.records, s.multiple);
     println!("target      {}", s.target);
     println!("sent        {}  in {:.1} s  ({:.0} req/s)", s.sent, s.duration_s, s.qps);
     println!("responses   ok {}  4xx/5xx {}  {:?}", s.ok, s.http_errors, s.status);
     println!("errors      {}  {:?}", s.errors, s.error_kinds);
-    println!(
-        "latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
-        latency.p50, latency.p90, latency.p99, latency.max
-    );
+    match &s.latency_ms {
+        Some(l) => println!("latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}", l.p50, l.p90, l.p99, l.max),
+        None => println!("latency ms  - (no response)"),
+    }
     println!("lag ms      p50 {:.2}  p99 {:.2}  max {:.2}", lag.p50, lag.p99, lag.max);
     if let Some(pass) = pass_label(s) {
         println!("loop        {pass}");
@@ -120,5 +119,8 @@ pub fn status(s: &ReplayStatus, json: bool) {
     }
     if let Some(error) = &s.error {
         println!("error       {error}");
+    }
+    if let Some(breach) = &s.breach {
+        println!("BREACHED    {breach}");
     }
 }

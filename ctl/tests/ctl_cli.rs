@@ -29,9 +29,10 @@ fn ctl(controller: &str, args: &[&str]) -> Run {
     }
 }
 
-/// A failure reported as one clear line, without a panic or a backtrace.
-fn assert_clear_error(run: &Run, expected: &str) {
-    assert_ne!(run.code, 0, "must fail: {}", run.stdout);
+/// A failure reported as one clear line, without a panic or a backtrace, with its exit
+/// status: 2 for a usage error, 1 for anything else.
+fn assert_clear_error(run: &Run, expected: &str, code: i32) {
+    assert_eq!(run.code, code, "{expected:?}: {}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains(expected), "stderr {:?} must mention {expected:?}", run.stderr);
     assert!(!run.stderr.contains("panicked") && !run.stderr.contains("backtrace"), "{}", run.stderr);
 }
@@ -83,7 +84,7 @@ async fn ctl_manages_recordings_and_explains_every_error() {
     assert_eq!(recordings[0]["id"], id.as_str());
     assert_eq!(recordings[0]["record_count"], 1);
 
-    assert_clear_error(&ctl(&["record", "stop", &id]).await.unwrap(), "already stopped");
+    assert_clear_error(&ctl(&["record", "stop", &id]).await.unwrap(), "already stopped", 1);
 
     // Export to a GoReplay file.
     let gor = dir.path().join("out.gor");
@@ -96,34 +97,51 @@ async fn ctl_manages_recordings_and_explains_every_error() {
     assert_clear_error(
         &ctl(&["export", "--recording", "rec-nope", "--gor", "/tmp/x.gor"]).await.unwrap(),
         "no recording rec-nope",
+        1,
     );
     let target = "http://127.0.0.1:9";
-    assert_clear_error(&ctl(&["replay", "--recording", &id, "--target", target]).await.unwrap(), "no live workers");
+    assert_clear_error(&ctl(&["replay", "--recording", &id, "--target", target]).await.unwrap(), "no live workers", 1);
     assert_clear_error(
         &ctl(&["replay", "--recording", "rec-nope", "--target", target]).await.unwrap(),
         "no recording rec-nope",
+        1,
     );
     assert_clear_error(
         &ctl(&["replay", "--recording", &id, "--target", "ftp://x"]).await.unwrap(),
         "http:// or https://",
+        2,
     );
-    assert_clear_error(&ctl(&["status", "rep-nope"]).await.unwrap(), "no replay rep-nope");
+    assert_clear_error(&ctl(&["status", "rep-nope"]).await.unwrap(), "no replay rep-nope", 1);
+    assert_clear_error(
+        &ctl(&["replay", "--recording", &id, "--target", target, "--rate=-5"]).await.unwrap(),
+        "not a rate",
+        2,
+    );
+    assert_clear_error(
+        &ctl(&["replay", "--recording", &id, "--target", target, "--max-error-rate", "5"]).await.unwrap(),
+        "not a share",
+        2,
+    );
     assert_clear_error(
         &ctl(&["replay", "--recording", &id, "--target", target, "--speed", "0"]).await.unwrap(),
         "--speed",
+        2,
     );
     assert_clear_error(
         &ctl(&["replay", "--recording", &id, "--target", target, "--multiple", "0"]).await.unwrap(),
         "--multiple",
+        2,
     );
-    assert_clear_error(&ctl(&["replay", "--target", target]).await.unwrap(), "--recording");
+    assert_clear_error(&ctl(&["replay", "--target", target]).await.unwrap(), "--recording", 2);
     assert_clear_error(
         &ctl(&["record", "cut", "--name", "w", "--from", "-1m", "--to", "-2m"]).await.unwrap(),
         "must be before",
+        2,
     );
     assert_clear_error(
         &ctl(&["record", "cut", "--name", "w", "--from", "yesterday", "--to", "now"]).await.unwrap(),
         "not a time",
+        2,
     );
     controller.shutdown().await;
 }
@@ -136,7 +154,7 @@ fn a_silent_controller_is_one_clear_line_after_the_timeout() {
     let held = std::thread::spawn(move || listener.incoming().take(2).map(Result::unwrap).collect::<Vec<_>>());
     let started = std::time::Instant::now();
     let run = ctl(&url, &["--timeout-secs", "2", "workers"]);
-    assert_clear_error(&run, "no answer within 2 s");
+    assert_clear_error(&run, "no answer within 2 s", 1);
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "bounded: {:?}", started.elapsed());
     drop(held);
 }
@@ -144,9 +162,9 @@ fn a_silent_controller_is_one_clear_line_after_the_timeout() {
 #[test]
 fn an_unreachable_controller_is_one_clear_line() {
     let run = ctl("http://127.0.0.1:9", &["workers"]);
-    assert_clear_error(&run, "cannot reach the controller at http://127.0.0.1:9");
+    assert_clear_error(&run, "cannot reach the controller at http://127.0.0.1:9", 1);
     assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
-    assert_clear_error(&ctl("not a url", &["workers"]), "not a controller URL");
+    assert_clear_error(&ctl("not a url", &["workers"]), "not a controller URL", 2);
 }
 
 /// Sends `n` HTTP/1.1 GETs to `addr` on one keep-alive connection, reading each answer.

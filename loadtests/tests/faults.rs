@@ -268,3 +268,43 @@ async fn written_log(services: &Services, topic: &str, params: &str) -> std::syn
     log.append(records).await.unwrap();
     log
 }
+
+/// `ctl replay` as a user runs it: exit status 1 when the replay breached its thresholds
+/// (here: nothing succeeded against a closed port), and Ctrl-C cancels a followed replay,
+/// prints its final summary and exits 1; the target has stopped counting by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ctl_replay_exits_1_on_a_breach_and_ctrl_c_cancels_it() {
+    let config = ProcessClusterConfig::new("ctl-exit", 1, 2);
+    let cluster = ProcessCluster::start(&config).await.unwrap();
+    let short = cluster.record(&profile(50, Duration::from_secs(1))).await.unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let ctl = |args: Vec<String>| {
+        let mut command = std::process::Command::new(procs::binary("ctl").unwrap());
+        command.arg("--controller").arg(cluster.controller_addresses()).args(args);
+        command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        command.spawn().unwrap()
+    };
+    let replay = |recording: &str, target: String| {
+        ["replay", "--recording", recording, "--target", &target].map(String::from).to_vec()
+    };
+    let breached = ctl(replay(&short.id, format!("http://{closed}"))).wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&breached.stdout);
+    assert_eq!(breached.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("BREACHED    no request succeeded: 50 sends, connect 50"), "{stdout}");
+    assert!(stdout.contains("latency ms  - (no response)"), "{stdout}");
+
+    let long = cluster.record(&profile(2_000, Duration::from_secs(20))).await.unwrap();
+    let followed = ctl(replay(&long.id, cluster.sink_url()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(followed.id() as i32, libc::SIGINT) }, 0);
+    let out = tokio::task::spawn_blocking(move || followed.wait_with_output()).await.unwrap().unwrap();
+    let at_exit = cluster.sink.report().requests;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("interrupted: cancelling"), "{stderr}");
+    assert!(stdout.contains("(cancelled)") && stdout.contains("sent        "), "the final summary: {stdout}");
+    assert!(at_exit > 0 && at_exit < 2_000, "{at_exit}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(cluster.sink.report().requests, at_exit, "the target stopped counting when ctl returned");
+}

@@ -40,6 +40,7 @@ async fn multiple_five_delivers_every_request_five_times_spread_over_workers(kin
     assert_eq!(status.ok, sink.requests);
     assert_eq!(status.errors + status.http_errors, 0);
     assert_eq!(status.read, n);
+    assert_eq!(status.breach, None, "every request succeeded");
 
     // Speed 1: the last record is due `last - first` after the common start, never sooner.
     // (Measured from start_at, not from the first arrival, whose lateness varies.)

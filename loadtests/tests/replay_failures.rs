@@ -73,6 +73,9 @@ async fn garbage_and_a_dead_target_are_counted_not_fatal(kind: &str) {
     assert_eq!(status.errors, 80);
     assert_eq!(status.error_kinds["connect"], 80, "{:?}", status.error_kinds);
     assert_eq!(status.ok, 0);
+    // Ran to its end, but a replay where nothing succeeded is no success.
+    assert_eq!(status.breach.as_deref(), Some("no request succeeded: 80 sends, connect 80"));
+    assert_eq!(status.latency_ms, None, "no response, no latency");
     cluster.stop().await;
 }
 
@@ -96,6 +99,8 @@ async fn a_silent_target_gives_timeouts(kind: &str) {
     let status = cluster.wait_final(&id, LIMIT).await.unwrap();
     assert_eq!(status.state(), ReplayState::Done);
     assert_eq!((status.sent, status.errors, status.error_kinds["timeout"]), (10, 10, 10), "{status:?}");
+    assert_eq!(status.breach.as_deref(), Some("no request succeeded: 10 sends, timeout 10"));
+    assert_eq!(status.latency_ms, None, "timeouts are counted, never timed as 0 ms");
     assert_eq!(status.in_flight, 0);
     holder.abort();
     cluster.stop().await;

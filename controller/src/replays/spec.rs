@@ -39,6 +39,11 @@ impl ReplaySpec {
         self.options.pacing()
     }
 
+    /// The share of sends that may fail before the replay counts as breached.
+    pub fn max_error_rate(&self) -> f64 {
+        self.options.max_error_rate.unwrap_or(DEFAULT_MAX_ERROR_RATE)
+    }
+
     /// Passes over the recording; `None`: endless.
     pub fn passes(&self) -> Option<u32> {
         (!self.options.endless).then_some(self.options.passes.max(1))
@@ -56,6 +61,9 @@ impl ReplaySpec {
         ReplayOptions { rate_per_sec, ..self.options.clone() }
     }
 }
+
+/// Half the sends failing is a broken target, not a replay that worked.
+pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.5;
 
 fn invalid(message: impl Into<String>) -> ReplayError {
     ReplayError::Invalid(message.into())
@@ -77,6 +85,9 @@ fn validate(options: &ReplayOptions) -> Result<(), ReplayError> {
     }
     if options.rate_per_sec < 0.0 || options.rate_per_sec.is_nan() {
         return Err(invalid("--rate must not be negative"));
+    }
+    if options.max_error_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+        return Err(invalid("--max-error-rate must be between 0 and 1"));
     }
     if options.max_in_flight == 0 {
         return Err(invalid("--max-in-flight must be at least 1"));

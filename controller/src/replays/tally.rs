@@ -327,7 +327,7 @@ impl Tally {
             _ if progress > 0.0 => Some(duration_s * (1.0 - progress) / progress),
             _ => None,
         };
-        ReplayStatus {
+        let mut status = ReplayStatus {
             id: replay.id.clone(),
             recording_id: replay.recording_id.clone(),
             target: replay.target.clone(),
@@ -368,7 +368,8 @@ impl Tally {
             created_at_ms: replay.created_at_ms,
             started_at_ms: replay.started_at_ms,
             finished_at_ms: replay.finished_at_ms,
-            latency_ms: Some(percentiles(&latency)),
+            // No response, no latency: timeouts and errors are counted, never timed as 0 ms.
+            latency_ms: (!latency.is_empty()).then(|| percentiles(&latency)),
             lag_ms: Some(percentiles(&lag)),
             workers: self.part_rows(),
             reassigned: self.workers.values().filter_map(|w| w.handover.as_ref()).map(|h| h.records).sum(),
@@ -380,8 +381,46 @@ impl Tally {
                 .sum(),
             current_pass: self.reports().map(|r| r.current_pass).max().unwrap_or(0),
             passes: spec.passes().unwrap_or(0),
+            breach: None,
+        };
+        if replay.state == ReplayState::Done {
+            status.breach = breach(&status, spec);
         }
+        status
     }
+}
+
+/// Why a replay that ran to its end breached its thresholds, if it did: nothing sent,
+/// no send answered with 1xx-3xx, or more failed sends (transport errors and 5xx) than
+/// `max_error_rate` allows. A simulated replay sends nothing real and has none.
+fn breach(status: &ReplayStatus, spec: &ReplaySpec) -> Option<String> {
+    if spec.options.dry_run {
+        return None;
+    }
+    let server_errors = status.status.get("5xx").copied().unwrap_or(0);
+    let finished = status.ok + status.http_errors + status.errors;
+    let failed = status.errors + server_errors;
+    let kinds = || {
+        let named = status.error_kinds.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}"));
+        named.chain((server_errors > 0).then(|| format!("5xx {server_errors}"))).collect::<Vec<_>>().join(", ")
+    };
+    if status.sent == 0 {
+        return Some(format!("no request was sent ({} records read, {} skipped)", status.read, status.skipped));
+    }
+    if status.ok == 0 {
+        let why = if failed > 0 { kinds() } else { format!("4xx {}", status.http_errors) };
+        return Some(format!("no request succeeded: {finished} sends, {why}"));
+    }
+    let rate = failed as f64 / finished.max(1) as f64;
+    let max = spec.max_error_rate();
+    (rate > max).then(|| {
+        format!(
+            "error rate {:.1}% over the maximum {:.1}%: {failed} of {finished} sends failed ({})",
+            rate * 100.0,
+            max * 100.0,
+            kinds()
+        )
+    })
 }
 
 /// Share of the replay done: records read of those planned over every pass, or time on
@@ -593,5 +632,39 @@ mod tests {
         assert_eq!(tally.timeline().len(), 2);
         let status = tally.status(&replay(ReplayState::Running, None, None), &spec(PacingMode::Max), &plan, 0);
         assert_eq!(status.current_qps, 10.0);
+    }
+
+    #[test]
+    fn a_replay_breaches_when_too_many_sends_fail_or_none_succeeds() {
+        let done = |ok: u64, c5xx: u64, c4xx: u64, timeouts: u64| ReplayStatus {
+            sent: ok + c5xx + c4xx + timeouts,
+            ok,
+            http_errors: c5xx + c4xx,
+            errors: timeouts,
+            status: [("4xx".to_string(), c4xx), ("5xx".to_string(), c5xx)].into(),
+            error_kinds: [("timeout".to_string(), timeouts), ("connect".to_string(), 0)].into(),
+            ..Default::default()
+        };
+        let spec = |max: Option<f64>| ReplaySpec {
+            options: ReplayOptions { max_error_rate: max, ..Default::default() },
+            ..Default::default()
+        };
+        assert_eq!(breach(&done(60, 30, 10, 0), &spec(None)), None, "30% failed, 4xx not counted");
+        assert_eq!(
+            breach(&done(40, 50, 0, 10), &spec(None)).as_deref(),
+            Some("error rate 60.0% over the maximum 50.0%: 60 of 100 sends failed (timeout 10, 5xx 50)")
+        );
+        assert!(breach(&done(99, 1, 0, 0), &spec(Some(0.0))).is_some(), "zero tolerance");
+        assert_eq!(
+            breach(&done(0, 0, 7, 0), &spec(Some(1.0))).as_deref(),
+            Some("no request succeeded: 7 sends, 4xx 7")
+        );
+        assert_eq!(
+            breach(&ReplayStatus { read: 3, skipped: 3, ..Default::default() }, &spec(None)).as_deref(),
+            Some("no request was sent (3 records read, 3 skipped)")
+        );
+        let simulated =
+            ReplaySpec { options: ReplayOptions { dry_run: true, ..Default::default() }, ..Default::default() };
+        assert_eq!(breach(&done(0, 0, 0, 0), &simulated), None);
     }
 }
