@@ -75,6 +75,7 @@ impl From<ReplayError> for Status {
             | ReplayError::NoWorkers(_)
             | ReplayError::Ended(_) => Status::failed_precondition(e.to_string()),
             ReplayError::WorkerRefused { .. } => Status::aborted(e.to_string()),
+            ReplayError::TargetNotAllowed(_) => Status::permission_denied(e.to_string()),
             ReplayError::Recording(inner) => inner.into(),
             ReplayError::Catalog(_) => Status::unavailable(e.to_string()),
         }

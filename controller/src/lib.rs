@@ -2,6 +2,7 @@
 //! workers, follows their stats, and serves the stats API and dashboard. Runs as the
 //! `reprise-controller` binary or in-process (tests, `ctl demo`) via [`Controller::start`].
 
+pub mod allow;
 pub mod election;
 pub mod grpc;
 pub mod http;
@@ -63,6 +64,11 @@ pub struct ControllerConfig {
     /// every worker to receive it).
     #[arg(long, env = "REPRISE_START_LEAD_MS", default_value_t = 2000)]
     pub start_lead_ms: u64,
+    /// Where replays may be sent: a host, host:port, *.domain or a CIDR network (IP
+    /// literals only); repeatable. A replay to anything else is refused. Without any,
+    /// every target is allowed and every replay carries a warning.
+    #[arg(long = "allow-target", env = "REPRISE_ALLOW_TARGETS", value_delimiter = ',')]
+    pub allow_targets: Vec<allow::TargetPattern>,
     #[command(flatten)]
     pub logging: reprise_process::LogArgs,
 }
@@ -113,11 +119,16 @@ impl Controller {
 
         let id = format!("c-{:08x}", rand::random::<u32>());
         let recordings = Arc::new(Recordings::new(catalog.clone(), log.clone(), config.partitions));
+        let allowed = allow::AllowList::new(config.allow_targets.clone());
+        if allowed.is_empty() {
+            tracing::warn!("{}", allow::NO_ALLOW_LIST);
+        }
         let replays = ReplayManager::new(
             id.clone(),
             catalog.clone(),
             recordings.clone(),
             Duration::from_millis(config.start_lead_ms),
+            allowed,
         );
         let me = Candidate {
             id: id.clone(),

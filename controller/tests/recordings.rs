@@ -82,7 +82,13 @@ async fn a_recording_eaten_by_retention_is_refused(kind: &str) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(gone, "the broker did not apply retention within a minute");
-    let replays = ReplayManager::new("c".into(), s.catalog.clone(), recordings.clone(), Duration::from_secs(1));
+    let replays = ReplayManager::new(
+        "c".into(),
+        s.catalog.clone(),
+        recordings.clone(),
+        Duration::from_secs(1),
+        Default::default(),
+    );
     let request = StartReplayRequest {
         recording_id: stopped.id.clone(),
         options: Some(ReplayOptions {

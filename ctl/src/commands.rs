@@ -111,6 +111,9 @@ async fn control(target: &Target, client: &mut Client, args: IdArgs, action: Con
 /// it ran to its end within its thresholds. Ctrl-C cancels it and prints its summary.
 async fn replay(target: &Target, client: &mut Client, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let started = client.start_replay(args.request()).await.map_err(status_error)?.into_inner();
+    for warning in &started.warnings {
+        eprintln!("warning: {warning}");
+    }
     if args.detach {
         match args.json {
             true => output::print_json(&serde_json::json!({ "id": started.id, "state": started.state().to_string() })),

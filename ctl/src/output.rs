@@ -123,4 +123,7 @@ pub fn status(s: &ReplayStatus, json: bool) {
     if let Some(breach) = &s.breach {
         println!("BREACHED    {breach}");
     }
+    for warning in &s.warnings {
+        println!("warning     {warning}");
+    }
 }

@@ -439,6 +439,8 @@ pub struct ProcessClusterConfig {
     pub lease_ttl_secs: u64,
     /// The sink checks request ids `0..expected_ids` (0: no checking).
     pub expected_ids: u64,
+    /// More flags for every controller; `{sink}` stands for the sink's address.
+    pub controller_flags: Vec<String>,
 }
 
 impl ProcessClusterConfig {
@@ -453,16 +455,18 @@ impl ProcessClusterConfig {
             controller_grace_secs: 15.0,
             lease_ttl_secs: 10,
             expected_ids: 0,
+            controller_flags: Vec::new(),
         }
     }
 
-    fn controller_flags(&self) -> Vec<String> {
+    fn controller_flags(&self, sink: SocketAddr) -> Vec<String> {
         let flags = [
             ("--partitions", self.partitions.to_string()),
             ("--election-ttl-secs", self.election_ttl_secs.to_string()),
             ("--start-lead-ms", "1000".into()),
         ];
-        flags.into_iter().flat_map(|(flag, value)| [flag.to_string(), value]).collect()
+        let flags = flags.into_iter().flat_map(|(flag, value)| [flag.to_string(), value]);
+        flags.chain(self.controller_flags.iter().map(|f| f.replace("{sink}", &sink.to_string()))).collect()
     }
 
     /// Worker `i` sends from 127.0.0.`2+i` (see [`worker_source_ip`]).
@@ -501,8 +505,12 @@ impl ProcessCluster {
             ProcessCluster { controllers: Vec::new(), workers: Vec::new(), sink, catalog_url, log_url, services };
         for i in 0..config.controllers {
             let label = format!("controller-{i}");
-            let daemon =
-                Daemon::controller(&label, &cluster.catalog_url, &cluster.log_url, &config.controller_flags())?;
+            let daemon = Daemon::controller(
+                &label,
+                &cluster.catalog_url,
+                &cluster.log_url,
+                &config.controller_flags(cluster.sink.addr),
+            )?;
             cluster.controllers.push(daemon.ready().await?);
             if i == 0 {
                 cluster.wait_leader(LEADER_TIMEOUT).await?;

@@ -37,6 +37,7 @@ use tonic::transport::Channel;
 pub use self::spec::ReplaySpec;
 use self::stored::ReplayPlan;
 use self::tally::Tally;
+use crate::allow::AllowList;
 use crate::recordings::{RecordingError, Recordings};
 
 /// The longest a unary call to a worker may take.
@@ -56,6 +57,8 @@ pub enum ReplayError {
     Expired { id: String, missing: u64 },
     #[error("recording {0} holds no records")]
     EmptyRecording(String),
+    #[error("{0}")]
+    TargetNotAllowed(String),
     #[error("no live workers{0}")]
     NoWorkers(String),
     #[error("no replay {0}")]
@@ -200,6 +203,8 @@ pub struct ReplayManager {
     /// Whether this controller's leadership is confirmed by the catalog: decisions
     /// (handovers) wait while it is not.
     confirmed: AtomicBool,
+    /// Where replays may be sent.
+    allowed: AllowList,
 }
 
 impl ReplayManager {
@@ -208,6 +213,7 @@ impl ReplayManager {
         catalog: Catalog,
         recordings: Arc<Recordings>,
         start_lead: Duration,
+        allowed: AllowList,
     ) -> Arc<Self> {
         Arc::new(ReplayManager {
             controller_id,
@@ -218,6 +224,7 @@ impl ReplayManager {
             clients: WorkerClients::default(),
             shutdown: CancellationToken::new(),
             confirmed: AtomicBool::new(true),
+            allowed,
         })
     }
 

@@ -12,6 +12,7 @@ use reprise_store::{now_ms, now_ns};
 
 use super::stored::{self, ReplayPlan};
 use super::{CALL_TIMEOUT, LiveReplay, ReplayError, ReplayManager, ReplaySpec};
+use crate::allow::NO_ALLOW_LIST;
 use crate::planner::{self, Candidate, WorkerPlan};
 use crate::recordings::new_id;
 
@@ -21,6 +22,7 @@ pub(super) const ASSIGN_TIMEOUT: Duration = Duration::from_secs(30);
 impl ReplayManager {
     /// Plans, assigns and starts a replay; returns once every worker has its start time.
     pub async fn start(self: &Arc<Self>, spec: ReplaySpec) -> Result<ReplayStatus, ReplayError> {
+        self.allowed.check(&spec.options.target).map_err(ReplayError::TargetNotAllowed)?;
         let recording = self.replayable_recording(&spec.recording_id).await?;
         let candidates = self.pick_workers(&spec).await?;
         let origin_ns = recording.first_timestamp_ns.unwrap_or(0);
@@ -31,6 +33,7 @@ impl ReplayManager {
             records: recording.record_count,
             log_url: recording.log_url.clone(),
             workers: planner::plan(&recording.ranges, &candidates),
+            warnings: self.allowed.is_empty().then(|| NO_ALLOW_LIST.to_string()).into_iter().collect(),
         };
         let passes = u64::from(spec.passes().unwrap_or(1));
         for part in &mut plan.workers {

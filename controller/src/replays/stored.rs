@@ -22,6 +22,9 @@ pub struct ReplayPlan {
     /// The traffic log holding them.
     pub log_url: String,
     pub workers: Vec<WorkerPlan>,
+    /// What every status of the replay tells its user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl ReplayPlan {
@@ -89,6 +92,7 @@ mod tests {
                 progress: Some(crate::planner::PartProgress { checkpoints: vec![4], passes: vec![1], sends_past: 1 }),
                 handed_over: None,
             }],
+            warnings: vec!["w".into()],
         };
         let mut replay = Replay {
             id: "rep-1".into(),

@@ -382,6 +382,7 @@ impl Tally {
             current_pass: self.reports().map(|r| r.current_pass).max().unwrap_or(0),
             passes: spec.passes().unwrap_or(0),
             breach: None,
+            warnings: plan.warnings.clone(),
         };
         if replay.state == ReplayState::Done {
             status.breach = breach(&status, spec);
