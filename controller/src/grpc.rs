@@ -23,6 +23,13 @@ pub struct ControllerService {
     pub state: Arc<ControllerState>,
 }
 
+/// Lets a call through if it presents the controller's token (when it has one).
+pub fn authorize(state: &ControllerState, request: Request<()>) -> Result<Request<()>, Status> {
+    let presented = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+    state.authorize(presented).map_err(Status::unauthenticated)?;
+    Ok(request)
+}
+
 /// Refuses a ctl of another protocol version.
 fn check_ctl(version: u32) -> Result<(), Status> {
     check_protocol(version, "ctl", "controller")

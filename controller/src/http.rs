@@ -21,9 +21,10 @@ use crate::state::ControllerState;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
+/// The API under the token (when the controller has one); the dashboard's page (it asks
+/// for the token), /metrics and /healthz open.
 pub fn router(state: Arc<ControllerState>) -> Router {
     Router::new()
-        .route("/", get(|| async { Html(DASHBOARD) }))
         .route("/api/replays", get(replays))
         .route("/api/replays/{id}", get(replay))
         .route("/api/replays/{id}/timeline", get(timeline))
@@ -32,8 +33,27 @@ pub fn router(state: Arc<ControllerState>) -> Router {
         .route("/api/recordings", get(recordings))
         .route("/api/captures", get(captures))
         .route("/api/leader", get(leader))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
+        .route("/", get(|| async { Html(DASHBOARD) }))
         .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
+}
+
+async fn require_token(
+    State(state): State<Arc<ControllerState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match state.authorize(presented) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            let mut response = ApiError(StatusCode::UNAUTHORIZED, refusal.to_string()).into_response();
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
 }
 
 struct ApiError(StatusCode, String);

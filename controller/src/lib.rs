@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use reprise_process::token::Token;
 use reprise_proto::v1::controller_server::ControllerServer;
 use reprise_store::Catalog;
 use tokio::task::JoinHandle;
@@ -69,6 +70,11 @@ pub struct ControllerConfig {
     /// every target is allowed and every replay carries a warning.
     #[arg(long = "allow-target", env = "REPRISE_ALLOW_TARGETS", value_delimiter = ',')]
     pub allow_targets: Vec<allow::TargetPattern>,
+    /// A file holding the token that ctl and the HTTP API must present (`Authorization:
+    /// Bearer ...`; /metrics and /healthz stay open). Without it, anyone who reaches the
+    /// ports may start replays.
+    #[arg(long, env = "REPRISE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     #[command(flatten)]
     pub logging: reprise_process::LogArgs,
 }
@@ -100,6 +106,10 @@ impl Controller {
     pub async fn start(config: ControllerConfig) -> anyhow::Result<Controller> {
         if config.partitions < 1 {
             anyhow::bail!("--partitions must be at least 1");
+        }
+        let token = config.token_file.as_deref().map(Token::from_file).transpose().map_err(anyhow::Error::msg)?;
+        if token.is_none() {
+            tracing::warn!("no --token-file: anyone who reaches the controller's ports can start replays");
         }
         let catalog =
             Catalog::open(&config.catalog).await.with_context(|| format!("cannot open catalog {}", config.catalog))?;
@@ -142,6 +152,7 @@ impl Controller {
             recordings,
             replays: replays.clone(),
             election,
+            token: token.map(Arc::new),
         });
         let shutdown = CancellationToken::new();
 
@@ -149,8 +160,12 @@ impl Controller {
             let (state, shutdown) = (state.clone(), shutdown.clone());
             tokio::spawn(async move {
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+                let authorized = state.clone();
+                let service = ControllerServer::with_interceptor(ControllerService { state }, move |request| {
+                    grpc::authorize(&authorized, request)
+                });
                 let result = tonic::transport::Server::builder()
-                    .add_service(ControllerServer::new(ControllerService { state }))
+                    .add_service(service)
                     .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
                     .await;
                 if let Err(e) = result {

@@ -2,8 +2,11 @@
 //! flags into the controller's request.
 
 use clap::{Args, Parser, Subcommand};
+use reprise_process::token::Token;
 use reprise_proto::PROTOCOL_VERSION;
 use reprise_proto::v1::{PacingMode, ReplayOptions, StartReplayRequest};
+
+use crate::client::UsageError;
 
 /// Record and replay production HTTP traffic on a cluster.
 #[derive(Parser, Debug)]
@@ -17,8 +20,22 @@ pub struct Cli {
     /// replay's stream is not cut; a controller that stops answering is).
     #[arg(long, global = true, env = "REPRISE_CTL_TIMEOUT_SECS", default_value_t = 60)]
     pub timeout_secs: u64,
+    /// A file holding the controller's token; without it, the token is taken from
+    /// $REPRISE_TOKEN (when set).
+    #[arg(long, global = true, env = "REPRISE_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The token to present: from --token-file, else from $REPRISE_TOKEN.
+    pub fn token(&self) -> anyhow::Result<Option<Token>> {
+        match &self.token_file {
+            Some(path) => Token::from_file(path).map(Some).map_err(|e| UsageError(e).into()),
+            None => Ok(std::env::var("REPRISE_TOKEN").ok().and_then(|t| Token::new(&t))),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -13,7 +13,7 @@ use reprise_proto::v1::{
 };
 
 use crate::cli::{Cli, Command, IdArgs, JsonFlag, RecordCommand, ReplayArgs};
-use crate::client::{self, Client, status_error};
+use crate::client::{self, Client, Target, status_error};
 use crate::{demo, output};
 
 /// Runs one command; the exit status says whether it did what was asked.
@@ -21,7 +21,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Demo(args) = cli.command {
         return demo::run(args).await;
     }
-    let target = Target { addresses: cli.controller.clone(), timeout: Duration::from_secs(cli.timeout_secs.max(1)) };
+    let target = Target {
+        addresses: cli.controller.clone(),
+        timeout: Duration::from_secs(cli.timeout_secs.max(1)),
+        token: cli.token()?.map(std::sync::Arc::new),
+    };
     let mut client = target.connect().await?;
     match cli.command {
         Command::Record(command) => record(&mut client, command).await?,
@@ -146,19 +150,6 @@ async fn cancel_on_interrupt(target: &Target, client: &mut Client, id: &str) -> 
     tokio::select! {
         last = cancelled => last,
         _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted again: {id} is being cancelled; `ctl status {id}` shows its end"),
-    }
-}
-
-/// The controllers ctl talks to (comma-separated addresses) and its call timeout.
-pub struct Target {
-    pub addresses: String,
-    pub timeout: Duration,
-}
-
-impl Target {
-    /// The leader among the addresses, or else the first that answers.
-    pub async fn connect(&self) -> anyhow::Result<Client> {
-        client::connect_with_timeout(&self.addresses, self.timeout).await
     }
 }
 

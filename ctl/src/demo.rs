@@ -115,7 +115,7 @@ async fn record_and_replay(
     say!(quiet, "2/3 replaying {} with --multiple {MULTIPLE} against http://{}", recording.id, service.addr);
     let request = client::replay_request(&recording.id, &format!("http://{}", service.addr), MULTIPLE);
     let started = client.start_replay(request).await.map_err(status_error)?.into_inner();
-    let target = crate::commands::Target { addresses: cluster.controller_url(), timeout: client::CALL_TIMEOUT };
+    let target = client::Target::new(cluster.controller_url());
     let status = crate::commands::follow_with_progress(&target, &mut client, &started.id, !quiet).await?;
     say!(quiet, "3/3 summary");
     Ok((status, recorded))

@@ -21,11 +21,13 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use reprise_ctl::client::{self, Client};
-use reprise_ctl::commands::{Target, follow_with_progress};
+use reprise_ctl::client::{self, Client, Target};
+use reprise_ctl::commands::follow_with_progress;
+use reprise_process::token::Token;
 use reprise_proto::PROTOCOL_VERSION;
 use reprise_proto::v1::{HelloRequest, Recording, ReplayStatus, StartReplayRequest};
 use reprise_store::schema::WorkerInfo;
@@ -224,6 +226,8 @@ pub struct Daemon {
     args: Vec<String>,
     env: Vec<(String, String)>,
     grpc: SocketAddr,
+    /// A controller's HTTP API.
+    http: Option<SocketAddr>,
     log: PathBuf,
     child: Option<Child>,
     _dir: tempfile::TempDir,
@@ -243,7 +247,8 @@ impl Daemon {
         let dir = tempfile::Builder::new().prefix("reprise-daemon-").tempdir()?;
         let log = dir.path().join(format!("{label}.log"));
         let program = binary(binary_name)?;
-        let mut daemon = Daemon { label: label.into(), program, args, env, grpc, log, child: None, _dir: dir };
+        let mut daemon =
+            Daemon { label: label.into(), program, args, env, grpc, http: None, log, child: None, _dir: dir };
         daemon.spawn_child()?;
         Ok(daemon)
     }
@@ -254,9 +259,12 @@ impl Daemon {
         let grpc = SocketAddr::from(([127, 0, 0, 1], ports[0]));
         let mut args: Vec<String> =
             ["--catalog", catalog, "--log", log, "--listen", &grpc.to_string()].into_iter().map(String::from).collect();
-        args.extend(["--http".into(), format!("127.0.0.1:{}", ports[1])]);
+        let http = SocketAddr::from(([127, 0, 0, 1], ports[1]));
+        args.extend(["--http".into(), http.to_string()]);
         args.extend_from_slice(extra);
-        Daemon::spawn("reprise-controller", label, args, Vec::new(), grpc)
+        let mut daemon = Daemon::spawn("reprise-controller", label, args, Vec::new(), grpc)?;
+        daemon.http = Some(http);
+        Ok(daemon)
     }
 
     /// A worker named `name` on a free loopback port with `extra` flags.
@@ -286,6 +294,11 @@ impl Daemon {
 
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.grpc)
+    }
+
+    /// A controller's HTTP API address.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
     }
 
     pub fn log_path(&self) -> &Path {
@@ -441,6 +454,8 @@ pub struct ProcessClusterConfig {
     pub expected_ids: u64,
     /// More flags for every controller; `{sink}` stands for the sink's address.
     pub controller_flags: Vec<String>,
+    /// The controllers' token (`--token-file`); the harness presents it on its calls.
+    pub token: Option<String>,
 }
 
 impl ProcessClusterConfig {
@@ -456,6 +471,7 @@ impl ProcessClusterConfig {
             lease_ttl_secs: 10,
             expected_ids: 0,
             controller_flags: Vec::new(),
+            token: None,
         }
     }
 
@@ -491,6 +507,7 @@ pub struct ProcessCluster {
     pub catalog_url: String,
     pub log_url: String,
     pub services: Services,
+    token: Option<Arc<Token>>,
 }
 
 impl ProcessCluster {
@@ -501,16 +518,25 @@ impl ProcessCluster {
         let services = Services::start().await?;
         let (catalog_url, log_url) = (services.etcd_catalog_url(&config.name), services.kafka_log_url(&config.name));
         let sink = Sink::start_checking_ids(SocketAddr::from(([127, 0, 0, 1], 0)), config.expected_ids).await?;
-        let mut cluster =
-            ProcessCluster { controllers: Vec::new(), workers: Vec::new(), sink, catalog_url, log_url, services };
+        let mut flags = config.controller_flags(sink.addr);
+        if let Some(token) = &config.token {
+            let path = services.dir().join("token");
+            std::fs::write(&path, token)?;
+            flags.extend(["--token-file".into(), path.display().to_string()]);
+        }
+        let token = config.token.as_deref().and_then(Token::new).map(Arc::new);
+        let mut cluster = ProcessCluster {
+            controllers: Vec::new(),
+            workers: Vec::new(),
+            sink,
+            catalog_url,
+            log_url,
+            services,
+            token,
+        };
         for i in 0..config.controllers {
             let label = format!("controller-{i}");
-            let daemon = Daemon::controller(
-                &label,
-                &cluster.catalog_url,
-                &cluster.log_url,
-                &config.controller_flags(cluster.sink.addr),
-            )?;
+            let daemon = Daemon::controller(&label, &cluster.catalog_url, &cluster.log_url, &flags)?;
             cluster.controllers.push(daemon.ready().await?);
             if i == 0 {
                 cluster.wait_leader(LEADER_TIMEOUT).await?;
@@ -534,9 +560,14 @@ impl ProcessCluster {
         format!("http://{}", self.sink.addr)
     }
 
+    /// How ctl reaches the controllers: every address, the harness's timeout, the token.
+    pub fn target(&self) -> Target {
+        Target { addresses: self.controller_addresses(), timeout: CALL_TIMEOUT, token: self.token.clone() }
+    }
+
     /// A client of the leader among all the controllers (else of one that answers).
     pub async fn client(&self) -> anyhow::Result<Client> {
-        client::connect_with_timeout(&self.controller_addresses(), CALL_TIMEOUT).await
+        self.target().connect().await
     }
 
     /// The index of the controller that says it leads, if one does.
@@ -548,7 +579,7 @@ impl ProcessCluster {
     async fn probe_leader(&self) -> (Option<usize>, Vec<String>) {
         let mut errors = Vec::new();
         for (i, controller) in self.controllers.iter().enumerate() {
-            match leads(controller).await {
+            match self.leads(controller).await {
                 Ok(true) => return (Some(i), errors),
                 Ok(false) => {}
                 Err(e) => errors.push(format!("{}: {e:#}", controller.label())),
@@ -579,6 +610,16 @@ impl ProcessCluster {
         record_synthetic(&mut self.client().await?, &self.log_url, profile, None).await
     }
 
+    /// Whether `controller` says it leads. A controller built from other sources (another
+    /// protocol version) is refused here with the versions named.
+    async fn leads(&self, controller: &Daemon) -> anyhow::Result<bool> {
+        let target = Target { addresses: controller.grpc_url(), ..self.target() };
+        let mut client = target.connect().await?;
+        let hello =
+            client.hello(HelloRequest { protocol_version: PROTOCOL_VERSION }).await.map_err(client::status_error)?;
+        Ok(hello.into_inner().leader)
+    }
+
     /// Starts a replay; returns its id.
     pub async fn replay(&self, request: StartReplayRequest) -> anyhow::Result<String> {
         let mut client = self.client().await?;
@@ -588,7 +629,7 @@ impl ProcessCluster {
     /// Follows a replay to its end (at most `limit`) as ctl does, across a failover to
     /// whichever controller leads next; returns the final status.
     pub async fn wait_final(&self, id: &str, limit: Duration) -> anyhow::Result<ReplayStatus> {
-        let target = Target { addresses: self.controller_addresses(), timeout: CALL_TIMEOUT };
+        let target = self.target();
         let followed = async {
             let mut client = target.connect().await?;
             follow_with_progress(&target, &mut client, id, false).await
@@ -597,15 +638,6 @@ impl ProcessCluster {
             .await
             .with_context(|| format!("replay {id} did not end within {limit:?}"))?
     }
-}
-
-/// Whether `controller` says it leads. A controller built from other sources (another
-/// protocol version) is refused here with the versions named.
-async fn leads(controller: &Daemon) -> anyhow::Result<bool> {
-    let mut client = client::connect_with_timeout(&controller.grpc_url(), CALL_TIMEOUT).await?;
-    let hello =
-        client.hello(HelloRequest { protocol_version: PROTOCOL_VERSION }).await.map_err(client::status_error)?;
-    Ok(hello.into_inner().leader)
 }
 
 /// The workers registered in the catalog at `catalog_url`.

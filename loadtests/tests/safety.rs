@@ -1,5 +1,6 @@
 //! Safe load, as a user meets it with real processes (controller, workers, ctl) on a
-//! private etcd and broker: thresholds and exit codes, Ctrl-C, the target allow-list.
+//! private etcd and broker: thresholds and exit codes, Ctrl-C, the token, the target
+//! allow-list.
 //! Needs the binaries built (`cargo test --workspace --all-targets` builds them).
 
 use std::process::{Child, Command, Stdio};
@@ -12,10 +13,11 @@ fn profile(requests: u64, span: Duration) -> Profile {
     Profile::constant(requests, reprise_store::now_ns() - 60_000_000_000, span.as_nanos() as i64, 8, 16)
 }
 
-/// `ctl --controller <cluster's controllers> args...`, its output piped.
-fn ctl(cluster: &ProcessCluster, args: &[&str]) -> Child {
+/// `ctl --controller <cluster's controllers> args...` with `env`, its output piped.
+fn ctl(cluster: &ProcessCluster, args: &[&str], env: &[(&str, &str)]) -> Child {
     let mut command = Command::new(procs::binary("ctl").unwrap());
     command.arg("--controller").arg(cluster.controller_addresses()).args(args);
+    command.env_remove("REPRISE_TOKEN").env_remove("REPRISE_TOKEN_FILE").envs(env.iter().copied());
     command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
@@ -33,14 +35,14 @@ async fn ctl_replay_exits_1_on_a_breach_and_ctrl_c_cancels_it() {
     let cluster = ProcessCluster::start(&config).await.unwrap();
     let short = cluster.record(&profile(50, Duration::from_secs(1))).await.unwrap();
     let closed = format!("http://{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap());
-    let (code, stdout, stderr) = output(ctl(&cluster, &["replay", "--recording", &short.id, "--target", &closed]));
+    let (code, stdout, stderr) = output(ctl(&cluster, &["replay", "--recording", &short.id, "--target", &closed], &[]));
     assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("BREACHED    no request succeeded: 50 sends, connect 50"), "{stdout}");
     assert!(stdout.contains("latency ms  - (no response)"), "{stdout}");
     assert!(stderr.contains("warning: the controller has no --allow-target list"), "{stderr}");
 
     let long = cluster.record(&profile(2_000, Duration::from_secs(20))).await.unwrap();
-    let followed = ctl(&cluster, &["replay", "--recording", &long.id, "--target", &cluster.sink_url()]);
+    let followed = ctl(&cluster, &["replay", "--recording", &long.id, "--target", &cluster.sink_url()], &[]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
     assert_eq!(unsafe { libc::kill(followed.id() as i32, libc::SIGINT) }, 0);
@@ -54,40 +56,86 @@ async fn ctl_replay_exits_1_on_a_breach_and_ctrl_c_cancels_it() {
     assert_eq!(cluster.sink.report().requests, at_exit, "the target stopped counting when ctl returned");
 }
 
-/// `--allow-target` on the controller: a replay to the sink's address goes ahead, with no
-/// warning; one to another port is refused before anything is sent, naming the list, and
-/// that port sees nothing.
+/// The guarded controller: `--token-file` and `--allow-target <sink>`. ctl without
+/// the token (or with a wrong one) fails with one line, with it works; the API answers 401
+/// without it and 200 with it (/metrics, /healthz and the dashboard's page stay open); a
+/// replay to another port is refused, naming the list, and that port sees nothing; the
+/// token appears in no daemon's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_controller_replays_only_to_its_allowed_targets() {
+async fn a_guarded_controller_needs_its_token_and_replays_only_to_allowed_targets() {
+    let token = format!("tok-{:016x}", rand::random::<u64>());
     let config = ProcessClusterConfig {
-        controller_flags: vec![
-            "--allow-target".into(),
-            "{sink}".into(),
-            "--allow-target".into(),
-            "*.staging.internal".into(),
-        ],
-        ..ProcessClusterConfig::new("allow", 1, 1)
+        controller_flags: ["--allow-target", "{sink}", "--allow-target", "*.staging.internal"]
+            .map(String::from)
+            .to_vec(),
+        token: Some(token.clone()),
+        ..ProcessClusterConfig::new("guarded", 1, 1)
     };
     let cluster = ProcessCluster::start(&config).await.unwrap();
     let recording = cluster.record(&profile(20, Duration::from_millis(500))).await.unwrap();
+    let token_file = cluster.services.dir().join("token");
+    let with_file = |args: &[&str]| {
+        let mut all = vec!["--token-file", token_file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        output(ctl(&cluster, &all, &[]))
+    };
+
+    let (code, _, stderr) = output(ctl(&cluster, &["workers"], &[]));
+    assert_eq!(
+        (code, stderr.trim()),
+        (Some(1), "error: this controller needs a token: set REPRISE_TOKEN or pass --token-file")
+    );
+    let (code, _, stderr) = output(ctl(&cluster, &["workers"], &[("REPRISE_TOKEN", "not-it")]));
+    assert_eq!((code, stderr.trim()), (Some(1), "error: the controller refused the token"));
+    let (code, stdout, stderr) = output(ctl(&cluster, &["workers", "--json"], &[("REPRISE_TOKEN", &token)]));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("worker-0"), "{stdout}");
+
     let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let other_url = format!("http://{}", other.local_addr().unwrap());
-    let (code, stdout, stderr) =
-        output(ctl(&cluster, &["replay", "--recording", &recording.id, "--target", &other_url]));
+    let (code, stdout, stderr) = with_file(&["replay", "--recording", &recording.id, "--target", &other_url]);
     assert_eq!(code, Some(1), "{stdout}");
-    let expected = format!(
-        "target {other_url} is not allowed: this controller only replays to {}, *.staging.internal",
-        cluster.sink.addr
+    let list = format!("{}, *.staging.internal", cluster.sink.addr);
+    assert!(
+        stderr.contains(&format!("target {other_url} is not allowed: this controller only replays to {list}")),
+        "{stderr}"
     );
-    assert!(stderr.contains(&expected), "{stderr}");
     assert!(
         tokio::time::timeout(Duration::from_secs(2), other.accept()).await.is_err(),
         "nothing reached the other port"
     );
-
-    let (code, stdout, stderr) =
-        output(ctl(&cluster, &["replay", "--recording", &recording.id, "--target", &cluster.sink_url()]));
+    let (code, stdout, stderr) = with_file(&["replay", "--recording", &recording.id, "--target", &cluster.sink_url()]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    assert!(!stderr.contains("warning") && !stdout.contains("warning"), "{stderr}");
+    assert!(!stderr.contains("warning") && !stdout.contains("warning"), "an allow-list, no warning: {stderr}");
     assert_eq!(cluster.sink.report().requests, 20);
+
+    let http = cluster.controllers[0].http_addr().unwrap();
+    let bearer = format!("Bearer {token}");
+    assert_eq!(http_get(http, "/api/replays", None).await.0, 401);
+    assert_eq!(http_get(http, "/api/replays", Some("Bearer nope")).await.0, 401);
+    let (code, body) = http_get(http, "/api/replays", Some(&bearer)).await;
+    assert_eq!(code, 200);
+    assert!(body.contains(&recording.id), "{body}");
+    for open in ["/metrics", "/healthz", "/"] {
+        assert_eq!(http_get(http, open, None).await.0, 200, "{open}");
+    }
+    let daemons = cluster.controllers.iter().chain(&cluster.workers);
+    for daemon in daemons {
+        let log = std::fs::read_to_string(daemon.log_path()).unwrap();
+        assert!(!log.contains(&token), "the token is in {}'s log", daemon.label());
+    }
+}
+
+/// GET `path` from `addr` with an optional Authorization header: status and body.
+async fn http_get(addr: std::net::SocketAddr, path: &str, authorization: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let header = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{header}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_string())
 }
