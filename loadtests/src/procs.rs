@@ -634,9 +634,11 @@ impl ProcessCluster {
             let mut client = target.connect().await?;
             follow_with_progress(&target, &mut client, id, false).await
         };
-        tokio::time::timeout(limit, followed)
-            .await
-            .with_context(|| format!("replay {id} did not end within {limit:?}"))?
+        tokio::time::timeout(limit, followed).await.with_context(|| {
+            let logs: Vec<String> =
+                self.controllers.iter().map(|c| format!("{}'s log ends:\n{}", c.label(), c.log_tail(30))).collect();
+            format!("replay {id} did not end within {limit:?}; {}", logs.join("\n"))
+        })?
     }
 }
 
