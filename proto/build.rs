@@ -15,6 +15,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ReplayStatus",
         "TimelinePoint",
         "ReplayEvent",
+        "ReplayPlanView",
+        "PlannedWorker",
+        "PartitionShare",
     ];
     const JSON_ENUMS: &[&str] = &["RecordingState", "ReplayState", "PacingMode"];
     // (message.field, module in crate::names)

@@ -7,7 +7,7 @@ use futures::{Stream, StreamExt};
 use reprise_proto::v1::controller_server::Controller as ControllerRpc;
 use reprise_proto::v1::{
     CaptureList, ControlAction, ControlReplayRequest, CutRecordingRequest, HelloRequest, HelloResponse, ListRequest,
-    Recording, RecordingList, ReplayEvent, ReplayList, ReplayRef, ReplayStatus, StartRecordingRequest,
+    Recording, RecordingList, ReplayEvent, ReplayList, ReplayPlanView, ReplayRef, ReplayStatus, StartRecordingRequest,
     StartReplayRequest, StopRecordingRequest, WorkerList,
 };
 use reprise_proto::{PROTOCOL_VERSION, check_protocol};
@@ -84,7 +84,7 @@ impl From<ReplayError> for Status {
             ReplayError::WorkerRefused { .. } => Status::aborted(e.to_string()),
             ReplayError::TargetNotAllowed(_) => Status::permission_denied(e.to_string()),
             ReplayError::Recording(inner) => inner.into(),
-            ReplayError::Catalog(_) => Status::unavailable(e.to_string()),
+            ReplayError::Catalog(_) | ReplayError::Log(_) => Status::unavailable(e.to_string()),
         }
     }
 }
@@ -155,6 +155,13 @@ impl ControllerRpc for ControllerService {
         check_ctl(request.protocol_version)?;
         let spec = ReplaySpec::try_from(request)?;
         Ok(Response::new(self.state.replays.start(spec).await?))
+    }
+
+    async fn plan_replay(&self, request: Request<StartReplayRequest>) -> Result<Response<ReplayPlanView>, Status> {
+        let request = request.into_inner();
+        check_ctl(request.protocol_version)?;
+        let spec = ReplaySpec::try_from(request)?;
+        Ok(Response::new(self.state.replays.dry_run(&spec).await?))
     }
 
     async fn get_replay(&self, request: Request<ReplayRef>) -> Result<Response<ReplayStatus>, Status> {

@@ -98,7 +98,7 @@ async fn a_recording_eaten_by_retention_is_refused(kind: &str) {
             pacing: PacingMode::Original.into(),
             max_in_flight: 1,
             request_timeout_ms: 1000,
-            dry_run: true,
+            simulate: true,
             ..Default::default()
         }),
         ..Default::default()

@@ -163,9 +163,14 @@ pub struct ReplayArgs {
     /// Accept any TLS certificate from an https target (self-signed staging hosts).
     #[arg(long)]
     pub insecure: bool,
-    /// Do everything but write to the socket (capacity planning).
-    #[arg(long)]
+    /// Print the plan (workers and shares, sends, duration, mean and peak rate,
+    /// connections) and exit: nothing is started or sent.
+    #[arg(long, conflicts_with_all = ["detach", "simulate"])]
     pub dry_run: bool,
+    /// Run the replay on the workers but write nothing to any socket (capacity planning
+    /// of the dispatch path): sends are counted, no response is claimed.
+    #[arg(long)]
+    pub simulate: bool,
     /// Replay the recording this many times, each pass shifted by its span (a soak);
     /// 0: pass after pass until --duration or a cancel.
     #[arg(long = "loop", value_name = "N")]
@@ -214,7 +219,7 @@ impl ReplayArgs {
                 request_timeout_ms: self.timeout_ms,
                 keep_host: self.keep_host,
                 http2: self.http2,
-                dry_run: self.dry_run,
+                simulate: self.simulate,
                 insecure_tls: self.insecure,
                 passes: self.passes.unwrap_or(1).max(1),
                 endless: self.passes == Some(0) || (self.passes.is_none() && self.duration.is_some()),

@@ -114,6 +114,11 @@ async fn control(target: &Target, client: &mut Client, args: IdArgs, action: Con
 /// Starts a replay and (unless detached) follows it to its end: exit status 0 only if
 /// it ran to its end within its thresholds. Ctrl-C cancels it and prints its summary.
 async fn replay(target: &Target, client: &mut Client, args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    if args.dry_run {
+        let plan = client.plan_replay(args.request()).await.map_err(status_error)?.into_inner();
+        output::plan(&plan, args.json);
+        return Ok(ExitCode::SUCCESS);
+    }
     let started = client.start_replay(args.request()).await.map_err(status_error)?.into_inner();
     for warning in &started.warnings {
         eprintln!("warning: {warning}");

@@ -1,7 +1,7 @@
 //! What ctl prints: tables for people, JSON for machines, the live progress line and the
 //! replay summary.
 
-use reprise_proto::v1::{CaptureInfo, Recording, ReplayStatus, WorkerInfo};
+use reprise_proto::v1::{CaptureInfo, Recording, ReplayPlanView, ReplayStatus, WorkerInfo};
 use serde::Serialize;
 
 pub fn print_json(value: &impl Serialize) {
@@ -72,6 +72,35 @@ pub fn progress_line(s: &ReplayStatus) -> String {
         s.lag().p99,
         s.errors + s.http_errors,
     )
+}
+
+/// A dry run's plan: what would be sent, how fast, by whom.
+pub fn plan(p: &ReplayPlanView, json: bool) {
+    if json {
+        print_json(p);
+        return;
+    }
+    println!("dry run     nothing was started or sent");
+    println!("recording   {}  ({} records, {} requests)", p.recording_id, p.records, p.requests);
+    println!("target      {}", p.target);
+    let duration = p.duration_s.map_or("- (as fast as the workers go)".into(), |d| format!("{d:.1} s"));
+    println!("sends       {}  over {duration}", p.sends);
+    println!("rate        mean {:.0} req/s  peak {:.0} req/s (busiest second)", p.mean_rate, p.peak_rate);
+    println!("workers     {}, up to {} connections each", p.workers.len(), p.connections_per_worker);
+    for w in &p.workers {
+        let shares: Vec<String> = w
+            .shares
+            .iter()
+            .map(|s| match s.stride {
+                0 | 1 => format!("p{}[{}..{})", s.partition, s.start_offset, s.end_offset),
+                k => format!("p{}[{}..{}) %{k}={}", s.partition, s.start_offset, s.end_offset, s.phase),
+            })
+            .collect();
+        println!("worker      {:<16} {:>9} records  {}", w.id, w.records, shares.join(" "));
+    }
+    for warning in &p.warnings {
+        println!("warning     {warning}");
+    }
 }
 
 /// "pass 2/3" (or "pass 7/endless") for a looping replay; nothing for a single pass.

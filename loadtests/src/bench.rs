@@ -411,7 +411,8 @@ async fn replay_round(
         Mode::Max => PacingMode::Max,
     }
     .into();
-    (options.max_in_flight, options.request_timeout_ms, options.dry_run) = (bench.max_in_flight, 10_000, bench.dry_run);
+    (options.max_in_flight, options.request_timeout_ms, options.simulate) =
+        (bench.max_in_flight, 10_000, bench.dry_run);
     options.passes = bench.passes;
     let status = cluster.replay(request).await?;
     let wall = started.elapsed().as_secs_f64();
@@ -483,7 +484,7 @@ pub async fn run_stats_plane(workers: usize, seconds: u64, work_dir: &Path) -> a
     let recording = cluster.record(&profile, None).await?;
     let mut request = replay_request(&recording.id, "http://127.0.0.1:9", 1);
     let options = crate::cluster::options(&mut request);
-    (options.max_in_flight, options.request_timeout_ms, options.dry_run) = (16, 1000, true);
+    (options.max_in_flight, options.request_timeout_ms, options.simulate) = (16, 1000, true);
     let id = cluster.client.start_replay(request).await?.into_inner().id;
     // Let every stream attach, then measure.
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -158,6 +158,22 @@ async fn a_loop_of_three_sends_every_request_three_times_on_shifted_passes(kind:
     cluster.stop().await;
 }
 
+/// `--simulate` runs the whole dispatch path but writes to no socket: every send is
+/// counted, and no response is claimed (no 2xx, no latency), nor is the replay breached.
+async fn a_simulated_replay_counts_its_sends_and_claims_no_response(kind: &str) {
+    let cluster = setup(kind, "simulate").await;
+    let log_url = cluster.log_url.clone();
+    let recording = cluster.record(&log_url, &profile(200, Duration::from_millis(500))).await.unwrap();
+    let mut request = replay_request(&recording.id, &cluster.sink_url(), 2);
+    options(&mut request).simulate = true;
+    let id = cluster.replay(request).await.unwrap();
+    let status = cluster.wait_final(&id, LIMIT).await.unwrap();
+    assert_eq!((status.state(), status.sent, status.ok, status.status["2xx"]), (ReplayState::Done, 400, 0, 0));
+    assert_eq!((&status.latency_ms, &status.breach), (&None, &None), "{status:?}");
+    assert_eq!(cluster.sink.report().requests, 0, "nothing reached the target");
+    cluster.stop().await;
+}
+
 /// An endless loop ends at its duration (nothing due later is sent), or by cancel.
 async fn an_endless_loop_stops_at_its_duration_or_when_cancelled(kind: &str) {
     let cluster = setup(kind, "soak").await;
@@ -256,6 +272,7 @@ reprise_store::on_backends!(
         http2_and_constant_rate_replays,
         a_rate_cap_holds_the_whole_cluster,
         a_loop_of_three_sends_every_request_three_times_on_shifted_passes,
-        an_endless_loop_stops_at_its_duration_or_when_cancelled
+        an_endless_loop_stops_at_its_duration_or_when_cancelled,
+        a_simulated_replay_counts_its_sends_and_claims_no_response
     ]
 );

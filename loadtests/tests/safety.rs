@@ -91,6 +91,21 @@ async fn a_guarded_controller_needs_its_token_and_replays_only_to_allowed_target
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("worker-0"), "{stdout}");
 
+    // A dry run prints the plan and sends nothing.
+    let soak = cluster.record(&profile(100, Duration::from_secs(4))).await.unwrap();
+    let dry =
+        ["replay", "--recording", &soak.id, "--target", &cluster.sink_url(), "--multiple", "3", "--dry-run", "--json"];
+    let (code, stdout, stderr) = with_file(&dry);
+    assert_eq!(code, Some(0), "{stderr}");
+    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((plan["requests"].as_u64(), plan["sends"].as_u64()), (Some(100), Some(300)), "{plan}");
+    assert_eq!(plan["workers"].as_array().unwrap().len(), 1, "{plan}");
+    let (mean, peak) = (plan["mean_rate"].as_f64().unwrap(), plan["peak_rate"].as_f64().unwrap());
+    assert!((60.0..=90.0).contains(&peak) && (60.0..=90.0).contains(&mean), "{plan}");
+    assert!(plan["duration_s"].as_f64().unwrap() > 3.5, "{plan}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(cluster.sink.report().requests, 0, "a dry run sends nothing");
+
     let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let other_url = format!("http://{}", other.local_addr().unwrap());
     let (code, stdout, stderr) = with_file(&["replay", "--recording", &recording.id, "--target", &other_url]);
@@ -108,6 +123,8 @@ async fn a_guarded_controller_needs_its_token_and_replays_only_to_allowed_target
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(!stderr.contains("warning") && !stdout.contains("warning"), "an allow-list, no warning: {stderr}");
     assert_eq!(cluster.sink.report().requests, 20);
+    let (_, replays, _) = with_file(&["replays", "--json"]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&replays).unwrap().as_array().unwrap().len(), 1, "{replays}");
 
     let http = cluster.controllers[0].http_addr().unwrap();
     let bearer = format!("Bearer {token}");

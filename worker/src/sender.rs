@@ -1,5 +1,5 @@
 //! The boundary where requests leave the worker. [`HttpSender`] is the real one (hyper,
-//! pooled keep-alive connections, HTTP/1.1 or HTTP/2, https via rustls); [`DryRunSender`]
+//! pooled keep-alive connections, HTTP/1.1 or HTTP/2, https via rustls); [`SimulatedSender`]
 //! does everything but the socket write, to measure the dispatch path alone.
 
 use std::future::Future;
@@ -27,6 +27,8 @@ pub enum Outcome {
         body_bytes: u64,
     },
     Error(ErrorKind),
+    /// Nothing was sent (a simulated replay): neither a response nor an error.
+    Simulated,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,13 +196,13 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
     ErrorKind::Other
 }
 
-/// Builds and "sends" nothing: every request succeeds at once with an empty 200.
+/// Builds each request and sends nothing: a simulated replay, no response claimed.
 #[derive(Clone, Default)]
-pub struct DryRunSender;
+pub struct SimulatedSender;
 
-impl Sender for DryRunSender {
+impl Sender for SimulatedSender {
     async fn send(&self, request: Request<Full<Bytes>>) -> Outcome {
         std::hint::black_box(request);
-        Outcome::Response { status: 200, body_bytes: 0 }
+        Outcome::Simulated
     }
 }

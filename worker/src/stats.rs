@@ -238,6 +238,7 @@ impl Stats {
                 h.latency_total.saturating_record(latency_us.max(1));
                 h.latency_interval.saturating_record(latency_us.max(1));
             }
+            Outcome::Simulated => {}
             Outcome::Error(kind) => {
                 let i = match kind {
                     ErrorKind::Connect => 0,

@@ -10,6 +10,7 @@
 //! * [`tally`]: the merged status, timeline and outcome (pure data);
 //! * [`stored`]: the replay's parts as the catalog keeps them.
 
+mod dry_run;
 mod follow;
 mod handover;
 mod resume;
@@ -69,6 +70,8 @@ pub enum ReplayError {
     WorkerRefused { worker: String, address: String, reason: String },
     #[error(transparent)]
     Recording(#[from] RecordingError),
+    #[error("cannot read the recording: {0}")]
+    Log(reprise_store::log::LogError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }

@@ -22,23 +22,7 @@ pub(super) const ASSIGN_TIMEOUT: Duration = Duration::from_secs(30);
 impl ReplayManager {
     /// Plans, assigns and starts a replay; returns once every worker has its start time.
     pub async fn start(self: &Arc<Self>, spec: ReplaySpec) -> Result<ReplayStatus, ReplayError> {
-        self.allowed.check(&spec.options.target).map_err(ReplayError::TargetNotAllowed)?;
-        let recording = self.replayable_recording(&spec.recording_id).await?;
-        let candidates = self.pick_workers(&spec).await?;
-        let origin_ns = recording.first_timestamp_ns.unwrap_or(0);
-        let mut plan = ReplayPlan {
-            start_at_unix_ns: 0,
-            origin_ns,
-            span_ns: recording.last_timestamp_ns.unwrap_or(origin_ns) - origin_ns,
-            records: recording.record_count,
-            log_url: recording.log_url.clone(),
-            workers: planner::plan(&recording.ranges, &candidates),
-            warnings: self.allowed.is_empty().then(|| NO_ALLOW_LIST.to_string()).into_iter().collect(),
-        };
-        let passes = u64::from(spec.passes().unwrap_or(1));
-        for part in &mut plan.workers {
-            part.records *= passes;
-        }
+        let (recording, mut plan) = self.plan(&spec).await?;
         let mut replay = Replay {
             id: new_id("rep"),
             recording_id: recording.id.clone(),
@@ -73,6 +57,29 @@ impl ReplayManager {
         self.live.lock().expect("lock").insert(live.id(), live.clone());
         self.follow_all(&live);
         Ok(live.status())
+    }
+
+    /// Everything a start decides before it acts: the target is allowed, the recording
+    /// can be replayed whole, the workers, and the plan.
+    pub(super) async fn plan(&self, spec: &ReplaySpec) -> Result<(Recording, ReplayPlan), ReplayError> {
+        self.allowed.check(&spec.options.target).map_err(ReplayError::TargetNotAllowed)?;
+        let recording = self.replayable_recording(&spec.recording_id).await?;
+        let candidates = self.pick_workers(spec).await?;
+        let origin_ns = recording.first_timestamp_ns.unwrap_or(0);
+        let mut plan = ReplayPlan {
+            start_at_unix_ns: 0,
+            origin_ns,
+            span_ns: recording.last_timestamp_ns.unwrap_or(origin_ns) - origin_ns,
+            records: recording.record_count,
+            log_url: recording.log_url.clone(),
+            workers: planner::plan(&recording.ranges, &candidates),
+            warnings: self.allowed.is_empty().then(|| NO_ALLOW_LIST.to_string()).into_iter().collect(),
+        };
+        let passes = u64::from(spec.passes().unwrap_or(1));
+        for part in &mut plan.workers {
+            part.records *= passes;
+        }
+        Ok((recording, plan))
     }
 
     /// The recording, if it can be replayed whole.

@@ -395,7 +395,7 @@ impl Tally {
 /// no send answered with 1xx-3xx, or more failed sends (transport errors and 5xx) than
 /// `max_error_rate` allows. A simulated replay sends nothing real and has none.
 fn breach(status: &ReplayStatus, spec: &ReplaySpec) -> Option<String> {
-    if spec.options.dry_run {
+    if spec.options.simulate {
         return None;
     }
     let server_errors = status.status.get("5xx").copied().unwrap_or(0);
@@ -665,7 +665,7 @@ mod tests {
             Some("no request was sent (3 records read, 3 skipped)")
         );
         let simulated =
-            ReplaySpec { options: ReplayOptions { dry_run: true, ..Default::default() }, ..Default::default() };
+            ReplaySpec { options: ReplayOptions { simulate: true, ..Default::default() }, ..Default::default() };
         assert_eq!(breach(&done(0, 0, 0, 0), &simulated), None);
     }
 }

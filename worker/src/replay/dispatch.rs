@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::Replay;
 use super::lanes::{LaneStream, Merge, open_lane};
 use crate::request::{self, RecordedRequest};
-use crate::sender::{DryRunSender, HttpSender, Sender, SenderConfig};
+use crate::sender::{HttpSender, Sender, SenderConfig, SimulatedSender};
 use crate::timer::PreciseTimer;
 
 /// A record due this close is sent now rather than slept for.
@@ -141,8 +141,8 @@ impl Dispatcher {
     /// Starts a sender on this thread's runtime and dispatches the lanes.
     pub(super) async fn run(self, lanes: Vec<LaneStream>, start: Instant) -> Result<(), String> {
         let config = self.replay.sender_config(self.max_in_flight);
-        if self.replay.options().dry_run {
-            self.dispatch(DryRunSender, lanes, start).await
+        if self.replay.options().simulate {
+            self.dispatch(SimulatedSender, lanes, start).await
         } else {
             self.dispatch(HttpSender::new(&config), lanes, start).await
         }
