@@ -128,16 +128,16 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub recording: String,
     /// Where to send: scheme, host and port replace the recorded ones; a path is a prefix.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_target)]
     pub target: String,
     /// Send every record this many times.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = parse_multiple)]
     pub multiple: u32,
     /// Timeline speed factor (2 = twice as fast), or "max" for as fast as possible.
     #[arg(long, default_value = "1", value_parser = parse_speed)]
     pub speed: Speed,
     /// Cluster-wide cap in requests/s (each worker gets its share); with --constant, the rate.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parse_rate)]
     pub rate: f64,
     /// Send at a constant --rate, ignoring the recorded timestamps.
     #[arg(long, requires = "rate")]
@@ -182,7 +182,7 @@ pub struct ReplayArgs {
     /// The share of sends that may fail (transport errors and 5xx) before the replay
     /// counts as breached and ctl exits 1 [default: 0.5]. A replay in which no request
     /// succeeded is breached whatever this says.
-    #[arg(long, value_parser = parse_share)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_share)]
     pub max_error_rate: Option<f64>,
     /// Return once the replay has started; print its id.
     #[arg(long)]
@@ -229,6 +229,21 @@ impl ReplayArgs {
             workers: self.workers,
             worker_labels: self.worker_labels.iter().cloned().collect(),
         }
+    }
+}
+
+fn parse_target(s: &str) -> Result<String, String> {
+    let uri = s.parse::<tonic::codegen::http::Uri>().ok();
+    match uri.as_ref().map(|u| (u.scheme_str(), u.host())) {
+        Some((Some("http" | "https"), Some(host))) if !host.is_empty() => Ok(s.to_string()),
+        _ => Err(format!("{s:?} is not a target: give http://host[:port][/prefix] or https://...")),
+    }
+}
+
+fn parse_multiple(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a multiple: a whole number, 1 or more")),
     }
 }
 

@@ -108,10 +108,23 @@ async fn ctl_manages_recordings_and_explains_every_error() {
     );
     assert_clear_error(
         &ctl(&["replay", "--recording", &id, "--target", "ftp://x"]).await.unwrap(),
-        "http:// or https://",
+        "is not a target",
         2,
     );
     assert_clear_error(&ctl(&["status", "rep-nope"]).await.unwrap(), "no replay rep-nope", 1);
+    for (flag, value, says) in [
+        ("--target", "http://", "is not a target"),
+        ("--target", "staging:8080", "is not a target"),
+        ("--multiple", "-1", "is not a multiple"),
+        ("--rate", "-5", "is not a rate"),
+        ("--max-error-rate", "-0.1", "is not a share"),
+    ] {
+        let mut args = vec!["replay", "--recording", &id, flag, value];
+        if flag != "--target" {
+            args.extend(["--target", target]);
+        }
+        assert_clear_error(&ctl(&args).await.unwrap(), says, 2);
+    }
     assert_clear_error(
         &ctl(&["replay", "--recording", &id, "--target", target, "--rate=-5"]).await.unwrap(),
         "not a rate",
