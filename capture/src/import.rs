@@ -59,7 +59,11 @@ fn read_pcap_file(
         let packet = match capture.next_packet() {
             Ok(packet) => packet,
             Err(pcap::Error::NoMorePackets) => break,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            // A file cut short (tcpdump killed, a copy interrupted): keep everything before.
+            Err(e) => {
+                tracing::warn!("{} stops short after {n} packets ({e}): imported everything before", path.display());
+                break;
+            }
         };
         let ts = timestamp_ns(packet.header);
         pipeline.packet(ts, packet.data);

@@ -104,7 +104,7 @@ async fn a_tcpdump_file_gives_the_same_records(kind: &str) {
     let catalog_url = format!("file://{}/catalog", setup.dir.path().display());
     config.catalog = Some(catalog_url.clone());
     config.recording = Some("from-pcap".into());
-    let report = reprise_capture::run(config, CancellationToken::new()).await.unwrap();
+    let report = reprise_capture::run(config.clone(), CancellationToken::new()).await.unwrap();
     let catalog = reprise_store::Catalog::open(&catalog_url).await.unwrap();
     let id = report.recording_id.expect("a recording id");
     let recording = catalog.get::<reprise_store::schema::Recording>(&id).await.unwrap().unwrap().value;
@@ -116,6 +116,23 @@ async fn a_tcpdump_file_gives_the_same_records(kind: &str) {
         list.sort_by(|a, b| (a.timestamp_ns, &a.http).cmp(&(b.timestamp_ns, &b.http)));
     }
     assert_eq!(again.iter().map(|r| &r.http).collect::<Vec<_>>(), first.iter().map(|r| &r.http).collect::<Vec<_>>());
+
+    // The same file cut short mid-packet (tcpdump killed): everything before the cut is
+    // imported, and the run still ends well.
+    let pcap = config.pcap_file.clone().unwrap();
+    let bytes = std::fs::read(&pcap).unwrap();
+    let cut = setup.dir.path().join("cut.pcap");
+    std::fs::write(&cut, &bytes[..bytes.len() * 6 / 10 + 3]).unwrap();
+    let cut_log = format!("file://{}/cut-log", setup.dir.path().display());
+    let cut_config =
+        CaptureConfig { pcap_file: Some(cut), log: cut_log.clone(), catalog: None, recording: None, ..config };
+    let report = reprise_capture::run(cut_config, CancellationToken::new()).await.unwrap();
+    let kept = common::read_log(&cut_log).await;
+    assert!(report.requests > 0 && report.requests < 15, "{report:?}");
+    assert_eq!(common::requests(&kept).len() as u64, report.requests);
+    let (whole, cut): (Vec<_>, Vec<_>) = common::requests(&kept).into_iter().partition(|r| !r.body_truncated);
+    assert!(whole.iter().all(|r| first.iter().any(|f| f.http == r.http)), "whole requests as they were");
+    assert!(cut.len() <= 1, "at most the request the cut went through, marked truncated: {}", cut.len());
 }
 
 reprise_store::on_backends!(

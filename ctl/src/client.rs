@@ -99,13 +99,17 @@ async fn connect_one(address: &str, timeout: Duration, credentials: &Credentials
         Err(_) => return Err(silent()),
     };
     let mut client = ControllerClient::with_interceptor(channel, credentials.clone());
-    let hello =
-        client.hello(HelloRequest { protocol_version: PROTOCOL_VERSION }).await.map_err(|status| {
-            match status.code() {
-                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Unavailable => silent(),
-                _ => status_error(status),
-            }
-        })?;
+    let hello = client.hello(HelloRequest { protocol_version: PROTOCOL_VERSION }).await.map_err(|status| {
+        match status.code() {
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Unavailable => silent(),
+            // An HTTP server that is not a gRPC one (the controller's own HTTP API, say).
+            _ if status.message().contains("grpc-status header missing") => anyhow::anyhow!(
+                "{address} answers HTTP but not gRPC: ctl needs the controller's gRPC address (its --listen, \
+                     port 7100 by default), not its HTTP API"
+            ),
+            _ => status_error(status),
+        }
+    })?;
     Ok((client, hello.into_inner().leader))
 }
 

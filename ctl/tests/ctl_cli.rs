@@ -112,6 +112,9 @@ async fn ctl_manages_recordings_and_explains_every_error() {
         2,
     );
     assert_clear_error(&ctl(&["status", "rep-nope"]).await.unwrap(), "no replay rep-nope", 1);
+    let http = format!("http://{}", controller.http_addr);
+    let at_http = tokio::task::spawn_blocking(move || crate::ctl(&http, &["workers"])).await.unwrap();
+    assert_clear_error(&at_http, "answers HTTP but not gRPC", 1);
     for (flag, value, says) in [
         ("--target", "http://", "is not a target"),
         ("--target", "staging:8080", "is not a target"),
