@@ -146,31 +146,36 @@ reprise_store::on_backends!(
 /// The daemon on an idle interface stops promptly on SIGTERM and reports what it did.
 #[test]
 fn the_daemon_stops_on_a_signal_even_when_idle() {
-    let dir = tempfile::tempdir().unwrap();
-    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_reprise-capture"))
-        .args(["--interface", "lo", "--port", &unused.to_string(), "--log"])
-        .arg(format!("file://{}/log", dir.path().display()))
-        .arg("--spool-dir")
-        .arg(dir.path().join("spool"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let _ = std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = daemon.try_wait().unwrap() {
-            break status;
+    for (signal, catalog) in [("-TERM", false), ("-INT", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_reprise-capture"));
+        command.args(["--interface", "lo", "--port", &unused.to_string(), "--log"]);
+        command.arg(format!("file://{}/log", dir.path().display())).arg("--spool-dir").arg(dir.path().join("spool"));
+        if catalog {
+            // Registered in a catalog, it once panicked on Ctrl-C (a catalog call cut off
+            // by the runtime's shutdown).
+            command.arg("--catalog").arg(format!("file://{}/catalog", dir.path().display()));
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "capture did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success());
-    let mut report = String::new();
-    std::io::Read::read_to_string(daemon.stdout.as_mut().unwrap(), &mut report).unwrap();
-    assert!(report.contains("\"requests\":0"), "{report}");
+        let mut daemon =
+            command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        let _ = std::process::Command::new("kill").args([signal, &daemon.id().to_string()]).status();
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = daemon.try_wait().unwrap() {
+                break status;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "capture did not stop on {signal}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let (mut report, mut stderr) = (String::new(), String::new());
+        std::io::Read::read_to_string(daemon.stdout.as_mut().unwrap(), &mut report).unwrap();
+        std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        assert!(status.success(), "{signal}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{signal}: {stderr}");
+        assert!(report.contains("\"requests\":0"), "{report}");
+    }
 }
 
 #[test]

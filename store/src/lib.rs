@@ -24,6 +24,16 @@ mod url;
 pub use catalog::{Catalog, CatalogError, Lease, LeaseState};
 pub use log::{LogError, LogRecord, NewRecord, RangeSpec, TrafficLog, Watermarks, open_log};
 
+/// Runs blocking `f` on tokio's blocking pool: `None` if the runtime shut down before it
+/// ran (a process stopping), and a panic in `f` goes on unwinding here.
+pub(crate) async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => Some(value),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
+    }
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     now_ns() / 1_000_000

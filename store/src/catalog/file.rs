@@ -226,7 +226,7 @@ impl FileCatalog {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, CatalogError> + Send + 'static,
 ) -> Result<T, CatalogError> {
-    tokio::task::spawn_blocking(f).await.expect("file catalog task panicked")
+    crate::run_blocking(f).await.unwrap_or(Err(CatalogError::ShuttingDown))
 }
 
 #[async_trait]

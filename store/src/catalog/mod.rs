@@ -65,6 +65,8 @@ pub enum CatalogError {
     WatchEnded(String),
     #[error("lease {0} has expired")]
     LeaseExpired(LeaseId),
+    #[error("the process is shutting down")]
+    ShuttingDown,
 }
 
 /// The key-value store under the catalog. Keys are relative (`recordings/abc`); each

@@ -312,7 +312,7 @@ fn read_range_blocking(
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, LogError> + Send + 'static) -> Result<T, LogError> {
-    tokio::task::spawn_blocking(f).await.expect("file log task panicked")
+    crate::run_blocking(f).await.unwrap_or(Err(LogError::ShuttingDown))
 }
 
 #[async_trait]

@@ -114,7 +114,7 @@ impl KafkaLog {
         f: impl FnOnce(&BaseConsumer, &str, Duration) -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, LogError> {
         let (meta, topic) = (self.meta.clone(), self.topic.clone());
-        tokio::task::spawn_blocking(move || f(&meta, &topic, timeout)).await.expect("kafka query panicked")
+        crate::run_blocking(move || f(&meta, &topic, timeout)).await.unwrap_or(Err(LogError::ShuttingDown))
     }
 
     /// The partition's watermarks for a range reader, retried while the broker cannot be

@@ -163,6 +163,8 @@ pub enum LogError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("timed out after {after:?} while {what}")]
     Timeout { after: Duration, what: String },
+    #[error("the process is shutting down")]
+    ShuttingDown,
     #[error("{} records of the batch were not stored: {first}", failed.len())]
     Partial {
         /// Indices (in the appended batch) of the records that were not stored.
