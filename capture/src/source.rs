@@ -40,7 +40,7 @@ pub async fn run_notify(
     let log = reprise_store::open_log(&log_url).await.with_context(|| format!("cannot open {}", config.log))?;
     log.ensure_topic(config.partitions)
         .await
-        .with_context(|| format!("cannot create the traffic topic in {log_url}"))?;
+        .with_context(|| format!("cannot create the traffic topic in {}", without_query(&log_url)))?;
     let counters = Arc::new(Counters::default());
     let (tx, rx) = mpsc::channel(1 << 16);
     let mut output_config = config.output_config();
@@ -256,4 +256,9 @@ fn metrics_text(counters: &Counters) -> String {
     .iter()
     .map(|(name, kind, value)| format!("# TYPE reprise_{name} {kind}\nreprise_{name} {value}\n"))
     .collect()
+}
+
+/// A log URL as errors show it: its query holds client settings (and may hold secrets).
+fn without_query(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
 }

@@ -205,4 +205,13 @@ fn bad_arguments_are_one_clear_error() {
         "colour=c",
     ]);
     assert!(String::from_utf8_lossy(&bad_field.stderr).contains("unknown JSON field role"));
+    // A broker nobody answers on: one line, the URL without its client settings, the
+    // cause said once.
+    let gor = std::env::temp_dir().join(format!("reprise-empty-{}.gor", std::process::id()));
+    std::fs::write(&gor, b"").unwrap();
+    let dead = run(&["--log", "kafka://127.0.0.1:1/t?timeout_ms=1000", "--gor-file", gor.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&dead.stderr).trim().to_string();
+    assert!(stderr.starts_with("error: cannot create the traffic topic in kafka://127.0.0.1:1/t: kafka: "), "{stderr}");
+    assert!(!stderr.contains('\n') && stderr.matches("(Local:").count() == 1, "{stderr}");
+    let _ = std::fs::remove_file(gor);
 }

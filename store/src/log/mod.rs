@@ -159,8 +159,10 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
+    // Not a `source`: librdkafka's error repeats its cause in its own text, so a chain
+    // would print it twice more.
     #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    Kafka(rdkafka::error::KafkaError),
     #[error("timed out after {after:?} while {what}")]
     Timeout { after: Duration, what: String },
     #[error("the process is shutting down")]
@@ -171,6 +173,12 @@ pub enum LogError {
         failed: Vec<usize>,
         first: Box<LogError>,
     },
+}
+
+impl From<rdkafka::error::KafkaError> for LogError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        LogError::Kafka(e)
+    }
 }
 
 impl LogError {
