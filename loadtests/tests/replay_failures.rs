@@ -60,6 +60,11 @@ async fn garbage_and_a_dead_target_are_counted_not_fatal(kind: &str) {
         let payload = Bytes::from(reprise_store::traffic::encode(&record));
         junk.push(NewRecord { key: Bytes::from_static(b"junk"), timestamp_ms: ts, payload });
     }
+    // And one request whose body the capture cut at its --max-body.
+    let mut cut = synth::request(&profile, 1, profile.start_ns);
+    cut.body_truncated = true;
+    let payload = Bytes::from(reprise_store::traffic::encode(&cut));
+    junk.push(NewRecord { key: Bytes::from_static(b"cut"), timestamp_ms: ts, payload });
     log.append(junk).await.unwrap();
     client.stop_recording(StopRecordingRequest { id: recording.id.clone() }).await.unwrap();
 
@@ -67,14 +72,17 @@ async fn garbage_and_a_dead_target_are_counted_not_fatal(kind: &str) {
     let id = cluster.replay(replay_request(&recording.id, &dead_target, 2)).await.unwrap();
     let status = cluster.wait_final(&id, LIMIT).await.unwrap();
     assert_eq!(status.state(), ReplayState::Done, "a replay against a dead target still ends: {status:?}");
-    assert_eq!(status.read, 45);
+    assert_eq!(status.read, 46);
     assert_eq!(status.skipped, 5, "undecodable and non-HTTP records are skipped and counted");
-    assert_eq!(status.sent, 80);
-    assert_eq!(status.errors, 80);
-    assert_eq!(status.error_kinds["connect"], 80, "{:?}", status.error_kinds);
+    assert_eq!(status.sent, 82);
+    assert_eq!(status.errors, 82);
+    assert_eq!(status.error_kinds["connect"], 82, "{:?}", status.error_kinds);
+    assert_eq!(status.sent_cut, 2, "the cut request, twice");
+    let said = "2 requests went out with the body cut short, as the capture stored them (its --max-body)";
+    assert!(status.warnings.iter().any(|w| w == said), "{:?}", status.warnings);
     assert_eq!(status.ok, 0);
     // Ran to its end, but a replay where nothing succeeded is no success.
-    assert_eq!(status.breach.as_deref(), Some("no request succeeded: 80 sends, connect 80"));
+    assert_eq!(status.breach.as_deref(), Some("no request succeeded: 82 sends, connect 82"));
     assert_eq!(status.latency_ms, None, "no response, no latency");
     cluster.stop().await;
 }

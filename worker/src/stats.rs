@@ -68,6 +68,8 @@ pub struct Stats {
     pub planned_sends: AtomicU64,
     /// The highest pass a send went out in, from 1 (0: none yet).
     current_pass: AtomicU32,
+    /// Sends of requests recorded with a cut body.
+    pub sent_cut: AtomicU64,
     status: [AtomicU64; 5],
     errors: [AtomicU64; 4],
     bytes_received: AtomicU64,
@@ -173,6 +175,7 @@ impl Stats {
             in_flight: AtomicU64::new(0),
             planned_sends: AtomicU64::new(0),
             current_pass: AtomicU32::new(0),
+            sent_cut: AtomicU64::new(0),
             status: Default::default(),
             errors: Default::default(),
             bytes_received: AtomicU64::new(0),
@@ -346,6 +349,7 @@ impl Stats {
             light,
             sends_past_checkpoints,
             current_pass: load32(&self.current_pass),
+            sent_cut: load(&self.sent_cut),
         }
     }
 }

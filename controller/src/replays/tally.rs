@@ -306,6 +306,10 @@ impl Tally {
         self.workers.iter().map(row).collect()
     }
 
+    fn handovers(&self) -> impl Iterator<Item = &Handover> {
+        self.workers.values().filter_map(|w| w.handover.as_ref())
+    }
+
     /// The replay's status: the record's state and times, the spec, and the merged reports.
     pub fn status(&self, replay: &Replay, spec: &ReplaySpec, plan: &ReplayPlan, now_ms: i64) -> ReplayStatus {
         let (mut latency, mut lag) = (empty_histogram(), empty_histogram());
@@ -372,22 +376,30 @@ impl Tally {
             latency_ms: (!latency.is_empty()).then(|| percentiles(&latency)),
             lag_ms: Some(percentiles(&lag)),
             workers: self.part_rows(),
-            reassigned: self.workers.values().filter_map(|w| w.handover.as_ref()).map(|h| h.records).sum(),
-            duplicates_bound: self
-                .workers
-                .values()
-                .filter_map(|w| w.handover.as_ref())
-                .map(|h| h.duplicates_bound)
-                .sum(),
+            reassigned: self.handovers().map(|h| h.records).sum(),
+            duplicates_bound: self.handovers().map(|h| h.duplicates_bound).sum(),
             current_pass: self.reports().map(|r| r.current_pass).max().unwrap_or(0),
             passes: spec.passes().unwrap_or(0),
             breach: None,
             warnings: plan.warnings.clone(),
+            sent_cut: self.sum(|s| s.sent_cut),
         };
-        if replay.state == ReplayState::Done {
-            status.breach = breach(&status, spec);
-        }
+        judge(&mut status, replay.state, spec);
         status
+    }
+}
+
+/// What a status tells beyond its counts: requests sent with a cut body, and, once the
+/// replay ran to its end, whether it breached its thresholds.
+fn judge(status: &mut ReplayStatus, state: ReplayState, spec: &ReplaySpec) {
+    if status.sent_cut > 0 {
+        let cut = status.sent_cut;
+        status.warnings.push(format!(
+            "{cut} requests went out with the body cut short, as the capture stored them (its --max-body)"
+        ));
+    }
+    if state == ReplayState::Done {
+        status.breach = breach(status, spec);
     }
 }
 

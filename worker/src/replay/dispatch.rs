@@ -264,6 +264,9 @@ impl Dispatcher {
                 let lag = dispatched.saturating_duration_since(due);
                 replay.stats.record_dispatch(self.shard, lag.as_micros() as u64, recorded.body.len() as u64);
                 replay.stats.sent(taken);
+                if located.record.body_truncated {
+                    replay.stats.sent_cut.fetch_add(1, Ordering::Relaxed);
+                }
                 replay.stats.in_flight.fetch_add(1, Ordering::Relaxed);
                 let (stats, sender, shard) = (replay.stats.clone(), sender.clone(), self.shard);
                 // Spawned on this thread's own runtime: completing it wakes no other thread.
