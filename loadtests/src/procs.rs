@@ -101,22 +101,14 @@ impl Services {
         format!("kafka://127.0.0.1:{}/{topic}", self.kafka_port)
     }
 
-    pub async fn stop_etcd(&self) -> anyhow::Result<()> {
-        self.run(&["stop", "etcd"]).await
+    /// Stops `server` ("etcd" or "kafka"), keeping its data.
+    pub async fn stop_server(&self, server: &str) -> anyhow::Result<()> {
+        self.run(&["stop", server]).await
     }
 
-    /// Starts etcd again, data kept, and waits until it answers.
-    pub async fn start_etcd(&self) -> anyhow::Result<()> {
-        self.run(&["start", "etcd"]).await
-    }
-
-    pub async fn stop_kafka(&self) -> anyhow::Result<()> {
-        self.run(&["stop", "kafka"]).await
-    }
-
-    /// Starts the broker again, data kept, and waits until it answers.
-    pub async fn start_kafka(&self) -> anyhow::Result<()> {
-        self.run(&["start", "kafka"]).await
+    /// Starts `server` again, data kept, and waits until it answers.
+    pub async fn start_server(&self, server: &str) -> anyhow::Result<()> {
+        self.run(&["start", server]).await
     }
 
     /// Freezes etcd (SIGSTOP): it accepts connections but never answers.

@@ -178,42 +178,38 @@ async fn a_worker_stopped_with_sigterm_hands_its_ranges_over() {
 /// done with every request once, and the workers are still registered afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replay_outlasts_a_30_s_etcd_outage() {
-    let n = 8_000;
-    let config = ProcessClusterConfig { expected_ids: n, ..ProcessClusterConfig::new("etcd-outage", 1, 2) };
-    let cluster = ProcessCluster::start(&config).await.unwrap();
-    let recording = cluster.record(&profile(n, Duration::from_secs(40))).await.unwrap();
-    let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    cluster.services.stop_etcd().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    cluster.services.start_etcd().await.unwrap();
-    let status = cluster.wait_final(&id, LIMIT).await.unwrap();
-    let seen = cluster.sink.report();
-    assert_eq!((status.state(), status.sent), (ReplayState::Done, n), "{status:?}");
-    assert_eq!((seen.missing_ids, seen.duplicate_ids), (Some(0), Some(0)), "{seen:?}");
+    let cluster = replay_through_a_30_s_outage_of("etcd").await;
     let names = ["worker-0".to_string(), "worker-1".to_string()];
     procs::wait_registered(&cluster.catalog_url, &names, 0, Duration::from_secs(20)).await.unwrap();
 }
 
 /// The broker stopped for 30 s during a replay read from it, 3 s in: the controller and
-/// the worker ride it out and the replay ends done with every request once. (The local
+/// the workers ride it out and the replay ends done with every request once. (The local
 /// broker ignores fetch size limits, so the readers already hold their whole ranges here;
 /// a reader's own wait is `a_kafka_reader_waits_out_a_broker_outage`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replay_outlasts_a_30_s_broker_outage() {
+    replay_through_a_30_s_outage_of("kafka").await;
+}
+
+/// Two workers replay 8,000 requests over 40 s; `server` is stopped 3 s in and started
+/// again 30 s later; the replay ends done and the sink saw every request once.
+async fn replay_through_a_30_s_outage_of(server: &str) -> ProcessCluster {
     let n = 8_000;
-    let config = ProcessClusterConfig { expected_ids: n, ..ProcessClusterConfig::new("broker-outage", 1, 2) };
+    let config =
+        ProcessClusterConfig { expected_ids: n, ..ProcessClusterConfig::new(&format!("{server}-outage"), 1, 2) };
     let cluster = ProcessCluster::start(&config).await.unwrap();
     let recording = cluster.record(&profile(n, Duration::from_secs(40))).await.unwrap();
     let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    cluster.services.stop_kafka().await.unwrap();
+    cluster.services.stop_server(server).await.unwrap();
     tokio::time::sleep(Duration::from_secs(30)).await;
-    cluster.services.start_kafka().await.unwrap();
+    cluster.services.start_server(server).await.unwrap();
     let status = cluster.wait_final(&id, LIMIT).await.unwrap();
     let seen = cluster.sink.report();
     assert_eq!((status.state(), status.sent), (ReplayState::Done, n), "{status:?}");
     assert_eq!((seen.missing_ids, seen.duplicate_ids), (Some(0), Some(0)), "{seen:?}");
+    cluster
 }
 
 /// A range reader opened while the broker is down waits it out (retrying, for at most its
@@ -222,14 +218,14 @@ async fn a_replay_outlasts_a_30_s_broker_outage() {
 async fn a_kafka_reader_waits_out_a_broker_outage() {
     let services = Services::start().await.unwrap();
     let log = written_log(&services, "reader-outage", "?read_timeout_ms=60000").await;
-    services.stop_kafka().await.unwrap();
+    services.stop_server("kafka").await.unwrap();
     let stopped = std::time::Instant::now();
     let reading = tokio::spawn(async move {
         let records = log.read_range(RangeSpec::whole(0, 0, 100), 16).await?;
         records.map_ok(|r| r.offset).try_collect::<Vec<_>>().await
     });
     tokio::time::sleep(Duration::from_secs(15)).await;
-    services.start_kafka().await.unwrap();
+    services.start_server("kafka").await.unwrap();
     let offsets = reading.await.unwrap().unwrap();
     assert_eq!(offsets, (0..100).collect::<Vec<i64>>());
     assert!(stopped.elapsed() >= Duration::from_secs(15));
@@ -241,7 +237,7 @@ async fn a_kafka_reader_waits_out_a_broker_outage() {
 async fn a_kafka_reader_fails_loudly_past_its_read_timeout() {
     let services = Services::start().await.unwrap();
     let log = written_log(&services, "reader-gone", "?read_timeout_ms=3000&timeout_ms=1000").await;
-    services.stop_kafka().await.unwrap();
+    services.stop_server("kafka").await.unwrap();
     let started = std::time::Instant::now();
     let error = match log.read_range(RangeSpec::whole(0, 0, 100), 16).await {
         Ok(_) => panic!("read a range from a stopped broker"),
