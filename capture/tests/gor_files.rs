@@ -94,10 +94,44 @@ async fn a_malformed_file_is_a_clear_error(kind: &str) {
     assert!(format!("{missing:#}").contains("cannot read GoReplay file"), "{missing:#}");
 }
 
+/// A GoReplay file goes through capture's selection and redaction like live traffic:
+/// the secrets it holds (Authorization, Cookie) are masked in the stored log, a denied
+/// method is left out, and a bad `--allow-url` regex is refused before anything is read.
+async fn a_gor_import_is_selected_and_redacted_like_live_traffic(kind: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let gor = dir.path().join("secrets.gor");
+    let base = reprise_store::now_ns() - 3_600_000_000_000;
+    let text = format!(
+        "1 c3c3c3c3c3c3c3c3c3c3c3c3 {} 0\nGET /me HTTP/1.1\r\nHost: shop\r\nAuthorization: Bearer s3cr3t-t0ken\r\n\
+         Cookie: session=c00kie-value\r\n\r\n\n🐵🙈🙉\n\
+         1 d4d4d4d4d4d4d4d4d4d4d4d4 {} 0\nDELETE /me HTTP/1.1\r\nHost: shop\r\n\r\n\n🐵🙈🙉\n",
+        base + 1,
+        base + 2
+    );
+    std::fs::write(&gor, text).unwrap();
+    let log = log_url(kind, &dir, "gor-secrets");
+    let mut config = CaptureConfig::for_log(&log);
+    (config.gor_file, config.node, config.spool_dir) =
+        (Some(gor.clone()), Some("import".into()), Some(dir.path().join("spool")));
+    config.deny_method = vec!["DELETE".into()];
+    reprise_capture::run(config.clone(), CancellationToken::new()).await.unwrap();
+    let stored = common::read_log(&log).await;
+    assert_eq!(stored.len(), 1, "the DELETE is left out");
+    let http = String::from_utf8_lossy(&stored[0].http).into_owned();
+    assert!(http.starts_with("GET /me HTTP/1.1\r\n"), "{http}");
+    for secret in ["s3cr3t-t0ken", "c00kie-value"] {
+        assert!(!http.contains(secret), "{secret} reached the log: {http}");
+    }
+    config.allow_url = vec!["(".into()];
+    let refused = reprise_capture::run(config, CancellationToken::new()).await.unwrap_err();
+    assert!(format!("{refused:#}").contains("regex"), "{refused:#}");
+}
+
 reprise_store::on_backends!(
     [kafka => "kafka", file => "file"]
     [
         import_then_export_then_import_keeps_every_record,
-        a_malformed_file_is_a_clear_error
+        a_malformed_file_is_a_clear_error,
+        a_gor_import_is_selected_and_redacted_like_live_traffic
     ]
 );
