@@ -21,7 +21,7 @@ use anyhow::Context;
 use clap::Parser;
 use reprise_process::token::Token;
 use reprise_proto::v1::controller_server::ControllerServer;
-use reprise_store::Catalog;
+use reprise_store::{Catalog, redact_url};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -76,6 +76,8 @@ pub struct ControllerConfig {
     #[arg(long, env = "REPRISE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     #[command(flatten)]
+    pub tls: reprise_process::tls::TlsArgs,
+    #[command(flatten)]
     pub logging: reprise_process::LogArgs,
 }
 
@@ -108,17 +110,19 @@ impl Controller {
             anyhow::bail!("--partitions must be at least 1");
         }
         let token = config.token_file.as_deref().map(Token::from_file).transpose().map_err(anyhow::Error::msg)?;
+        let tls = config.tls.mutual()?;
         if token.is_none() {
             tracing::warn!("no --token-file: anyone who reaches the controller's ports can start replays");
         }
-        let catalog =
-            Catalog::open(&config.catalog).await.with_context(|| format!("cannot open catalog {}", config.catalog))?;
+        let catalog = Catalog::open(&config.catalog)
+            .await
+            .with_context(|| format!("cannot open catalog {}", redact_url(&config.catalog)))?;
         let log = reprise_store::open_log(&config.log)
             .await
-            .with_context(|| format!("cannot open traffic log {}", config.log))?;
+            .with_context(|| format!("cannot open traffic log {}", redact_url(&config.log)))?;
         log.ensure_topic(config.partitions)
             .await
-            .with_context(|| format!("cannot create the traffic topic in {}", config.log))?;
+            .with_context(|| format!("cannot create the traffic topic in {}", redact_url(&config.log)))?;
         let grpc_listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -139,6 +143,7 @@ impl Controller {
             recordings.clone(),
             Duration::from_millis(config.start_lead_ms),
             allowed,
+            tls.as_ref().map(|tls| tls.client.clone()),
         );
         let me = Candidate {
             id: id.clone(),
@@ -156,6 +161,10 @@ impl Controller {
         });
         let shutdown = CancellationToken::new();
 
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &tls {
+            server = server.tls_config(tls.server.clone()).context("cannot use --tls-cert and --tls-key")?;
+        }
         let grpc = {
             let (state, shutdown) = (state.clone(), shutdown.clone());
             tokio::spawn(async move {
@@ -164,7 +173,7 @@ impl Controller {
                 let service = ControllerServer::with_interceptor(ControllerService { state }, move |request| {
                     grpc::authorize(&authorized, request)
                 });
-                let result = tonic::transport::Server::builder()
+                let result = server
                     .add_service(service)
                     .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
                     .await;
@@ -186,8 +195,8 @@ impl Controller {
         // One read proves that the catalog answers, before this controller says it serves.
         tokio::time::timeout(CATALOG_TIMEOUT, state.catalog.list::<reprise_store::schema::Replay>())
             .await
-            .map_err(|_| anyhow::anyhow!("the catalog {} did not answer within 10 s", config.catalog))?
-            .with_context(|| format!("cannot read the catalog {}", config.catalog))?;
+            .map_err(|_| anyhow::anyhow!("the catalog {} did not answer within 10 s", redact_url(&config.catalog)))?
+            .with_context(|| format!("cannot read the catalog {}", redact_url(&config.catalog)))?;
         let ttl = Duration::from_secs(config.election_ttl_secs.max(1));
         let campaign = tokio::spawn(state.election.clone().run(replays.clone(), ttl, shutdown.clone()));
         tracing::info!(controller = %id, grpc = %grpc_addr, http = %http_addr, "controller started");

@@ -88,6 +88,7 @@ async fn a_recording_eaten_by_retention_is_refused(kind: &str) {
         recordings.clone(),
         Duration::from_secs(1),
         Default::default(),
+        None,
     );
     let request = StartReplayRequest {
         recording_id: stopped.id.clone(),

@@ -24,6 +24,8 @@ pub struct Cli {
     /// $REPRISE_TOKEN (when set).
     #[arg(long, global = true, env = "REPRISE_TOKEN_FILE")]
     pub token_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub tls: reprise_process::tls::TlsArgs,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -4,32 +4,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reprise_process::token::Token;
-use reprise_proto::PROTOCOL_VERSION;
 use reprise_proto::v1::controller_client::ControllerClient;
 use reprise_proto::v1::{HelloRequest, PacingMode, ReplayOptions, ReplayRef, ReplayStatus, StartReplayRequest};
+use reprise_proto::{PROTOCOL_VERSION, error_causes};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 pub type Client = ControllerClient<InterceptedService<Channel, Credentials>>;
 
 /// How long a call may take by default (a replay's start assigns every worker first).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The controllers to talk to (comma-separated addresses), the bound on every call, and
-/// the token to present.
+/// The controllers to talk to (comma-separated addresses), the bound on every call, the
+/// token to present, and TLS (the controller's CA and, for mutual TLS, ctl's certificate).
 #[derive(Clone)]
 pub struct Target {
     pub addresses: String,
     pub timeout: Duration,
     pub token: Option<Arc<Token>>,
+    pub tls: Option<ClientTlsConfig>,
 }
 
 impl Target {
-    /// `addresses` with the default timeout and no token.
+    /// `addresses` with the default timeout, no token and no TLS.
     pub fn new(addresses: impl Into<String>) -> Target {
-        Target { addresses: addresses.into(), timeout: CALL_TIMEOUT, token: None }
+        Target { addresses: addresses.into(), timeout: CALL_TIMEOUT, token: None, tls: None }
     }
 
     /// The leader among the addresses, or, when none of them leads, the first that
@@ -40,7 +41,7 @@ impl Target {
         let mut standby = None;
         let mut errors = Vec::new();
         for address in self.addresses.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-            match connect_one(address, self.timeout, &credentials).await {
+            match self.connect_one(address, &credentials).await {
                 Ok((client, true)) => return Ok(client),
                 Ok((client, false)) => standby = standby.or(Some(client)),
                 Err(e) => errors.push(e),
@@ -52,6 +53,45 @@ impl Target {
             (None, 0) => anyhow::bail!("no controller address given"),
             (None, _) => anyhow::bail!("{}", errors.iter().map(|e| format!("{e:#}")).collect::<Vec<_>>().join("; ")),
         }
+    }
+
+    /// One controller, and whether it leads.
+    async fn connect_one(&self, address: &str, credentials: &Credentials) -> anyhow::Result<(Client, bool)> {
+        let timeout = self.timeout;
+        let url = controller_url(address, self.tls.is_some())?;
+        let mut endpoint = Channel::from_shared(url)
+            .map_err(|e| UsageError(format!("{address:?} is not a controller URL (e.g. http://127.0.0.1:7100): {e}")))?
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .timeout(timeout);
+        if let Some(tls) = &self.tls {
+            endpoint =
+                endpoint.tls_config(tls.clone()).map_err(|e| UsageError(format!("TLS: {}", error_causes(&e))))?;
+        }
+        let tls = self.tls.is_some();
+        let unreachable = |e: &(dyn std::error::Error + 'static)| {
+            anyhow::anyhow!("cannot reach the controller at {address}: {}{}", error_causes(e), tls_hint(e, tls))
+        };
+        let silent =
+            || anyhow::anyhow!("cannot reach the controller at {address}: no answer within {} s", timeout.as_secs());
+        let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
+            Ok(connected) => connected.map_err(|e| unreachable(&e))?,
+            Err(_) => return Err(silent()),
+        };
+        let mut client = ControllerClient::with_interceptor(channel, credentials.clone());
+        let hello = client.hello(HelloRequest { protocol_version: PROTOCOL_VERSION }).await.map_err(|status| {
+            match status.code() {
+                // A transport failure (a TLS refusal comes only now, at the first call).
+                _ if let Some(transport) = std::error::Error::source(&status) => unreachable(transport),
+                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Unavailable => silent(),
+                // An HTTP server that is not a gRPC one (the controller's own HTTP API, say).
+                _ if status.message().contains("grpc-status header missing") => anyhow::anyhow!(
+                    "{address} answers HTTP but not gRPC: ctl needs the controller's gRPC address (its --listen, \
+                     port 7100 by default), not its HTTP API"
+                ),
+                _ => status_error(status),
+            }
+        })?;
+        Ok((client, hello.into_inner().leader))
     }
 }
 
@@ -86,36 +126,37 @@ pub async fn connect_with_timeout(addresses: &str, timeout: Duration) -> anyhow:
     Target { timeout, ..Target::new(addresses) }.connect().await
 }
 
-/// One controller, and whether it leads.
-async fn connect_one(address: &str, timeout: Duration, credentials: &Credentials) -> anyhow::Result<(Client, bool)> {
-    let endpoint = Channel::from_shared(format_url(address))
-        .map_err(|e| UsageError(format!("{address:?} is not a controller URL (e.g. http://127.0.0.1:7100): {e}")))?
-        .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .timeout(timeout);
-    let unreachable = |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot reach the controller at {address}: {e}");
-    let silent = || unreachable(&format!("no answer within {} s", timeout.as_secs()));
-    let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
-        Ok(connected) => connected.map_err(|e| unreachable(&e))?,
-        Err(_) => return Err(silent()),
-    };
-    let mut client = ControllerClient::with_interceptor(channel, credentials.clone());
-    let hello = client.hello(HelloRequest { protocol_version: PROTOCOL_VERSION }).await.map_err(|status| {
-        match status.code() {
-            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Unavailable => silent(),
-            // An HTTP server that is not a gRPC one (the controller's own HTTP API, say).
-            _ if status.message().contains("grpc-status header missing") => anyhow::anyhow!(
-                "{address} answers HTTP but not gRPC: ctl needs the controller's gRPC address (its --listen, \
-                     port 7100 by default), not its HTTP API"
-            ),
-            _ => status_error(status),
-        }
-    })?;
-    Ok((client, hello.into_inner().leader))
+/// `host:port` as a URL (https with TLS); URLs as they are, if their scheme agrees.
+fn controller_url(address: &str, tls: bool) -> Result<String, UsageError> {
+    let scheme = if tls { "https" } else { "http" };
+    match address.split_once("://") {
+        None => Ok(format!("{scheme}://{address}")),
+        Some(("https", _)) if !tls => Err(UsageError(format!(
+            "{address} is https: pass --tls-ca, the CA that signed the controller's certificate"
+        ))),
+        Some(("http", rest)) if tls => Ok(format!("https://{rest}")),
+        Some(_) => Ok(address.to_string()),
+    }
 }
 
-/// `host:port` as a URL; URLs as they are.
-fn format_url(address: &str) -> String {
-    if address.contains("://") { address.to_string() } else { format!("http://{address}") }
+/// What a TLS mismatch between ctl and the controller looks like, said plainly.
+fn tls_hint(error: &(dyn std::error::Error + 'static), tls: bool) -> &'static str {
+    let text = error_causes(error);
+    let closed = text.contains("connection closed") || text.contains("broken pipe");
+    if !tls && (closed || text.contains("frame with invalid size")) {
+        " (if the controller uses TLS, pass --tls-ca)"
+    } else if ["CertificateRequired", "UnknownCA", "BadCertificate"].iter().any(|alert| text.contains(alert))
+        || (tls && closed)
+    {
+        // TLS 1.3 refuses a client certificate after the handshake: an alert or a close.
+        " (the controller wants a client certificate signed by its CA: check --tls-cert and --tls-key)"
+    } else if text.contains("InvalidContentType") || text.contains("corrupt message") {
+        " (the controller does not speak TLS: drop --tls-ca)"
+    } else if text.contains("UnknownIssuer") || text.contains("NotValidForName") {
+        " (the controller's certificate is not one --tls-ca vouches for)"
+    } else {
+        ""
+    }
 }
 
 /// A controller's refusal as one clear line: its message. A refused argument is a
@@ -175,5 +216,22 @@ pub fn replay_request(recording: &str, target: &str, multiple: u32) -> StartRepl
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_controller_url_follows_tls_and_an_https_url_needs_the_ca() {
+        assert_eq!(controller_url("10.0.0.1:7100", false).unwrap(), "http://10.0.0.1:7100");
+        assert_eq!(controller_url("10.0.0.1:7100", true).unwrap(), "https://10.0.0.1:7100");
+        assert_eq!(controller_url("http://c:7100", true).unwrap(), "https://c:7100");
+        assert_eq!(controller_url("https://c:7100", true).unwrap(), "https://c:7100");
+        assert_eq!(
+            controller_url("https://c:7100", false).unwrap_err().to_string(),
+            "https://c:7100 is https: pass --tls-ca, the CA that signed the controller's certificate"
+        );
     }
 }

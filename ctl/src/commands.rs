@@ -25,6 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         addresses: cli.controller.clone(),
         timeout: Duration::from_secs(cli.timeout_secs.max(1)),
         token: cli.token()?.map(std::sync::Arc::new),
+        tls: cli.tls.client().map_err(|e| client::UsageError(e.to_string()))?,
     };
     let mut client = target.connect().await?;
     match cli.command {
@@ -208,9 +209,9 @@ async fn export(client: &mut Client, id: &str, gor: &std::path::Path) -> anyhow:
     let recordings = client.list_recordings(ListRequest {}).await.map_err(status_error)?.into_inner().recordings;
     let recording: Recording =
         recordings.into_iter().find(|r| r.id == id).ok_or_else(|| anyhow::anyhow!("no recording {id}"))?;
-    let log = reprise_store::open_log(&recording.log_url)
-        .await
-        .with_context(|| format!("cannot open the recording's traffic log {}", recording.log_url))?;
+    let log = reprise_store::open_log(&recording.log_url).await.with_context(|| {
+        format!("cannot open the recording's traffic log {}", reprise_store::redact_url(&recording.log_url))
+    })?;
     let file = std::fs::File::create(gor).with_context(|| format!("cannot create {}", gor.display()))?;
     let mut out = std::io::BufWriter::new(file);
     let written = reprise_store::gor::export(&*log, &recording.ranges, &mut out).await?;

@@ -31,6 +31,9 @@
 #                           (default python3)
 #   REPRISE_NOIDA_BIN       explicit path to the noida-db binary (skips pip)
 #   REPRISE_STARTUP_TIMEOUT seconds to wait for each server (default 30)
+#   REPRISE_ETCD_TLS_DIR    serve etcd over TLS with client certificates: the dir
+#                           holds ca.pem, server.pem, server.key (etcd's certificate)
+#                           and client.pem, client.key (this script's health checks)
 #
 # Usage from the test suite:
 #   eval "$(deploy/local/services.sh up)"   # or: set -a; . /tmp/reprise-services/env
@@ -45,6 +48,9 @@ ETCD_PEER_PORT="${REPRISE_ETCD_PEER_PORT:-12380}"
 KAFKA_PORT="${REPRISE_KAFKA_PORT:-19092}"
 PYTHON="${REPRISE_PYTHON:-python3}"
 STARTUP_TIMEOUT="${REPRISE_STARTUP_TIMEOUT:-30}"
+ETCD_TLS_DIR="${REPRISE_ETCD_TLS_DIR:-}"
+ETCD_SCHEME=http
+[[ -z "$ETCD_TLS_DIR" ]] || ETCD_SCHEME=https
 STOP_TIMEOUT=15
 NOIDA_VERSION=0.2.3
 
@@ -290,7 +296,10 @@ etcdctl_() {
     # flag values and complains when they clash with ours).
     (
         while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^ETCDCTL_' || true)
-        ETCDCTL_API=3 exec etcdctl --endpoints="http://$HOST:$ETCD_PORT" \
+        local tls=()
+        [[ -z "$ETCD_TLS_DIR" ]] || tls=(--cacert "$ETCD_TLS_DIR/ca.pem" \
+            --cert "$ETCD_TLS_DIR/client.pem" --key "$ETCD_TLS_DIR/client.key")
+        ETCDCTL_API=3 exec etcdctl --endpoints="$ETCD_SCHEME://$HOST:$ETCD_PORT" "${tls[@]}" \
             --dial-timeout=1s --command-timeout=3s "$@"
     )
 }
@@ -400,9 +409,11 @@ start_etcd() {
     [[ "$mode" == keep ]] || rm -rf "$ETCD_DATA"
     mkdir -p "$ETCD_DATA"
     chmod 700 "$ETCD_DATA"
-    local client="http://$HOST:$ETCD_PORT" peer="http://$HOST:$ETCD_PEER_PORT"
-    log "starting etcd on $HOST:$ETCD_PORT (peer $ETCD_PEER_PORT), log $ETCD_LOG"
-    launch "$ETCD_LOG" etcd \
+    local client="$ETCD_SCHEME://$HOST:$ETCD_PORT" peer="http://$HOST:$ETCD_PEER_PORT" tls=()
+    [[ -z "$ETCD_TLS_DIR" ]] || tls=(--cert-file "$ETCD_TLS_DIR/server.pem" \
+        --key-file "$ETCD_TLS_DIR/server.key" --trusted-ca-file "$ETCD_TLS_DIR/ca.pem" --client-cert-auth)
+    log "starting etcd on $client (peer $ETCD_PEER_PORT), log $ETCD_LOG"
+    launch "$ETCD_LOG" etcd "${tls[@]}" \
         --name reprise \
         --data-dir "$ETCD_DATA" \
         --listen-client-urls "$client" \

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod pcapgen;
+pub mod pki;
 pub mod procs;
 pub mod procstat;
 pub mod sink;

@@ -27,12 +27,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use reprise_ctl::client::{self, Client, Target};
 use reprise_ctl::commands::follow_with_progress;
+use reprise_process::tls::TlsArgs;
 use reprise_process::token::Token;
 use reprise_proto::PROTOCOL_VERSION;
 use reprise_proto::v1::{HelloRequest, Recording, ReplayStatus, StartReplayRequest};
 use reprise_store::schema::WorkerInfo;
+use tonic::transport::ClientTlsConfig;
 
 use crate::cluster::{record_synthetic, worker_source_ip};
+use crate::pki::{CertFiles, TestCa};
 use crate::sink::Sink;
 use crate::synth::Profile;
 
@@ -69,6 +72,9 @@ pub struct Services {
     pub etcd_port: u16,
     pub etcd_peer_port: u16,
     pub kafka_port: u16,
+    /// etcd serves TLS and wants client certificates: the files the script and the
+    /// catalog URL name.
+    etcd_tls: Option<PathBuf>,
 }
 
 /// The services script of this repository.
@@ -79,9 +85,20 @@ fn services_script() -> PathBuf {
 impl Services {
     /// Starts both servers (`services.sh up`) and waits until they answer.
     pub async fn start() -> anyhow::Result<Services> {
+        Services::start_with(None).await
+    }
+
+    /// [`Services::start`] with etcd serving TLS and asking for client certificates,
+    /// both signed by `ca`.
+    pub async fn start_with_etcd_tls(ca: &TestCa) -> anyhow::Result<Services> {
+        Services::start_with(Some(ca)).await
+    }
+
+    async fn start_with(etcd_ca: Option<&TestCa>) -> anyhow::Result<Services> {
         let dir = tempfile::Builder::new().prefix("reprise-services-").tempdir()?;
         let ports = free_ports(3)?;
-        let services = Services { dir, etcd_port: ports[0], etcd_peer_port: ports[1], kafka_port: ports[2] };
+        let etcd_tls = etcd_ca.map(|ca| write_etcd_tls(ca, &dir.path().join("etcd-tls"))).transpose()?;
+        let services = Services { dir, etcd_port: ports[0], etcd_peer_port: ports[1], kafka_port: ports[2], etcd_tls };
         services.run(&["up"]).await?;
         Ok(services)
     }
@@ -93,7 +110,19 @@ impl Services {
 
     /// A catalog URL on this etcd under `prefix` (the server is private: no clash).
     pub fn etcd_catalog_url(&self, prefix: &str) -> String {
-        format!("etcd://127.0.0.1:{}/{prefix}", self.etcd_port)
+        let url = format!("etcd://127.0.0.1:{}/{prefix}", self.etcd_port);
+        match &self.etcd_tls {
+            Some(dir) => {
+                let file = |name: &str| dir.join(name).display().to_string();
+                format!(
+                    "{url}?tls_ca={}&tls_cert={}&tls_key={}",
+                    file("ca.pem"),
+                    file("client.pem"),
+                    file("client.key")
+                )
+            }
+            None => url,
+        }
     }
 
     /// A traffic log URL on this broker, topic `topic`.
@@ -140,6 +169,9 @@ impl Services {
             .env("REPRISE_ETCD_PEER_PORT", self.etcd_peer_port.to_string())
             .env("REPRISE_KAFKA_PORT", self.kafka_port.to_string())
             .stdin(Stdio::null());
+        if let Some(dir) = &self.etcd_tls {
+            command.env("REPRISE_ETCD_TLS_DIR", dir);
+        }
         command
     }
 
@@ -166,6 +198,18 @@ impl Services {
         let target = if unsafe { libc::getpgid(pid) } == pid { -pid } else { pid };
         send_signal(target, signal).with_context(|| format!("cannot signal {name} (pid {pid})"))
     }
+}
+
+/// The files `services.sh` reads for a TLS etcd (`REPRISE_ETCD_TLS_DIR`), in `dir`.
+fn write_etcd_tls(ca: &TestCa, dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::copy(&ca.ca_file, dir.join("ca.pem"))?;
+    for (who, name) in [("etcd", "server"), ("etcd-client", "client")] {
+        let issued = ca.issue(who)?;
+        std::fs::rename(issued.cert, dir.join(format!("{name}.pem")))?;
+        std::fs::rename(issued.key, dir.join(format!("{name}.key")))?;
+    }
+    Ok(dir.to_path_buf())
 }
 
 impl Drop for Services {
@@ -448,6 +492,9 @@ pub struct ProcessClusterConfig {
     pub controller_flags: Vec<String>,
     /// The controllers' token (`--token-file`); the harness presents it on its calls.
     pub token: Option<String>,
+    /// TLS on every link but the broker: etcd asks for client certificates, and the
+    /// controllers and workers talk mutual TLS, each with a certificate of its own.
+    pub tls: bool,
 }
 
 impl ProcessClusterConfig {
@@ -464,6 +511,7 @@ impl ProcessClusterConfig {
             expected_ids: 0,
             controller_flags: Vec::new(),
             token: None,
+            tls: false,
         }
     }
 
@@ -500,6 +548,43 @@ pub struct ProcessCluster {
     pub log_url: String,
     pub services: Services,
     token: Option<Arc<Token>>,
+    tls: Option<ClusterTls>,
+}
+
+/// The CA of a cluster with TLS, and the certificate ctl presents.
+pub struct ClusterTls {
+    pub ca: TestCa,
+    pub ctl: CertFiles,
+    _dir: tempfile::TempDir,
+}
+
+impl ClusterTls {
+    fn new() -> anyhow::Result<ClusterTls> {
+        let dir = tempfile::Builder::new().prefix("reprise-pki-").tempdir()?;
+        let ca = TestCa::new(dir.path(), "cluster")?;
+        let ctl = ca.issue("ctl")?;
+        Ok(ClusterTls { ca, ctl, _dir: dir })
+    }
+
+    /// ctl's TLS flags.
+    pub fn ctl_flags(&self) -> Vec<String> {
+        self.ctl.flags(&self.ca.ca_file)
+    }
+
+    /// What ctl's flags make: TLS to the controllers, presenting ctl's certificate.
+    pub fn ctl_client(&self) -> ClientTlsConfig {
+        let args = TlsArgs {
+            cert: Some(self.ctl.cert.clone()),
+            key: Some(self.ctl.key.clone()),
+            ca: Some(self.ca.ca_file.clone()),
+        };
+        args.client().expect("the test certificates load").expect("--tls-ca turns TLS on")
+    }
+
+    /// A daemon's TLS flags, with a certificate of its own.
+    fn daemon_flags(&self, label: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self.ca.issue(label)?.flags(&self.ca.ca_file))
+    }
 }
 
 impl ProcessCluster {
@@ -507,7 +592,11 @@ impl ProcessCluster {
     /// others start, as standbys), then the workers, and waits until every worker is
     /// registered in the catalog.
     pub async fn start(config: &ProcessClusterConfig) -> anyhow::Result<ProcessCluster> {
-        let services = Services::start().await?;
+        let tls = config.tls.then(ClusterTls::new).transpose()?;
+        let services = match &tls {
+            Some(tls) => Services::start_with_etcd_tls(&tls.ca).await?,
+            None => Services::start().await?,
+        };
         let (catalog_url, log_url) = (services.etcd_catalog_url(&config.name), services.kafka_log_url(&config.name));
         let sink = Sink::start_checking_ids(SocketAddr::from(([127, 0, 0, 1], 0)), config.expected_ids).await?;
         let mut flags = config.controller_flags(sink.addr);
@@ -525,9 +614,11 @@ impl ProcessCluster {
             log_url,
             services,
             token,
+            tls,
         };
         for i in 0..config.controllers {
             let label = format!("controller-{i}");
+            let flags = [flags.clone(), cluster.tls_flags(&label)?].concat();
             let daemon = Daemon::controller(&label, &cluster.catalog_url, &cluster.log_url, &flags)?;
             cluster.controllers.push(daemon.ready().await?);
             if i == 0 {
@@ -535,12 +626,24 @@ impl ProcessCluster {
             }
         }
         for i in 0..config.workers {
-            let daemon = Daemon::worker(&format!("worker-{i}"), &cluster.catalog_url, &config.worker_flags(i))?;
+            let label = format!("worker-{i}");
+            let flags = [config.worker_flags(i), cluster.tls_flags(&label)?].concat();
+            let daemon = Daemon::worker(&label, &cluster.catalog_url, &flags)?;
             cluster.workers.push(daemon.ready().await?);
         }
         let names: Vec<String> = cluster.workers.iter().map(|w| w.label().to_string()).collect();
         wait_registered(&cluster.catalog_url, &names, 0, READY_TIMEOUT).await?;
         Ok(cluster)
+    }
+
+    /// The TLS of a cluster started with [`ProcessClusterConfig::tls`].
+    pub fn tls(&self) -> Option<&ClusterTls> {
+        self.tls.as_ref()
+    }
+
+    /// The TLS flags of the daemon `label` (none without TLS).
+    fn tls_flags(&self, label: &str) -> anyhow::Result<Vec<String>> {
+        self.tls.as_ref().map_or(Ok(Vec::new()), |tls| tls.daemon_flags(label))
     }
 
     /// Every controller's gRPC URL, comma-separated (what `ctl --controller` takes).
@@ -554,7 +657,8 @@ impl ProcessCluster {
 
     /// How ctl reaches the controllers: every address, the harness's timeout, the token.
     pub fn target(&self) -> Target {
-        Target { addresses: self.controller_addresses(), timeout: CALL_TIMEOUT, token: self.token.clone() }
+        let tls = self.tls.as_ref().map(ClusterTls::ctl_client);
+        Target { addresses: self.controller_addresses(), timeout: CALL_TIMEOUT, token: self.token.clone(), tls }
     }
 
     /// A client of the leader among all the controllers (else of one that answers).

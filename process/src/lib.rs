@@ -6,12 +6,14 @@
 //! * [`exit_code`] and [`shutdown_signal`]: how a binary ends.
 //! * [`parse_label`]: the `KEY=VALUE` value parser of every `--label`-like flag.
 //! * [`token::Token`]: the controller's shared secret, never printed.
+//! * [`tls::TlsArgs`]: the certificate flags of every gRPC party (mutual TLS).
 //! * [`testing`]: checks each daemon runs over its own configuration (every flag has an
 //!   environment variable; the example config file is complete and parses).
 
 mod layered;
 mod logging;
 pub mod testing;
+pub mod tls;
 pub mod token;
 
 pub use layered::{parse_layered, parse_layered_from, try_parse_layered_from};

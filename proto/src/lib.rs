@@ -34,6 +34,24 @@ pub fn check_protocol(peer_version: u32, peer: &str, this: &str) -> Result<(), t
     }
 }
 
+/// A failed call or connection in plain words: the error and its causes, outermost
+/// first, each said once, without the transport's generic wrappers ("transport error").
+/// A `tonic::Status` counts as its message (its own text repeats its source).
+pub fn error_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    const GENERIC: [&str; 4] = ["transport error", "connection error", "client error (Connect)", "grpc request error"];
+    let mut said: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.downcast_ref::<tonic::Status>().map_or_else(|| e.to_string(), |s| s.message().to_string());
+        let text = text.trim_start_matches("grpc request error: ").to_string();
+        if !text.is_empty() && !GENERIC.contains(&text.as_str()) && !said.iter().any(|s| s.contains(&text)) {
+            said.push(text);
+        }
+        next = e.source();
+    }
+    if said.is_empty() { error.to_string() } else { said.join(": ") }
+}
+
 impl ReplayState {
     /// Done, cancelled or failed: nothing will change any more.
     pub fn is_final(self) -> bool {

@@ -23,6 +23,7 @@ mod url;
 
 pub use catalog::{Catalog, CatalogError, Lease, LeaseState};
 pub use log::{LogError, LogRecord, NewRecord, RangeSpec, TrafficLog, Watermarks, open_log};
+pub use url::redact_url;
 
 /// Runs blocking `f` on tokio's blocking pool: `None` if the runtime shut down before it
 /// ran (a process stopping), and a panic in `f` goes on unwinding here.

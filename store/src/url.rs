@@ -14,6 +14,25 @@ pub(crate) struct StoreUrl {
     pub params: BTreeMap<String, String>,
 }
 
+/// A store URL as it may be shown (errors, logs): the values of secret parameters
+/// (`sasl.password`, `ssl.key.password`, an inline `ssl.key.pem`, anything named like a
+/// secret or token) become `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else { return url.to_string() };
+    let secret = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        ["password", "secret", "token", "key.pem"].iter().any(|word| name.contains(word))
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if secret(name) => format!("{name}=***"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
+}
+
 /// Parses a URL whose scheme must be one of `schemes`.
 pub(crate) fn parse(url: &str, schemes: &[&str]) -> Result<StoreUrl, String> {
     let expected = || schemes.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(" or ");
@@ -59,6 +78,16 @@ mod tests {
     use super::*;
 
     const S: &[&str] = &["kafka", "etcd", "file"];
+
+    #[test]
+    fn secrets_in_a_url_are_masked_and_the_rest_kept() {
+        let url = "kafka://b:9092/t?security.protocol=sasl_ssl&sasl.username=u&sasl.password=hunter2&ssl.key.pem=K";
+        assert_eq!(
+            redact_url(url),
+            "kafka://b:9092/t?security.protocol=sasl_ssl&sasl.username=u&sasl.password=***&ssl.key.pem=***"
+        );
+        assert_eq!(redact_url("etcd://e:2379/p"), "etcd://e:2379/p");
+    }
 
     #[test]
     fn parses_host_lists_paths_and_params() {

@@ -70,6 +70,8 @@ pub struct WorkerConfig {
     #[arg(long, env = "REPRISE_LEASE_TTL_SECS", default_value_t = 10)]
     pub lease_ttl_secs: u64,
     #[command(flatten)]
+    pub tls: reprise_process::tls::TlsArgs,
+    #[command(flatten)]
     pub logging: reprise_process::LogArgs,
 }
 
@@ -105,6 +107,8 @@ impl Worker {
         if config.controller_grace_secs.is_nan() || config.controller_grace_secs <= 0.0 {
             anyhow::bail!("--controller-grace-secs must be positive");
         }
+        // Checked before registering: a worker no controller can call must not be listed.
+        let tls = config.tls.mutual()?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -117,8 +121,9 @@ impl Worker {
             }
             None => local_addr.to_string(),
         };
-        let catalog =
-            Catalog::open(&config.catalog).await.with_context(|| format!("cannot open catalog {}", config.catalog))?;
+        let catalog = Catalog::open(&config.catalog)
+            .await
+            .with_context(|| format!("cannot open catalog {}", reprise_store::redact_url(&config.catalog)))?;
         let info = WorkerInfo {
             id: id.clone(),
             address,
@@ -136,11 +141,15 @@ impl Worker {
         let host = HostSettings { source_ip: config.source_ip, dispatch_threads: config.dispatch_threads };
         let service = WorkerService::new(id.clone(), grace, host);
         let shutdown = CancellationToken::new();
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls.server).context("cannot use --tls-cert and --tls-key")?;
+        }
         let server = {
             let (service, shutdown) = (service.clone(), shutdown.clone());
             tokio::spawn(async move {
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                let result = tonic::transport::Server::builder()
+                let result = server
                     .add_service(WorkerServer::from_arc(service))
                     .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
                     .await;

@@ -33,7 +33,7 @@ use reprise_store::{Catalog, CatalogError, now_ms};
 use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 pub use self::spec::ReplaySpec;
 use self::stored::ReplayPlan;
@@ -150,20 +150,27 @@ impl LiveReplay {
     }
 }
 
-/// One gRPC client per worker address, made on first use.
-#[derive(Default)]
-struct WorkerClients(Mutex<HashMap<String, WorkerClient<Channel>>>);
+/// One gRPC client per worker address, made on first use; over mutual TLS when the
+/// controller has a certificate.
+struct WorkerClients {
+    clients: Mutex<HashMap<String, WorkerClient<Channel>>>,
+    tls: Option<ClientTlsConfig>,
+}
 
 impl WorkerClients {
     fn get(&self, address: &str) -> Result<WorkerClient<Channel>, String> {
-        let mut clients = self.0.lock().expect("lock");
+        let mut clients = self.clients.lock().expect("lock");
         if let Some(client) = clients.get(address) {
             return Ok(client.clone());
         }
-        let endpoint = Channel::from_shared(format!("http://{address}"))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Channel::from_shared(format!("{scheme}://{address}"))
             .map_err(|e| format!("bad worker address {address:?}: {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| format!("TLS to {address}: {e}"))?;
+        }
         let client = WorkerClient::new(endpoint.connect_lazy());
         clients.insert(address.to_string(), client.clone());
         Ok(client)
@@ -217,6 +224,7 @@ impl ReplayManager {
         recordings: Arc<Recordings>,
         start_lead: Duration,
         allowed: AllowList,
+        worker_tls: Option<ClientTlsConfig>,
     ) -> Arc<Self> {
         Arc::new(ReplayManager {
             controller_id,
@@ -224,7 +232,7 @@ impl ReplayManager {
             recordings,
             start_lead,
             live: Mutex::new(HashMap::new()),
-            clients: WorkerClients::default(),
+            clients: WorkerClients { clients: Mutex::default(), tls: worker_tls },
             shutdown: CancellationToken::new(),
             confirmed: AtomicBool::new(true),
             allowed,

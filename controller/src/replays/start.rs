@@ -213,7 +213,7 @@ async fn bounded<T>(
 ) -> Result<(), ReplayError> {
     match tokio::time::timeout(limit, call).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(status)) => Err(refused(worker, status.message().to_string())),
+        Ok(Err(status)) => Err(refused(worker, reprise_proto::error_causes(&status))),
         Err(_) => Err(refused(worker, format!("no answer within {} s", limit.as_secs()))),
     }
 }

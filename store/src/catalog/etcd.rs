@@ -1,11 +1,13 @@
 //! The etcd-backed catalog (`etcd://host:port[,host:port][/prefix]`), the production path.
 //! Keys live under `<prefix>/`; values are the JSON documents of [`crate::schema`].
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions,
+    Txn, TxnOp, WatchOptions,
 };
 use futures::stream::BoxStream;
 
@@ -18,11 +20,14 @@ pub struct EtcdCatalog {
 }
 
 impl EtcdCatalog {
-    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, CatalogError> {
-        let options = ConnectOptions::new()
+    pub async fn connect(endpoints: &[String], prefix: &str, tls: Option<TlsOptions>) -> Result<Self, CatalogError> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(Duration::from_secs(10))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+        if let Some(tls) = tls {
+            options = options.with_tls(tls);
+        }
         let client = Client::connect(endpoints, Some(options)).await?;
         Ok(EtcdCatalog { client, root: format!("{}/", prefix.trim_matches('/')) })
     }
@@ -34,6 +39,54 @@ impl EtcdCatalog {
     fn to_kv(&self, kv: &etcd_client::KeyValue) -> KeyValue {
         to_kv(&self.root, kv)
     }
+}
+
+/// TLS to etcd from a catalog URL's parameters: `tls_ca` turns it on; `tls_cert` and
+/// `tls_key` are a client certificate. Any other parameter is a mistake worth saying.
+pub(super) fn tls_options(params: &BTreeMap<String, String>) -> Result<Option<TlsOptions>, String> {
+    if let Some(unknown) = params.keys().find(|k| !["tls_ca", "tls_cert", "tls_key"].contains(&k.as_str())) {
+        return Err(format!("unknown parameter {unknown:?} (an etcd URL takes tls_ca, tls_cert and tls_key)"));
+    }
+    let read = |name: &str| {
+        params
+            .get(name)
+            .map(|path| std::fs::read(path).map_err(|e| format!("cannot read {name} {path}: {e}")))
+            .transpose()
+    };
+    let (ca, cert, key) = (read("tls_ca")?, read("tls_cert")?, read("tls_key")?);
+    let Some(ca) = ca else {
+        return match cert.is_some() || key.is_some() {
+            true => Err("tls_cert and tls_key need tls_ca, the CA that signed etcd's certificate".into()),
+            false => Ok(None),
+        };
+    };
+    let tls = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(tls.identity(Identity::from_pem(cert, key)))),
+        (None, None) => Ok(Some(tls)),
+        _ => Err("tls_cert and tls_key go together".into()),
+    }
+}
+
+/// An etcd client error in plain words, with a hint when it looks like a TLS mismatch.
+pub(super) fn describe(error: &etcd_client::Error) -> String {
+    let causes = match error {
+        etcd_client::Error::GRpcStatus(status) => reprise_proto::error_causes(status),
+        etcd_client::Error::TransportError(e) => reprise_proto::error_causes(e),
+        other => other.to_string(),
+    };
+    let hint = if ["connection closed", "broken pipe", "BadCertificate", "CertificateRequired", "UnknownCA"]
+        .iter()
+        .any(|sign| causes.contains(sign))
+    {
+        " (if etcd serves TLS or wants a client certificate, name them in the catalog URL: \
+         ?tls_ca=PATH&tls_cert=PATH&tls_key=PATH)"
+    } else if causes.contains("InvalidContentType") || causes.contains("tls handshake eof") {
+        " (etcd does not serve TLS here: drop tls_ca from the catalog URL)"
+    } else {
+        ""
+    };
+    format!("{causes}{hint}")
 }
 
 /// Converts an etcd entry, making its key relative to `root`.

@@ -47,8 +47,10 @@ pub enum CatalogError {
     InvalidUrl { url: String, reason: String },
     #[error("invalid catalog key {0:?}")]
     InvalidKey(String),
-    #[error("etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
+    /// Displayed in plain words and not given as a source: the client's own text
+    /// repeats its whole cause chain.
+    #[error("etcd: {}", etcd::describe(.0))]
+    Etcd(etcd_client::Error),
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,
@@ -100,14 +102,24 @@ pub trait CatalogBackend: Send + Sync + 'static {
     async fn watch(&self, prefix: &str) -> Result<BoxStream<'static, Result<WatchEvent, CatalogError>>, CatalogError>;
 }
 
+impl From<etcd_client::Error> for CatalogError {
+    fn from(error: etcd_client::Error) -> Self {
+        CatalogError::Etcd(error)
+    }
+}
+
 /// Opens a catalog backend by URL: `etcd://host:port[,host:port][/prefix]` or `file://PATH`.
+/// An etcd URL may name TLS files: `?tls_ca=PATH` (the CA that signed etcd's
+/// certificate; turns TLS on) and `&tls_cert=PATH&tls_key=PATH` (a client certificate, for
+/// an etcd started with `--client-cert-auth`).
 pub async fn open_backend(url: &str) -> Result<Arc<dyn CatalogBackend>, CatalogError> {
-    let invalid = |reason: String| CatalogError::InvalidUrl { url: url.to_string(), reason };
+    let invalid = |reason: String| CatalogError::InvalidUrl { url: crate::redact_url(url), reason };
     let parsed = crate::url::parse(url, &["etcd", "file"]).map_err(invalid)?;
     match parsed.scheme.as_str() {
         "etcd" => {
             let prefix = if parsed.path.is_empty() { "reprise".to_string() } else { parsed.path.clone() };
-            Ok(Arc::new(EtcdCatalog::connect(&parsed.hosts, &prefix).await?))
+            let tls = etcd::tls_options(&parsed.params).map_err(invalid)?;
+            Ok(Arc::new(EtcdCatalog::connect(&parsed.hosts, &prefix, tls).await?))
         }
         // `parse` admits only etcd and file.
         _ => Ok(Arc::new(FileCatalog::open(&parsed.path)?)),

@@ -114,7 +114,17 @@ impl KafkaLog {
         f: impl FnOnce(&BaseConsumer, &str, Duration) -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, LogError> {
         let (meta, topic) = (self.meta.clone(), self.topic.clone());
-        crate::run_blocking(move || f(&meta, &topic, timeout)).await.unwrap_or(Err(LogError::ShuttingDown))
+        crate::run_blocking(move || {
+            let result = f(&meta, &topic, timeout);
+            if result.is_err() {
+                // Nothing else polls this client: serve its queued log lines now, as they
+                // say why (a TLS handshake that failed, a refused login).
+                let _ = meta.poll(Duration::ZERO);
+            }
+            result
+        })
+        .await
+        .unwrap_or(Err(LogError::ShuttingDown))
     }
 
     /// The partition's watermarks for a range reader, retried while the broker cannot be

@@ -222,7 +222,7 @@ pub trait TrafficLog: Send + Sync + 'static {
 /// Opens a traffic log by URL: `kafka://host:port[,host:port]/topic[?librdkafka.property=value]`
 /// or `file://PATH`.
 pub async fn open_log(url: &str) -> Result<Arc<dyn TrafficLog>, LogError> {
-    let invalid = |reason: String| LogError::InvalidUrl { url: url.to_string(), reason };
+    let invalid = |reason: String| LogError::InvalidUrl { url: crate::redact_url(url), reason };
     let parsed = crate::url::parse(url, &["kafka", "file"]).map_err(invalid)?;
     match parsed.scheme.as_str() {
         "kafka" => Ok(Arc::new(KafkaLog::open(url, &parsed)?)),
@@ -235,7 +235,7 @@ pub async fn open_log(url: &str) -> Result<Arc<dyn TrafficLog>, LogError> {
 /// and parameters, topic (or directory) name suffixed with `-suffix`. An import that
 /// makes its own recording writes there, so no other writer interleaves with it.
 pub fn sibling_topic(url: &str, suffix: &str) -> Result<String, LogError> {
-    let invalid = |reason: String| LogError::InvalidUrl { url: url.to_string(), reason };
+    let invalid = |reason: String| LogError::InvalidUrl { url: crate::redact_url(url), reason };
     let parsed = crate::url::parse(url, &["kafka", "file"]).map_err(invalid)?;
     if parsed.scheme == "kafka" && (parsed.path.is_empty() || parsed.path.contains('/')) {
         return Err(invalid("expected kafka://host:port[,host:port]/topic".into()));
