@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "Recording",
         "WorkerInfo",
         "CaptureCounters",
+        "Ledger",
+        "LedgerEntry",
         "CaptureInfo",
         "ReplayOptions",
         "Percentiles",

@@ -17,12 +17,13 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use reprise_proto::v1::TrafficRecord;
+use reprise_store::gor::{GorError, GorReader};
 use reprise_store::log::{TrafficLog, sibling_topic};
 use reprise_store::recording::{new_id, new_recording, tally};
 use reprise_store::schema::{PartitionRange, Recording, RecordingState};
 use tokio::sync::mpsc;
 
-use crate::records::RecordFilter;
+use crate::records::{RecordFilter, Unparseable};
 use crate::source::{link_type, send_all, timestamp_ns};
 use crate::{CaptureConfig, Counters, Pipeline};
 
@@ -87,14 +88,25 @@ fn import_gor(
     let http = config.http_config()?;
     let node = http.node.clone();
     let mut filter = RecordFilter::new(Arc::new(http));
-    for message in reprise_store::gor::GorReader::new(std::io::BufReader::new(file)) {
-        let message = message.with_context(|| format!("in {}", path.display()))?;
+    let (mut parsed, mut unparseable) = (0u64, Unparseable::default());
+    for message in GorReader::new(std::io::BufReader::new(file)) {
+        let message = match message {
+            Ok(message) => message,
+            // A malformed message is skipped: the reader goes on after its separator.
+            Err(e @ GorError::BadHeader { .. }) => {
+                unparseable.note(format!("{}: {e}", path.display()));
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        parsed += 1;
         if let Some(record) = message.to_record(&node).and_then(|r| filter.apply(r)) {
             tx.blocking_send(record).map_err(|_| anyhow::anyhow!("the output stopped"))?;
         }
     }
     *counters.http.lock().expect("lock") = filter.stats;
-    Ok(())
+    counters.unparseable_messages.store(unparseable.count, Ordering::Relaxed);
+    unparseable.finish("GoReplay message", parsed)
 }
 
 /// The recording an import makes of itself.
@@ -115,19 +127,11 @@ impl ImportRecording {
     /// With `--recording`: checks the settings, opens the catalog and picks the id (and
     /// so the topic) before anything is imported.
     pub(crate) async fn prepare(config: &CaptureConfig) -> anyhow::Result<Option<ImportRecording>> {
-        let Some(name) = &config.recording else { return Ok(None) };
-        if !config.is_import() {
-            anyhow::bail!(
-                "--recording is for imports (--pcap-file, --gor-file, --access-log); \
-                 record a live capture with `ctl record start` and `ctl record stop`"
-            );
-        }
-        let Some(catalog_url) = &config.catalog else {
-            anyhow::bail!("--recording needs --catalog: the recording is kept in the catalog");
-        };
+        // `CaptureConfig::check` refused a recording without a catalog, or of a live capture.
+        let (Some(name), Some(catalog_url)) = (&config.recording, &config.catalog) else { return Ok(None) };
         let catalog = reprise_store::Catalog::open(catalog_url)
             .await
-            .with_context(|| format!("cannot open the catalog {catalog_url}"))?;
+            .with_context(|| format!("cannot open the catalog {}", reprise_store::redact_url(catalog_url)))?;
         let id = new_id("rec");
         let kind = match (&config.pcap_file, &config.gor_file) {
             (Some(_), _) => "pcap",
@@ -179,11 +183,14 @@ impl ImportRecording {
         recording.first_timestamp_ns = span.map(|(first, _)| first);
         recording.last_timestamp_ns = span.map(|(_, last)| last);
         recording.bytes = Some(output.bytes.load(Ordering::Relaxed));
+        let ledger =
+            reprise_store::recording::ledger_entry(&format!("import:{}", self.kind), &counters.catalog_counters());
+        recording.ledger = Some(reprise_proto::v1::Ledger { nodes: vec![ledger] });
         self.catalog
             .put_if(&recording, 0)
             .await?
             .with_context(|| format!("a recording {} exists already", recording.id))?;
-        tracing::info!(id = %recording.id, records = stored, log = %recording.log_url, "recording created");
+        tracing::info!(id = %recording.id, records = stored, log = %reprise_store::redact_url(&recording.log_url), "recording created");
         Ok(recording)
     }
 }

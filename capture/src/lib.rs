@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod fuzzing;
 pub mod http;
 mod import;
+mod live;
 pub mod output;
 pub mod packet;
 pub mod policy;
@@ -23,7 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use regex::Regex;
 use reprise_proto::v1::TrafficRecord;
@@ -31,7 +31,7 @@ use reprise_proto::v1::TrafficRecord;
 use crate::http::{HttpConfig, HttpConnection, HttpStats};
 use crate::output::{OutputConfig, OutputCounters, Stamp};
 use crate::packet::{LinkType, Skip};
-use crate::policy::{Redaction, Selection, parse_header_rule};
+use crate::policy::{Redaction, Selection, parse_header_rule, regex_reason};
 use crate::reassembly::{FlowInfo, Reassembler, ReassemblyConfig, ReassemblyStats};
 
 pub use crate::source::{run, run_notify};
@@ -174,15 +174,40 @@ impl CaptureConfig {
         self.interface.is_none()
     }
 
-    pub(crate) fn http_config(&self) -> anyhow::Result<HttpConfig> {
-        let regexes = |list: &[String]| -> anyhow::Result<Vec<Regex>> {
-            list.iter().map(|r| Regex::new(r).with_context(|| format!("bad URL pattern {r:?}"))).collect()
+    /// Refuses settings that cannot work before anything is opened or read.
+    pub(crate) fn check(&self) -> Result<(), UsageError> {
+        let inputs = [self.interface.is_some(), self.pcap_file.is_some(), self.gor_file.is_some()];
+        if !inputs.contains(&true) && self.access_log.is_empty() {
+            return Err(UsageError(
+                "nothing to capture: give --interface, --pcap-file, --gor-file or --access-log".into(),
+            ));
+        }
+        self.http_config()?;
+        access_log::JsonFields::new(&self.access.access_log_field).map_err(UsageError)?;
+        if self.recording.is_some() && !self.is_import() {
+            return Err(UsageError(
+                "--recording is for imports (--pcap-file, --gor-file, --access-log); \
+                 record a live capture with `ctl record start` and `ctl record stop`"
+                    .into(),
+            ));
+        }
+        if self.recording.is_some() && self.catalog.is_none() {
+            return Err(UsageError("--recording needs --catalog: the recording is kept in the catalog".into()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn http_config(&self) -> Result<HttpConfig, UsageError> {
+        let regexes = |list: &[String]| -> Result<Vec<Regex>, UsageError> {
+            list.iter()
+                .map(|r| Regex::new(r).map_err(|e| UsageError(format!("bad URL pattern {r:?}: {}", regex_reason(&e)))))
+                .collect()
         };
-        let headers = |list: &[String]| -> anyhow::Result<Vec<(String, Regex)>> {
-            list.iter().map(|r| parse_header_rule(r).map_err(anyhow::Error::msg)).collect()
+        let headers = |list: &[String]| -> Result<Vec<(String, Regex)>, UsageError> {
+            list.iter().map(|r| parse_header_rule(r).map_err(UsageError)).collect()
         };
         if !(0.0..=1.0).contains(&self.sample) {
-            anyhow::bail!("--sample must be between 0 and 1, got {}", self.sample);
+            return Err(UsageError(format!("--sample must be between 0 and 1, got {}", self.sample)));
         }
         Ok(HttpConfig {
             node: self.node(),
@@ -239,6 +264,12 @@ impl CaptureConfig {
     }
 }
 
+/// A setting that cannot work, found before anything is opened: the binary exits 2 for
+/// it, as for clap's own errors (1 is for what went wrong at run time).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Everything the capture counts.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -250,6 +281,8 @@ pub struct Counters {
     pub fragments: AtomicU64,
     /// Access-log lines that did not parse.
     pub unparseable_lines: AtomicU64,
+    /// GoReplay messages that did not parse.
+    pub unparseable_messages: AtomicU64,
     pub http: std::sync::Mutex<HttpStats>,
     pub reassembly: std::sync::Mutex<ReassemblyStats>,
     pub output: Arc<OutputCounters>,
@@ -271,12 +304,38 @@ pub struct CaptureReport {
     pub resyncs: u64,
     pub gaps: u64,
     pub unparseable_lines: u64,
+    pub unparseable_messages: u64,
     /// The recording an import made (`--recording`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recording_id: Option<String>,
 }
 
+impl CaptureReport {
+    /// Input skipped as unreadable: packets, access-log lines, GoReplay messages.
+    pub fn malformed(&self) -> u64 {
+        self.malformed_packets + self.unparseable_lines + self.unparseable_messages
+    }
+}
+
 impl Counters {
+    /// The counters a capture node publishes in the catalog (and a recording's ledger
+    /// is counted from).
+    pub fn catalog_counters(&self) -> reprise_proto::v1::CaptureCounters {
+        let report = self.report();
+        reprise_proto::v1::CaptureCounters {
+            packets: report.packets,
+            kernel_drops: report.kernel_drops,
+            own_drops: report.records_dropped,
+            records: report.records_stored,
+            bytes: self.output.bytes.load(Ordering::Relaxed),
+            spool_bytes: self.output.spool_bytes.load(Ordering::Relaxed),
+            gaps: report.gaps,
+            resyncs: report.resyncs,
+            truncated_bodies: report.truncated_bodies,
+            malformed: report.malformed(),
+        }
+    }
+
     pub fn report(&self) -> CaptureReport {
         let http = *self.http.lock().expect("lock");
         let reassembly = *self.reassembly.lock().expect("lock");
@@ -295,6 +354,7 @@ impl Counters {
             resyncs: http.resyncs,
             gaps: reassembly.gaps,
             unparseable_lines: load(&self.unparseable_lines),
+            unparseable_messages: load(&self.unparseable_messages),
             recording_id: None,
         }
     }

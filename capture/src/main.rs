@@ -1,11 +1,15 @@
-use reprise_capture::CaptureConfig;
+use reprise_capture::{CaptureConfig, UsageError};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config: CaptureConfig = reprise_process::parse_layered();
     config.logging.init("info");
-    reprise_process::exit_code(run(config).await)
+    let result = run(config).await;
+    // 2 for usage errors only, as clap's own; 1 for everything that went wrong.
+    let usage = matches!(&result, Err(e) if e.downcast_ref::<UsageError>().is_some());
+    let code = reprise_process::exit_code(result);
+    if usage { std::process::ExitCode::from(2) } else { code }
 }
 
 async fn run(config: CaptureConfig) -> anyhow::Result<()> {

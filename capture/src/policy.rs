@@ -64,9 +64,19 @@ impl Selection {
 
 /// Parses `Name: regex` header rules.
 pub fn parse_header_rule(rule: &str) -> Result<(String, Regex), String> {
-    let (name, pattern) = rule.split_once(':').ok_or_else(|| format!("{rule:?} is not NAME:REGEX"))?;
-    let pattern = Regex::new(pattern.trim()).map_err(|e| format!("{rule:?}: {e}"))?;
+    let (name, pattern) = rule
+        .split_once(':')
+        .ok_or_else(|| format!("bad header rule {rule:?}: give NAME:REGEX (e.g. \"X-Tenant: ^a$\")"))?;
+    let pattern = Regex::new(pattern.trim()).map_err(|e| format!("bad header rule {rule:?}: {}", regex_reason(&e)))?;
     Ok((name.trim().to_string(), pattern))
+}
+
+/// Why a pattern is refused, on one line: regex's own message spans several (the
+/// pattern, a caret under the fault, then the reason).
+pub fn regex_reason(error: &regex::Error) -> String {
+    let text = error.to_string();
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    last.trim().trim_start_matches("error: ").to_string()
 }
 
 /// Masking of secrets in stored messages.

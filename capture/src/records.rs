@@ -10,6 +10,45 @@ use reprise_proto::v1::{MessageKind, TrafficRecord};
 
 use crate::http::{HttpConfig, HttpStats};
 
+/// Unparseable pieces of an input reported one by one; the rest are only counted.
+const REPORTED_UNPARSEABLE: usize = 5;
+
+/// What an import could not parse (access-log lines, GoReplay messages): skipped and
+/// counted; at the end the first few are reported (a warning each), or named in the
+/// error of an input in which nothing parses.
+#[derive(Debug, Default)]
+pub(crate) struct Unparseable {
+    pub count: u64,
+    /// The first ones: where and why.
+    first: Vec<String>,
+}
+
+impl Unparseable {
+    /// Notes one that did not parse; `why` says where and why.
+    pub(crate) fn note(&mut self, why: String) {
+        self.count += 1;
+        if self.first.len() < REPORTED_UNPARSEABLE {
+            self.first.push(why);
+        }
+    }
+
+    /// Ends an input of which `parsed` pieces (each a `what`, e.g. "access-log line")
+    /// parsed: an error naming the first unparseable ones if none did, else a warning for
+    /// each of them and one with the count.
+    pub(crate) fn finish(&self, what: &str, parsed: u64) -> anyhow::Result<()> {
+        if parsed == 0 && self.count > 0 {
+            anyhow::bail!("no {what} parses; the first: {}", self.first.join("; "));
+        }
+        for why in &self.first {
+            tracing::warn!("{what} skipped: {why}");
+        }
+        if self.count > 0 {
+            tracing::warn!("{} {what}s skipped (unparseable), {parsed} imported", self.count);
+        }
+        Ok(())
+    }
+}
+
 /// Requests left out whose responses may still come (bounded: a GoReplay file may hold
 /// requests without responses).
 const DROPPED_KEPT: usize = 4096;

@@ -6,15 +6,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::StreamExt;
 use reprise_proto::v1::TrafficRecord;
-use reprise_store::schema::{CaptureCounters, CaptureInfo};
+use reprise_store::redact_url;
+use reprise_store::schema::CaptureInfo;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::import::{self, ImportRecording};
 use crate::packet::LinkType;
-use crate::{CaptureConfig, CaptureReport, Counters, Pipeline, output};
+use crate::{CaptureConfig, CaptureReport, Counters, output};
 
 /// Runs a capture until its input ends (files) or `shutdown` fires (live); returns what
 /// it did once every record is stored (or spooled).
@@ -28,16 +28,11 @@ pub async fn run_notify(
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> anyhow::Result<CaptureReport> {
-    if config.interface.is_none()
-        && config.pcap_file.is_none()
-        && config.gor_file.is_none()
-        && config.access_log.is_empty()
-    {
-        anyhow::bail!("nothing to capture: give --interface, --pcap-file, --gor-file or --access-log");
-    }
+    config.check()?;
     let recording = ImportRecording::prepare(&config).await?;
     let log_url = recording.as_ref().map_or_else(|| config.log_url(), |r| r.write_url.clone());
-    let log = reprise_store::open_log(&log_url).await.with_context(|| format!("cannot open {}", config.log))?;
+    let log =
+        reprise_store::open_log(&log_url).await.with_context(|| format!("cannot open {}", redact_url(&config.log)))?;
     log.ensure_topic(config.partitions)
         .await
         .with_context(|| format!("cannot create the traffic topic in {}", without_query(&log_url)))?;
@@ -57,7 +52,7 @@ pub async fn run_notify(
         tokio::spawn(serve_metrics(listener, counters.clone(), background.clone()));
     }
     let input = if let Some(interface) = config.interface.clone() {
-        capture_live(&config, &interface, tx, counters.clone(), shutdown, ready).await
+        crate::live::capture_live(&config, &interface, tx, counters.clone(), shutdown, ready).await
     } else {
         let (config, counters) = (config.clone(), counters.clone());
         tokio::task::spawn_blocking(move || import::read_files(&config, &tx, counters)).await?
@@ -67,6 +62,14 @@ pub async fn run_notify(
     input?;
     stored.context("writing to the traffic log or its spool failed")?;
     let mut report = counters.report();
+    if report.truncated_bodies > 0 {
+        // Replays send them cut (and say so); the capture says it first.
+        tracing::warn!(
+            "{} bodies longer than --max-body ({} bytes) were stored cut, flagged in their records",
+            report.truncated_bodies,
+            config.max_body
+        );
+    }
     if let Some(recording) = recording {
         report.recording_id = Some(recording.finish(&*log, &counters).await?.id);
     }
@@ -95,76 +98,6 @@ pub(crate) fn link_type(linktype: pcap::Linktype) -> anyhow::Result<LinkType> {
     })
 }
 
-/// Owned packets out of libpcap's buffer.
-struct OwnedPackets;
-
-impl pcap::PacketCodec for OwnedPackets {
-    type Item = (i64, Vec<u8>);
-    fn decode(&mut self, packet: pcap::Packet<'_>) -> Self::Item {
-        (timestamp_ns(packet.header), packet.data.to_vec())
-    }
-}
-
-/// Captures from an interface until `shutdown`. Non-blocking reads through the async
-/// stream: a blocking libpcap read would never return on an idle interface.
-async fn capture_live(
-    config: &CaptureConfig,
-    interface: &str,
-    tx: mpsc::Sender<TrafficRecord>,
-    counters: Arc<Counters>,
-    shutdown: CancellationToken,
-    ready: Option<tokio::sync::oneshot::Sender<()>>,
-) -> anyhow::Result<()> {
-    let cannot = || format!("cannot capture on {interface}");
-    let mut capture = pcap::Capture::from_device(interface)
-        .with_context(cannot)?
-        .promisc(config.promisc)
-        .snaplen(config.snaplen)
-        .buffer_size(config.buffer_mb.saturating_mul(1 << 20))
-        .immediate_mode(true)
-        .timeout(100)
-        .open()
-        .with_context(cannot)?;
-    capture.filter(&config.bpf(), true).with_context(|| format!("bad filter {:?}", config.bpf()))?;
-    let link = link_type(capture.get_datalink())?;
-    let mut stream = capture.setnonblock().with_context(cannot)?.stream(OwnedPackets).with_context(cannot)?;
-    let mut pipeline = Pipeline::new(config, link, counters.clone())?;
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    tracing::info!(interface, filter = %config.bpf(), "capturing");
-    if let Some(ready) = ready {
-        let _ = ready.send(());
-    }
-    loop {
-        tokio::select! {
-            packet = stream.next() => match packet {
-                Some(Ok((ts, data))) => pipeline.packet(ts, &data),
-                Some(Err(e)) => return Err(e).with_context(cannot),
-                None => break,
-            },
-            _ = tick.tick() => {
-                pipeline.expire(reprise_store::now_ns());
-                if let Ok(stats) = stream.capture_mut().stats() {
-                    counters.kernel_drops.store(u64::from(stats.dropped), Ordering::Relaxed);
-                    counters.interface_drops.store(u64::from(stats.if_dropped), Ordering::Relaxed);
-                }
-            }
-            _ = shutdown.cancelled() => break,
-        }
-        for record in pipeline.take_records() {
-            tx.send(record).await.map_err(|_| anyhow::anyhow!("the output stopped"))?;
-        }
-    }
-    // Packets already in the kernel buffer when the signal came.
-    while let Ok(Some(Ok((ts, data)))) = tokio::time::timeout(Duration::from_millis(50), stream.next()).await {
-        pipeline.packet(ts, &data);
-    }
-    pipeline.finish();
-    for record in pipeline.take_records() {
-        tx.send(record).await.map_err(|_| anyhow::anyhow!("the output stopped"))?;
-    }
-    Ok(())
-}
-
 /// Keeps this capture node and its counters in the catalog under a lease.
 async fn register(catalog_url: String, config: CaptureConfig, counters: Arc<Counters>, stop: CancellationToken) {
     let node = config.node();
@@ -191,20 +124,12 @@ async fn register(catalog_url: String, config: CaptureConfig, counters: Arc<Coun
             }
         }
         let (catalog, lease) = registration.as_ref().expect("registered above");
-        let report = counters.report();
         let info = CaptureInfo {
             id: node.clone(),
             interface: config.interface.clone().unwrap_or_default(),
             filter: config.bpf(),
             log_url: config.log.clone(),
-            counters: Some(CaptureCounters {
-                packets: report.packets,
-                kernel_drops: report.kernel_drops,
-                own_drops: report.records_dropped,
-                records: report.records_stored,
-                bytes: counters.output.bytes.load(Ordering::Relaxed),
-                spool_bytes: counters.output.spool_bytes.load(Ordering::Relaxed),
-            }),
+            counters: Some(counters.catalog_counters()),
             started_at_ms,
             updated_at_ms: reprise_store::now_ms(),
         };
@@ -258,7 +183,8 @@ fn metrics_text(counters: &Counters) -> String {
     .collect()
 }
 
-/// A log URL as errors show it: its query holds client settings (and may hold secrets).
+/// A log URL as errors show it: its query holds client settings, the capture's own
+/// among them, and may hold secrets.
 fn without_query(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
 }

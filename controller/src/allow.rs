@@ -25,6 +25,10 @@ impl FromStr for TargetPattern {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
+        if let Some((_, rest)) = s.split_once("://") {
+            let authority = rest.split('/').next().unwrap_or_default();
+            return Err(format!("{s:?} is a URL: give its host[:port] ({authority})"));
+        }
         if s.contains('/') {
             return s.parse::<IpNet>().map(TargetPattern::Net).map_err(|e| format!("{s:?} is not a CIDR network: {e}"));
         }
@@ -159,9 +163,13 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_refused_with_the_reason() {
-        for (bad, why) in
-            [("10.0.0.0/33", "CIDR"), ("host:http", "not a port"), ("a.*.com", "wildcard"), (":80", "no host")]
-        {
+        for (bad, why) in [
+            ("10.0.0.0/33", "CIDR"),
+            ("host:http", "not a port"),
+            ("a.*.com", "wildcard"),
+            (":80", "no host"),
+            ("http://staging:8080/x", "is a URL: give its host[:port] (staging:8080)"),
+        ] {
             let error = bad.parse::<TargetPattern>().unwrap_err();
             assert!(error.contains(why), "{bad}: {error}");
         }

@@ -1,13 +1,16 @@
 //! Recordings: named offset ranges of the traffic log. `start` and `stop` snapshot the
-//! high watermarks; `cut` finds the ranges of a past time window by timestamp.
+//! high watermarks, and the capture nodes' counters for the recording's ledger (what the
+//! capture missed in the window); `cut` finds the ranges of a past time window by
+//! timestamp (no ledger: the counters of a past window are not known).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use reprise_store::log::TrafficLog;
-use reprise_store::recording::{describe, new_recording};
+use reprise_store::recording::{capture_nodes_of, describe, ledger_entry, new_recording, window_ledger};
 pub use reprise_store::recording::{missing_records, new_id};
-use reprise_store::schema::{PartitionRange, Recording, RecordingState};
+use reprise_store::schema::{CaptureInfo, LedgerEntry, PartitionRange, Recording, RecordingState};
 use reprise_store::{Catalog, CatalogError, LogError, now_ms};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +29,10 @@ pub enum RecordingError {
     Catalog(#[from] CatalogError),
 }
 
+/// How long a stop waits for every capture node's report after the stop (they report
+/// every 2 s).
+const CAPTURE_REPORT_WAIT: Duration = Duration::from_secs(3);
+
 pub struct Recordings {
     catalog: Catalog,
     log: Arc<dyn TrafficLog>,
@@ -42,7 +49,12 @@ impl Recordings {
         let marks = self.log.watermarks().await?;
         let ranges =
             marks.iter().map(|m| PartitionRange { partition: m.partition, start: m.high, end: m.high }).collect();
-        let recording = new_recording(new_id("rec"), name, labels, self.log.url(), ranges, RecordingState::Recording);
+        let started_at_ms = now_ms();
+        let mut recording =
+            new_recording(new_id("rec"), name, labels, self.log.url(), ranges, RecordingState::Recording);
+        // Counted from each node's first report after the start: the ledger's ends are
+        // as exact as the nodes' 2 s reports.
+        recording.capture_baseline = self.capture_counters(started_at_ms).await?;
         self.catalog.put_if(&recording, 0).await?.ok_or_else(|| RecordingError::Conflict(recording.id.clone()))?;
         Ok(recording)
     }
@@ -67,13 +79,37 @@ impl Recordings {
             .map(|m| PartitionRange { partition: m.partition, start: m.low, end: m.high })
             .collect();
         recording.ranges.extend(added);
-        recording.stopped_at_ms = Some(now_ms());
+        let stopped_at_ms = now_ms();
+        recording.stopped_at_ms = Some(stopped_at_ms);
         describe(&*self.log, &mut recording, &marks).await?;
+        let at_end = self.capture_counters(stopped_at_ms).await?;
+        recording.ledger = Some(window_ledger(&std::mem::take(&mut recording.capture_baseline), &at_end));
         self.catalog
             .put_if(&recording, stored.revision)
             .await?
             .ok_or_else(|| RecordingError::Conflict(id.to_string()))?;
         Ok(recording)
+    }
+
+    /// The counters of the capture nodes writing to this controller's log, once each has
+    /// reported at or after `since_ms` (they report every 2 s; a node still silent after
+    /// [`CAPTURE_REPORT_WAIT`] counts, but not as covering the whole window).
+    async fn capture_counters(&self, since_ms: i64) -> Result<Vec<LedgerEntry>, RecordingError> {
+        let deadline = tokio::time::Instant::now() + CAPTURE_REPORT_WAIT;
+        loop {
+            let nodes: Vec<CaptureInfo> =
+                self.catalog.list::<CaptureInfo>().await?.into_iter().map(|s| s.value).collect();
+            let ours: Vec<&CaptureInfo> = capture_nodes_of(self.log.url(), &nodes).collect();
+            let fresh = |node: &CaptureInfo| node.updated_at_ms >= since_ms;
+            if ours.iter().all(|node| fresh(node)) || tokio::time::Instant::now() >= deadline {
+                let entry = |node: &CaptureInfo| LedgerEntry {
+                    whole_window: fresh(node),
+                    ..ledger_entry(&node.id, &node.counters.unwrap_or_default())
+                };
+                return Ok(ours.into_iter().map(entry).collect());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// A recording of everything captured in `[from_ms, to_ms)`.

@@ -28,9 +28,13 @@ impl LogArgs {
 }
 
 /// Logs to stderr at `default_level` unless `RUST_LOG` says otherwise. Call once, after
-/// the configuration is parsed.
+/// the configuration is parsed. librdkafka's own lines come at error level only (its
+/// warnings are mostly about properties a client ignores; its errors say why a broker
+/// could not be reached, with repeats suppressed), and the rdkafka crate's echo of each
+/// error not at all (the caller gets the error itself).
 pub fn init_logging(default_level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| format!("{default_level},librdkafka=error,rdkafka=off").into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),

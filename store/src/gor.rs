@@ -11,10 +11,15 @@ use reprise_proto::v1::{MessageKind, TrafficRecord};
 
 pub const SEPARATOR: &[u8] = "\n🐵🙈🙉\n".as_bytes();
 
+/// Header bytes shown in an error: enough to recognise the line, never a screenful of
+/// binary.
+const SHOWN_HEADER_BYTES: usize = 32;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GorError {
-    #[error("message {index}: bad header line {line:?}: {reason}")]
-    BadHeader { index: u64, line: String, reason: &'static str },
+    /// `line` is the start of the header line, escaped to printable ASCII.
+    #[error("message {index} (byte {offset}): bad header line \"{line}\": {reason}")]
+    BadHeader { index: u64, offset: u64, line: String, reason: &'static str },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -52,36 +57,44 @@ impl GorMessage {
     }
 }
 
-/// Reads messages one by one; a malformed header is an error naming the message.
+/// Reads messages one by one; a malformed header is an error naming the message and
+/// where it starts, and the next message is read after it.
 pub struct GorReader<R> {
     input: R,
     index: u64,
+    /// Bytes read so far.
+    offset: u64,
     done: bool,
 }
 
 impl<R: BufRead> GorReader<R> {
     pub fn new(input: R) -> Self {
-        GorReader { input, index: 0, done: false }
+        GorReader { input, index: 0, offset: 0, done: false }
     }
 
-    fn read_message(&mut self) -> Result<Option<Vec<u8>>, GorError> {
+    /// The next message's bytes and the offset of its header line.
+    fn read_message(&mut self) -> Result<Option<(u64, Vec<u8>)>, GorError> {
         let mut message = Vec::new();
+        let mut start = self.offset;
         loop {
             let mut line = Vec::new();
-            if self.input.read_until(b'\n', &mut line)? == 0 {
+            let read = self.input.read_until(b'\n', &mut line)?;
+            self.offset += read as u64;
+            if read == 0 {
                 self.done = true;
-                return Ok((!message.iter().all(u8::is_ascii_whitespace)).then_some(message));
+                return Ok((!message.iter().all(u8::is_ascii_whitespace)).then_some((start, message)));
             }
             message.extend_from_slice(&line);
             // The separator is "\n" + emoji + "\n": it ends a message when the emoji line
             // follows a newline.
             if message.ends_with(SEPARATOR) {
                 message.truncate(message.len() - SEPARATOR.len());
-                return Ok(Some(message));
+                return Ok(Some((start, message)));
             }
             if message == SEPARATOR[1..] {
                 // A file may start with a separator.
                 message.clear();
+                start = self.offset;
             }
         }
     }
@@ -94,21 +107,28 @@ impl<R: BufRead> Iterator for GorReader<R> {
         if self.done {
             return None;
         }
-        let raw = match self.read_message() {
-            Ok(Some(raw)) => raw,
+        let (offset, raw) = match self.read_message() {
+            Ok(Some(message)) => message,
             Ok(None) => return None,
             Err(e) => return Some(Err(e)),
         };
         self.index += 1;
-        Some(parse_message(self.index, raw))
+        Some(parse_message(self.index, offset, raw))
     }
 }
 
-fn parse_message(index: u64, raw: Vec<u8>) -> Result<GorMessage, GorError> {
+fn parse_message(index: u64, offset: u64, raw: Vec<u8>) -> Result<GorMessage, GorError> {
     let newline = raw.iter().position(|&b| b == b'\n');
     let header_end = newline.unwrap_or(raw.len());
     let line = String::from_utf8_lossy(&raw[..header_end]).into_owned();
-    let bad = |reason| GorError::BadHeader { index, line: line.clone(), reason };
+    let bad = |reason| {
+        let header = &raw[..header_end];
+        let mut shown = header[..header.len().min(SHOWN_HEADER_BYTES)].escape_ascii().to_string();
+        if header.len() > SHOWN_HEADER_BYTES {
+            shown.push_str("...");
+        }
+        GorError::BadHeader { index, offset, line: shown, reason }
+    };
     let mut fields = line.split_whitespace();
     let kind = fields
         .next()
@@ -184,6 +204,25 @@ mod tests {
         assert_eq!(first.http, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         assert!(read[1].as_ref().unwrap().to_record("n").is_none(), "replayed responses are not traffic");
         assert!(matches!(read[2], Err(GorError::BadHeader { index: 3, .. })));
+        assert_eq!(
+            read[2].as_ref().unwrap_err().to_string(),
+            "message 3 (byte 174): bad header line \"nonsense header\": type must be 1, 2 or 3"
+        );
+    }
+
+    /// Binary in a header is shown escaped and cut short, never echoed to a terminal; the
+    /// message after it is read.
+    #[test]
+    fn a_binary_header_is_shown_short_and_escaped() {
+        let mut file = b"\x00\x1b[2J\xff\xfe\"quoted\" and then a very long run of text\nbody".to_vec();
+        file.extend_from_slice(SEPARATOR);
+        file.extend_from_slice(b"1 id 1534423123123456789 0\nGET / HTTP/1.1\r\n\r\n");
+        let read: Vec<_> = GorReader::new(&file[..]).collect();
+        assert_eq!(
+            read[0].as_ref().unwrap_err().to_string(),
+            r#"message 1 (byte 0): bad header line "\x00\x1b[2J\xff\xfe\"quoted\" and then a very ...": type must be 1, 2 or 3"#
+        );
+        assert_eq!(read[1].as_ref().unwrap().http, b"GET / HTTP/1.1\r\n\r\n");
     }
 }
 

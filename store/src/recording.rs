@@ -14,7 +14,7 @@ use futures::StreamExt;
 
 use crate::log::{LogError, RangeSpec, TrafficLog, Watermarks};
 use crate::now_ms;
-use crate::schema::{PartitionRange, Recording, RecordingState};
+use crate::schema::{CaptureCounters, CaptureInfo, Ledger, LedgerEntry, PartitionRange, Recording, RecordingState};
 
 /// A fresh, sortable id with a prefix (`rec-`, `rep-`).
 pub fn new_id(prefix: &str) -> String {
@@ -46,7 +46,56 @@ pub fn new_recording(
         missing_records: 0,
         created_at_ms: now,
         stopped_at_ms: (state != RecordingState::Recording).then_some(now),
+        ledger: None,
+        capture_baseline: Vec::new(),
     }
+}
+
+/// A capture node's counters as a ledger entry (absolute, since the node started).
+pub fn ledger_entry(node: &str, counters: &CaptureCounters) -> LedgerEntry {
+    LedgerEntry {
+        node: node.to_string(),
+        kernel_drops: counters.kernel_drops,
+        own_drops: counters.own_drops,
+        gaps: counters.gaps,
+        resyncs: counters.resyncs,
+        truncated_bodies: counters.truncated_bodies,
+        malformed: counters.malformed,
+        whole_window: true,
+    }
+}
+
+/// The capture nodes that write to `log_url` (the same log, whatever its parameters).
+pub fn capture_nodes_of<'a>(log_url: &str, nodes: &'a [CaptureInfo]) -> impl Iterator<Item = &'a CaptureInfo> {
+    let base = |url: &str| url.split('?').next().unwrap_or(url).to_string();
+    let log = base(log_url);
+    nodes.iter().filter(move |node| base(&node.log_url) == log)
+}
+
+/// A window's ledger: each node's counters at its end minus those at its start. A node
+/// that was not there at both ends counts what it reported (from zero if it started in
+/// the window) and is not `whole_window`.
+pub fn window_ledger(baseline: &[LedgerEntry], at_end: &[LedgerEntry]) -> Ledger {
+    let mut nodes: Vec<LedgerEntry> = at_end
+        .iter()
+        .map(|end| match baseline.iter().find(|start| start.node == end.node) {
+            Some(start) => LedgerEntry {
+                node: end.node.clone(),
+                kernel_drops: end.kernel_drops.saturating_sub(start.kernel_drops),
+                own_drops: end.own_drops.saturating_sub(start.own_drops),
+                gaps: end.gaps.saturating_sub(start.gaps),
+                resyncs: end.resyncs.saturating_sub(start.resyncs),
+                truncated_bodies: end.truncated_bodies.saturating_sub(start.truncated_bodies),
+                malformed: end.malformed.saturating_sub(start.malformed),
+                whole_window: end.whole_window,
+            },
+            None => LedgerEntry { whole_window: false, ..end.clone() },
+        })
+        .collect();
+    let gone = baseline.iter().filter(|start| !at_end.iter().any(|end| end.node == start.node));
+    nodes.extend(gone.map(|start| LedgerEntry { node: start.node.clone(), whole_window: false, ..Default::default() }));
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    Ledger { nodes }
 }
 
 /// Records of `ranges` that retention has already deleted.
@@ -126,5 +175,22 @@ mod tests {
         assert_eq!(missing_records(&ranges, &marks), 3);
         let all_gone = [Watermarks { partition: 0, low: 30, high: 30 }, Watermarks { partition: 1, low: 0, high: 3 }];
         assert_eq!(missing_records(&ranges, &all_gone), 10);
+    }
+
+    #[test]
+    fn a_window_ledger_counts_what_each_node_missed_between_its_ends() {
+        let entry = |node: &str, kernel_drops: u64, gaps: u64| LedgerEntry {
+            node: node.into(),
+            kernel_drops,
+            gaps,
+            whole_window: true,
+            ..Default::default()
+        };
+        let baseline = [entry("a", 100, 1), entry("gone", 5, 5)];
+        let at_end = [entry("a", 130, 1), entry("late", 7, 2)];
+        let ledger = window_ledger(&baseline, &at_end);
+        let summary: Vec<(&str, u64, u64, bool)> =
+            ledger.nodes.iter().map(|e| (e.node.as_str(), e.kernel_drops, e.gaps, e.whole_window)).collect();
+        assert_eq!(summary, vec![("a", 30, 0, true), ("gone", 0, 0, false), ("late", 7, 2, false)]);
     }
 }

@@ -13,7 +13,8 @@ pub trait Entity: Serialize + serde::de::DeserializeOwned + Send + Sync + 'stati
 }
 
 pub use reprise_proto::v1::{
-    CaptureCounters, CaptureInfo, PartitionRange, Recording, RecordingState, ReplayState, WorkerInfo,
+    CaptureCounters, CaptureInfo, Ledger, LedgerEntry, PartitionRange, Recording, RecordingState, ReplayState,
+    WorkerInfo,
 };
 
 impl Entity for Recording {

@@ -43,6 +43,8 @@ fn recording(id: &str) -> Recording {
         missing_records: 0,
         created_at_ms: 1,
         stopped_at_ms: Some(2),
+        ledger: None,
+        capture_baseline: Vec::new(),
     }
 }
 

@@ -29,11 +29,9 @@ pub use self::parse::{Format, LogLine};
 use self::sort::{ExternalSort, Key};
 use crate::Counters;
 use crate::http::HttpConfig;
-use crate::records::RecordFilter;
+use crate::records::{RecordFilter, Unparseable};
 use crate::source::send_all;
 
-/// Unparseable lines reported one by one; the rest are only counted.
-const REPORTED_ERRORS: usize = 5;
 /// Records handed to the output at once.
 const BATCH: usize = 256;
 
@@ -67,9 +65,7 @@ struct Lines {
     http: Arc<HttpConfig>,
     default_host: String,
     parsed: u64,
-    unparseable: u64,
-    /// The first unparseable lines: (file, line number, why).
-    errors: Vec<String>,
+    unparseable: Unparseable,
 }
 
 impl Lines {
@@ -92,11 +88,7 @@ impl Lines {
                 Some(self.to_record(parsed))
             }
             Err(why) => {
-                self.unparseable += 1;
-                if self.errors.len() < REPORTED_ERRORS {
-                    tracing::warn!(file = %path.display(), line = number, reason = why, "access-log line skipped");
-                    self.errors.push(format!("{}:{number}: {why}", path.display()));
-                }
+                self.unparseable.note(format!("{}:{number}: {why}", path.display()));
                 None
             }
         }
@@ -193,23 +185,13 @@ pub(crate) fn import(
         http: http.clone(),
         default_host: args.access_log_host.clone(),
         parsed: 0,
-        unparseable: 0,
-        errors: Vec::new(),
+        unparseable: Unparseable::default(),
     };
     let mut filter = RecordFilter::new(http);
     let sorted = read_sorted(paths, args, &mut lines, &mut filter)?;
-    counters.unparseable_lines.store(lines.unparseable, Ordering::Relaxed);
+    counters.unparseable_lines.store(lines.unparseable.count, Ordering::Relaxed);
     *counters.http.lock().expect("lock") = filter.stats;
-    if lines.parsed == 0 && lines.unparseable > 0 {
-        anyhow::bail!(
-            "no line of the access logs parses as {:?}; the first: {}",
-            args.access_log_format,
-            lines.errors.join("; ")
-        );
-    }
-    if lines.unparseable > 0 {
-        tracing::warn!(lines = lines.unparseable, parsed = lines.parsed, "access-log lines skipped (unparseable)");
-    }
+    lines.unparseable.finish("access-log line", lines.parsed)?;
     let mut batch = Vec::with_capacity(BATCH);
     for entry in sorted {
         let (_, payload) = entry.context("reading sorted access-log lines back")?;
@@ -295,6 +277,7 @@ mod tests {
         config.access.access_log_format = Format::Json;
         let (result, _, _) = import_files(&[b], &mut config);
         let error = format!("{:#}", result.unwrap_err());
+        assert!(error.starts_with("no access-log line parses; the first: "), "{error}");
         assert!(error.contains("b.log:1: not a JSON object"), "{error}");
     }
 }

@@ -5,7 +5,8 @@
 //! (anything after it, as many configurations append, is ignored); `common` stops after
 //! the bytes. Quoted fields are unescaped as the servers escape them: `\xHH` for any
 //! byte (nginx, Apache), `\"` and `\\`, and C escapes such as `\t` (Apache), so the
-//! request target comes back byte for byte.
+//! request target comes back byte for byte (bytes that are not UTF-8 percent-encoded,
+//! see [`split_request`]).
 
 use super::time;
 
@@ -172,14 +173,32 @@ pub fn split_request(request: &[u8]) -> Result<(String, Vec<u8>), &'static str> 
         Some(space) if rest[space + 1..].starts_with(b"HTTP/") => &rest[..space],
         _ => rest,
     };
-    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
-    if method.is_empty() || !method.iter().all(token) {
+    if method.is_empty() || !method.iter().all(is_token) {
         return Err("the request line has no method");
     }
     if target.is_empty() || target.iter().any(|&b| b <= b' ' || b == 0x7f) {
         return Err("the request target is empty or has spaces or control bytes");
     }
-    Ok((String::from_utf8_lossy(method).into_owned(), target.to_vec()))
+    Ok((String::from_utf8_lossy(method).into_owned(), utf8_target(target)))
+}
+
+/// An HTTP token byte (method, header name).
+fn is_token(b: &u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b)
+}
+
+/// The target with every byte that is not part of UTF-8 percent-encoded: servers log
+/// such bytes (a Latin-1 query) as `\xHH`, but a replayed request line must be UTF-8
+/// to be parsed at all, and `%HH` reaches the application as the same byte.
+fn utf8_target(target: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(target.len());
+    for chunk in target.utf8_chunks() {
+        out.extend_from_slice(chunk.valid().as_bytes());
+        for byte in chunk.invalid() {
+            out.extend_from_slice(format!("%{byte:02X}").as_bytes());
+        }
+    }
+    out
 }
 
 /// The request as HTTP/1.1 bytes: the request line with the target byte for byte, Host,
@@ -191,8 +210,10 @@ pub fn to_http(line: &LogLine, default_host: &str) -> Vec<u8> {
     out.extend_from_slice(&line.target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut header = |name: &str, value: &[u8]| {
-        // A value that would break the head is left out rather than mangled.
-        if !value.iter().any(|&b| b == b'\r' || b == b'\n') {
+        // A header that would break the head (a name that is no token, a control byte in
+        // the value) is left out rather than mangled.
+        let value_byte = |&b: &u8| b == b'\t' || (b >= b' ' && b != 0x7f);
+        if !name.is_empty() && name.as_bytes().iter().all(is_token) && value.iter().all(value_byte) {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value);
@@ -207,9 +228,8 @@ pub fn to_http(line: &LogLine, default_host: &str) -> Vec<u8> {
         header("Referer", referer);
     }
     const OWN: &[&str] = &["host", "user-agent", "referer", "content-length", "transfer-encoding"];
-    let is_token = |name: &str| !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
     for (name, value) in &line.headers {
-        if is_token(name) && !OWN.iter().any(|own| own.eq_ignore_ascii_case(name)) {
+        if !OWN.iter().any(|own| own.eq_ignore_ascii_case(name)) {
             header(name, value);
         }
     }
@@ -247,6 +267,28 @@ mod tests {
         assert_eq!((line.method.as_str(), &line.target[..], line.user_agent), ("POST", &b"/form"[..], None));
         assert!(parse_clf(common, Some(true)).is_err(), "combined needs the referer and agent");
         assert_eq!(parse_clf(COMBINED, Some(false)).unwrap().user_agent, None, "common ignores the rest");
+    }
+
+    #[test]
+    fn what_would_break_a_stored_head_is_left_out_or_encoded() {
+        // Found by the access_log fuzz target: a control byte in a logged value, or a
+        // header name that is no token, made a head no HTTP parser reads back.
+        let mut line = parse_clf(COMBINED, None).unwrap();
+        line.target = b"/".to_vec();
+        line.host = Some(b"shop\x08".to_vec());
+        line.headers = vec![
+            ("X(A)".into(), b"1".to_vec()),
+            ("X-B".into(), b"a\x00b".to_vec()),
+            ("X-C".into(), "\tc\u{e9}".as_bytes().to_vec()),
+        ];
+        assert_eq!(
+            String::from_utf8(to_http(&line, "default")).unwrap(),
+            "GET / HTTP/1.1\r\nUser-Agent: curl/8.0 \"quoted\"\r\nReferer: http://ref.example/start\r\n\
+             X-C: \tc\u{e9}\r\n\r\n"
+        );
+        // A request line must be UTF-8 to be replayed: other bytes are sent as %HH.
+        assert_eq!(split_request(b"GET /caf\xe9?q=\xff\xfe HTTP/1.1").unwrap().1, b"/caf%E9?q=%FF%FE");
+        assert_eq!(split_request("GET /caf\u{e9} HTTP/1.1".as_bytes()).unwrap().1, "/caf\u{e9}".as_bytes());
     }
 
     #[test]

@@ -50,7 +50,8 @@ fn utc_offset(text: &str) -> Option<i64> {
         _ => return None,
     };
     let digits = text[1..].replace(':', "");
-    if digits.len() != 4 {
+    // Checked before slicing: a multi-byte character must not be cut.
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     Some(sign * (number(&digits[..2], 0..=23)? * 3600 + number(&digits[2..], 0..=59)? * 60))
@@ -144,5 +145,8 @@ mod tests {
             assert_eq!(parse_any(bad), None, "{bad:?}");
         }
         assert_eq!(parse_clf("10/Oct/2000:13:55:36"), None, "CLF always has an offset");
+        // A multi-byte character where the offset's digits are (it panicked).
+        assert_eq!(parse_clf("10/Oct/2000:13:55:36 +1\u{20ac}"), None);
+        assert_eq!(parse_iso("2000-10-10T13:55:36+1\u{20ac}"), None);
     }
 }

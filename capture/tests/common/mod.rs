@@ -119,6 +119,15 @@ pub fn as_seen(record: &TrafficRecord) -> Seen {
     }
 }
 
+/// A fresh traffic log of the backend `kind`: a topic on the real broker, or a file log
+/// in `dir`.
+pub fn log_url(kind: &str, dir: &tempfile::TempDir, name: &str) -> String {
+    match kind {
+        "kafka" => reprise_store::testing::kafka_log_url(name),
+        _ => format!("file://{}/{name}", dir.path().display()),
+    }
+}
+
 /// Every record in the log, in partition and offset order.
 pub async fn read_log(url: &str) -> Vec<TrafficRecord> {
     let log = reprise_store::open_log(url).await.unwrap();
@@ -131,6 +140,49 @@ pub async fn read_log(url: &str) -> Vec<TrafficRecord> {
         }
     }
     records
+}
+
+/// What the log holds, undecoded, by where it was read: the key and payload bytes of
+/// every message and, for a file log, every file under its directory.
+async fn stored_bytes(url: &str) -> Vec<(&'static str, Vec<u8>)> {
+    let log = reprise_store::open_log(url).await.unwrap();
+    let mut messages = Vec::new();
+    for marks in log.watermarks().await.unwrap() {
+        let stream = log.read_range(RangeSpec::whole(marks.partition, marks.low, marks.high), 64).await.unwrap();
+        for raw in stream.collect::<Vec<_>>().await {
+            let raw = raw.unwrap();
+            messages.extend_from_slice(raw.key.as_deref().unwrap_or_default());
+            messages.extend_from_slice(&raw.payload);
+        }
+    }
+    let mut sources = vec![("messages", messages)];
+    if let Some(dir) = url.strip_prefix("file://") {
+        let mut files = Vec::new();
+        let mut pending = vec![std::path::PathBuf::from(dir)];
+        while let Some(path) = pending.pop() {
+            if path.is_dir() {
+                pending.extend(std::fs::read_dir(&path).unwrap().map(|entry| entry.unwrap().path()));
+            } else {
+                files.extend(std::fs::read(&path).unwrap());
+            }
+        }
+        sources.push(("files on disk", files));
+    }
+    sources
+}
+
+/// Greps the stored log, raw: every one of `secrets` must be nowhere in it, and every one
+/// of `present` (proof that the grep sees the records) somewhere.
+pub async fn grep_stored_log(url: &str, present: &[&str], secrets: &[&str]) {
+    let contains = |haystack: &[u8], needle: &str| haystack.windows(needle.len()).any(|w| w == needle.as_bytes());
+    for (source, bytes) in stored_bytes(url).await {
+        for text in present {
+            assert!(contains(&bytes, text), "{text:?} is not in the log's {source} ({} bytes)", bytes.len());
+        }
+        for secret in secrets {
+            assert!(!contains(&bytes, secret), "the secret {secret:?} is in the log's {source}");
+        }
+    }
 }
 
 pub fn requests(records: &[TrafficRecord]) -> Vec<&TrafficRecord> {
@@ -169,6 +221,11 @@ pub fn assert_same_requests(records: &[TrafficRecord], seen: &[Seen], redacted: 
     }
 }
 
+/// The secrets `send_traffic` sends (a cookie, a bearer token): never stored.
+pub const SECRETS: [&str; 2] = ["c00kie-s3cret", "s3cr3t-t0ken"];
+/// The headers carrying them, masked by default.
+pub const REDACTED: [&str; 2] = ["cookie", "authorization"];
+
 /// Real clients: curl for the common shapes, a raw socket for pipelining.
 pub async fn send_traffic(addr: SocketAddr) {
     let base = format!("http://{addr}");
@@ -198,7 +255,13 @@ pub async fn send_traffic(addr: SocketAddr) {
         vec!["-X".into(), "PUT".into(), "-d".into(), "v=1".into(), format!("{base}/put/1")],
         vec!["-X".into(), "DELETE".into(), format!("{base}/thing/1")],
         vec!["-I".into(), format!("{base}/head")],
-        vec!["-H".into(), "Cookie: session=secret".into(), format!("{base}/with-cookie")],
+        vec![
+            "-H".into(),
+            format!("Cookie: session={}", SECRETS[0]),
+            "-H".into(),
+            format!("Authorization: Bearer {}", SECRETS[1]),
+            format!("{base}/with-cookie"),
+        ],
         // Three requests on one keep-alive connection.
         vec![
             format!("{base}/k1"),
