@@ -79,7 +79,10 @@ impl Target {
         };
         let mut client = ControllerClient::with_interceptor(channel, credentials.clone());
         let hello = client.hello(HelloRequest { protocol_version: PROTOCOL_VERSION }).await.map_err(|status| {
+            let timed_out = error_causes(&status).contains("Timeout expired");
             match status.code() {
+                tonic::Code::DeadlineExceeded => silent(),
+                _ if timed_out => silent(),
                 // A transport failure (a TLS refusal comes only now, at the first call).
                 _ if let Some(transport) = std::error::Error::source(&status) => unreachable(transport),
                 tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Unavailable => silent(),
