@@ -85,7 +85,7 @@ impl Target {
                 _ if timed_out => silent(),
                 // A transport failure (a TLS refusal comes only now, at the first call).
                 _ if let Some(transport) = std::error::Error::source(&status) => unreachable(transport),
-                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Unavailable => silent(),
+                tonic::Code::Cancelled | tonic::Code::Unavailable => silent(),
                 // An HTTP server that is not a gRPC one (the controller's own HTTP API, say).
                 _ if status.message().contains("grpc-status header missing") => anyhow::anyhow!(
                     "{address} answers HTTP but not gRPC: ctl needs the controller's gRPC address (its --listen, \
@@ -145,7 +145,11 @@ fn controller_url(address: &str, tls: bool) -> Result<String, UsageError> {
 /// What a TLS mismatch between ctl and the controller looks like, said plainly.
 fn tls_hint(error: &(dyn std::error::Error + 'static), tls: bool) -> &'static str {
     let text = error_causes(error);
-    let closed = text.contains("connection closed") || text.contains("broken pipe");
+    // How a peer that hung up after the handshake (or at the first bytes) shows: the
+    // words vary with timing.
+    let closed = ["connection closed", "broken pipe", "connection reset", "connection was not ready"]
+        .iter()
+        .any(|sign| text.contains(sign));
     if !tls && (closed || text.contains("frame with invalid size")) {
         " (if the controller uses TLS, pass --tls-ca)"
     } else if ["CertificateRequired", "UnknownCA", "BadCertificate"].iter().any(|alert| text.contains(alert))

@@ -75,9 +75,16 @@ pub(super) fn describe(error: &etcd_client::Error) -> String {
         etcd_client::Error::TransportError(e) => reprise_proto::error_causes(e),
         other => other.to_string(),
     };
-    let hint = if ["connection closed", "broken pipe", "BadCertificate", "CertificateRequired", "UnknownCA"]
-        .iter()
-        .any(|sign| causes.contains(sign))
+    let hint = if [
+        "connection closed",
+        "connection reset",
+        "broken pipe",
+        "BadCertificate",
+        "CertificateRequired",
+        "UnknownCA",
+    ]
+    .iter()
+    .any(|sign| causes.contains(sign))
     {
         " (if etcd serves TLS or wants a client certificate, name them in the catalog URL: \
          ?tls_ca=PATH&tls_cert=PATH&tls_key=PATH)"
