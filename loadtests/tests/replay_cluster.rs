@@ -111,6 +111,25 @@ async fn http2_and_constant_rate_replays(kind: &str) {
     cluster.stop().await;
 }
 
+/// The summary's duration and rate are the sends' own span, not the end rounded up to a
+/// report: 2,000 requests recorded over 2 s, replayed at original pace by three workers,
+/// report the recorded span and rate within 2%.
+async fn an_original_pace_replay_reports_its_real_duration_and_rate(kind: &str) {
+    let cluster = setup(kind, "exact").await;
+    let log_url = cluster.log_url.clone();
+    let n = 2000;
+    let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(2))).await.unwrap();
+    let span_s = (recording.last_timestamp_ns.unwrap() - recording.first_timestamp_ns.unwrap()) as f64 / 1e9;
+    let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
+    let status = cluster.wait_final(&id, LIMIT).await.unwrap();
+    assert_eq!((status.state(), status.sent), (ReplayState::Done, n), "{status:?}");
+    let (rate, want_rate) = (status.qps, n as f64 / span_s);
+    eprintln!("{:.3} s and {rate:.0} req/s for a {span_s:.3} s recording of {want_rate:.0} req/s", status.duration_s);
+    assert!((status.duration_s - span_s).abs() <= 0.02 * span_s, "{} s for {span_s} s", status.duration_s);
+    assert!((rate - want_rate).abs() <= 0.02 * want_rate, "{rate} req/s for {want_rate}");
+    cluster.stop().await;
+}
+
 async fn a_rate_cap_holds_the_whole_cluster(kind: &str) {
     let cluster = setup(kind, "ratecap").await;
     let log_url = cluster.log_url.clone();
@@ -270,6 +289,7 @@ reprise_store::on_backends!(
         two_replays_of_one_recording_run_at_once,
         stats_api_serves_json_sse_metrics_and_dashboard,
         http2_and_constant_rate_replays,
+        an_original_pace_replay_reports_its_real_duration_and_rate,
         a_rate_cap_holds_the_whole_cluster,
         a_loop_of_three_sends_every_request_three_times_on_shifted_passes,
         an_endless_loop_stops_at_its_duration_or_when_cancelled,

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Serializer, V2Serializer};
@@ -34,6 +35,9 @@ struct Histograms {
     lag_total: Histogram<u64>,
     latency_interval: Histogram<u64>,
     lag_interval: Histogram<u64>,
+    /// This shard's first and last sends: the replay's real span, not a report tick's.
+    first_send: Option<Instant>,
+    last_send: Option<Instant>,
 }
 
 impl Histograms {
@@ -43,6 +47,8 @@ impl Histograms {
             lag_total: new_histogram(),
             latency_interval: new_histogram(),
             lag_interval: new_histogram(),
+            first_send: None,
+            last_send: None,
         }
     }
 
@@ -221,13 +227,28 @@ impl Stats {
         self.lane(record.lane).finished(record.seq);
     }
 
-    /// A send left dispatch thread `shard` `lag_us` after it was due.
-    pub fn record_dispatch(&self, shard: usize, lag_us: u64, request_bytes: u64) {
+    /// A send left dispatch thread `shard` at `dispatched`, `lag_us` after it was due.
+    pub fn record_dispatch(&self, shard: usize, dispatched: Instant, lag_us: u64, request_bytes: u64) {
         self.sent.fetch_add(1, Ordering::Relaxed);
         self.bytes_sent.fetch_add(request_bytes, Ordering::Relaxed);
         let mut h = self.hists[shard].lock().expect("stats lock");
         h.lag_total.saturating_record(lag_us.max(1));
         h.lag_interval.saturating_record(lag_us.max(1));
+        h.first_send.get_or_insert(dispatched);
+        h.last_send = Some(dispatched);
+    }
+
+    /// The first and the last send over every shard, as Unix times in nanoseconds.
+    fn send_window(&self) -> (Option<i64>, Option<i64>) {
+        let (now, now_ns) = (Instant::now(), reprise_store::now_ns());
+        let unix = |t: Instant| now_ns - now.saturating_duration_since(t).as_nanos() as i64;
+        let (mut first, mut last): (Option<Instant>, Option<Instant>) = (None, None);
+        for shard in &self.hists {
+            let h = shard.lock().expect("stats lock");
+            first = first.into_iter().chain(h.first_send).min();
+            last = last.into_iter().chain(h.last_send).max();
+        }
+        (first.map(unix), last.map(unix))
     }
 
     /// A send of dispatch thread `shard` completed; `latency_us` counts from when it was due.
@@ -317,6 +338,7 @@ impl Stats {
         });
         let [latency_us_total, lag_us_total, latency_us_interval, lag_us_interval] = encoded.unwrap_or_default();
         let (checkpoints, sends_past_checkpoints) = self.share_checkpoints();
+        let (first_send_unix_ns, last_send_unix_ns) = self.send_window();
         WorkerStats {
             worker_id: id.worker_id.to_string(),
             replay_id: id.replay_id.to_string(),
@@ -350,6 +372,8 @@ impl Stats {
             sends_past_checkpoints,
             current_pass: load32(&self.current_pass),
             sent_cut: load(&self.sent_cut),
+            first_send_unix_ns,
+            last_send_unix_ns,
         }
     }
 }
@@ -388,12 +412,15 @@ mod tests {
     #[test]
     fn reports_are_cumulative_with_fresh_intervals() {
         let stats = Stats::new(&[share(0, 5, 9)], &[0], 2);
-        stats.record_dispatch(0, 100, 10);
+        let last_send = Instant::now();
+        stats.record_dispatch(0, last_send - std::time::Duration::from_millis(250), 100, 10);
         stats.record_outcome(0, Outcome::Response { status: 204, body_bytes: 3 }, 2_000);
-        stats.record_dispatch(1, 50, 10);
+        stats.record_dispatch(1, last_send, 50, 10);
         stats.record_outcome(1, Outcome::Error(ErrorKind::Timeout), 0);
         let first = report(&stats, false);
         assert_eq!((first.sent, first.status_2xx, first.errors_timeout, first.bytes_sent), (2, 1, 1, 20));
+        let span_ns = first.last_send_unix_ns.unwrap() - first.first_send_unix_ns.unwrap();
+        assert!((249_000_000..=251_000_000).contains(&span_ns), "the sends' span across shards: {span_ns} ns");
         let light = report(&stats, true);
         assert!(light.light && light.lag_us_total.is_empty() && light.latency_us_interval.is_empty());
         let second = report(&stats, false);

@@ -247,6 +247,14 @@ impl Tally {
         self.reports().map(field).sum()
     }
 
+    /// The first and the last send over every part's report, ns since the epoch (reports
+    /// of workers too old to say are left out).
+    fn send_window(&self) -> Option<(i64, i64)> {
+        let first = self.reports().filter_map(|r| r.first_send_unix_ns).min()?;
+        let last = self.reports().filter_map(|r| r.last_send_unix_ns).max()?;
+        Some((first, last))
+    }
+
     /// Named sums, e.g. responses by status class.
     fn named(&self, fields: &[(&str, Count)]) -> BTreeMap<String, u64> {
         fields.iter().map(|(name, field)| (name.to_string(), self.sum(field))).collect()
@@ -318,8 +326,10 @@ impl Tally {
             let _ = lag.add(histogram(&report.lag_us_total));
         }
         let (sent, read) = (self.sum(|s| s.sent), self.sum(|s| s.records_read));
-        let duration_s = match (replay.started_at_ms, replay.finished_at_ms) {
-            (Some(start), end) => (end.unwrap_or(now_ms) - start).max(0) as f64 / 1000.0,
+        let duration_s = match (replay.state.is_final(), self.send_window(), replay.started_at_ms) {
+            // Ended: from the first send to the last, not to the report that said so.
+            (true, Some((first, last)), _) => (last - first).max(0) as f64 / 1e9,
+            (_, _, Some(start)) => (replay.finished_at_ms.unwrap_or(now_ms) - start).max(0) as f64 / 1000.0,
             _ => 0.0,
         };
         let progress = progress(read, duration_s, spec, plan);
@@ -545,6 +555,26 @@ mod tests {
         assert_eq!((status.speed, status.multiple, status.pacing()), (Some(2.0), 2, PacingMode::Original));
         let states: Vec<&str> = status.workers.iter().map(|w| w.state.as_str()).collect();
         assert_eq!(states, ["running", "running"]);
+    }
+
+    #[test]
+    fn an_ended_replay_lasts_from_its_first_send_to_its_last() {
+        let plan = plan(&["a", "b"]);
+        let mut tally = Tally::new(&plan);
+        let sends = |first_ms: i64, last_ms: i64| WorkerStats {
+            first_send_unix_ns: Some(first_ms * 1_000_000),
+            last_send_unix_ns: Some(last_ms * 1_000_000),
+            ..report(1, WorkerReplayState::Done, 300, 300, &[1000])
+        };
+        tally.on_report(&key("a"), sends(1_002, 16_001));
+        tally.on_report(&key("b"), sends(1_001, 15_998));
+        // The controller saw the end at the next report, at 17 s: the summary says 15 s.
+        let ended = replay(ReplayState::Done, Some(1_000), Some(17_000));
+        let status = tally.status(&ended, &spec(PacingMode::Original), &plan, 17_000);
+        assert_eq!((status.duration_s, status.qps), (15.0, 40.0));
+        let running =
+            tally.status(&replay(ReplayState::Running, Some(1_000), None), &spec(PacingMode::Original), &plan, 9_000);
+        assert_eq!(running.duration_s, 8.0, "while it runs: since the start");
     }
 
     #[test]

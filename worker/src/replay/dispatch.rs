@@ -262,7 +262,12 @@ impl Dispatcher {
                 let request = build_request(&recorded, uri.clone(), options.keep_host);
                 let dispatched = Instant::now();
                 let lag = dispatched.saturating_duration_since(due);
-                replay.stats.record_dispatch(self.shard, lag.as_micros() as u64, recorded.body.len() as u64);
+                replay.stats.record_dispatch(
+                    self.shard,
+                    dispatched.into_std(),
+                    lag.as_micros() as u64,
+                    recorded.body.len() as u64,
+                );
                 replay.stats.sent(taken);
                 if located.record.body_truncated {
                     replay.stats.sent_cut.fetch_add(1, Ordering::Relaxed);
