@@ -132,7 +132,8 @@ pub struct ReplayArgs {
     /// Where to send: scheme, host and port replace the recorded ones; a path is a prefix.
     #[arg(long, value_parser = parse_target)]
     pub target: String,
-    /// Send every record this many times.
+    /// Send every record this many times. The copies leave together, at the record's due
+    /// time (a burst of N), from the same worker.
     #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = parse_multiple)]
     pub multiple: u32,
     /// Timeline speed factor (2 = twice as fast), or "max" for as fast as possible.

@@ -130,6 +130,28 @@ async fn an_original_pace_replay_reports_its_real_duration_and_rate(kind: &str) 
     cluster.stop().await;
 }
 
+/// `--speed` on the wire: a 2 s recording replayed at speed 2 reaches the target over
+/// 1 s, first arrival to last, and the summary says so, both within 2%.
+async fn speed_two_halves_the_timeline_on_the_wire(kind: &str) {
+    let cluster = setup(kind, "speed").await;
+    let log_url = cluster.log_url.clone();
+    let n = 400;
+    let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(2))).await.unwrap();
+    let span_s = (recording.last_timestamp_ns.unwrap() - recording.first_timestamp_ns.unwrap()) as f64 / 1e9;
+    let mut request = replay_request(&recording.id, &cluster.sink_url(), 1);
+    options(&mut request).speed = 2.0;
+    let id = cluster.replay(request).await.unwrap();
+    let status = cluster.wait_final(&id, LIMIT).await.unwrap();
+    assert_eq!((status.state(), status.sent), (ReplayState::Done, n), "{status:?}");
+    let sink = cluster.sink.report();
+    let wire_s = (sink.last_arrival_ns.unwrap() - sink.first_arrival_ns.unwrap()) as f64 / 1e9;
+    let want = span_s / 2.0;
+    eprintln!("speed 2: {wire_s:.3} s on the wire, {:.3} s reported, for {want:.3} s", status.duration_s);
+    assert!((wire_s - want).abs() <= 0.02 * want, "{wire_s} s on the wire for {want} s");
+    assert!((status.duration_s - want).abs() <= 0.02 * want, "{} s reported for {want} s", status.duration_s);
+    cluster.stop().await;
+}
+
 async fn a_rate_cap_holds_the_whole_cluster(kind: &str) {
     let cluster = setup(kind, "ratecap").await;
     let log_url = cluster.log_url.clone();
@@ -290,6 +312,7 @@ reprise_store::on_backends!(
         stats_api_serves_json_sse_metrics_and_dashboard,
         http2_and_constant_rate_replays,
         an_original_pace_replay_reports_its_real_duration_and_rate,
+        speed_two_halves_the_timeline_on_the_wire,
         a_rate_cap_holds_the_whole_cluster,
         a_loop_of_three_sends_every_request_three_times_on_shifted_passes,
         an_endless_loop_stops_at_its_duration_or_when_cancelled,
