@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "LedgerEntry",
         "CaptureInfo",
         "ReplayOptions",
+        "RequestRules",
         "Percentiles",
         "WorkerProgress",
         "ReplayStatus",

@@ -10,9 +10,10 @@ use crate::access_log::JsonFields;
 use crate::access_log::parse::{self, LogLine};
 use crate::http::{Emitted, HttpConfig, HttpConnection};
 use crate::packet::Segment;
-use crate::policy::{Redaction, Selection};
+use crate::policy::Redaction;
 use crate::reassembly::{Direction, FlowInfo, Reassembler, ReassemblyConfig, StreamHandler};
 use crate::records::RecordFilter;
+use reprise_rules::selection::Selection;
 
 fn http_config() -> Arc<HttpConfig> {
     Arc::new(HttpConfig {

@@ -20,8 +20,9 @@ mod body;
 mod head;
 
 use self::body::Body;
-use crate::policy::{Redaction, Selection};
+use crate::policy::Redaction;
 use crate::reassembly::{Direction, FlowInfo, StreamHandler, looks_like_request};
+use reprise_rules::selection::Selection;
 
 /// Longest message head accepted; a longer one is treated as garbage.
 const MAX_HEAD: usize = 64 << 10;
@@ -171,7 +172,7 @@ impl HttpConnection {
     pub fn new(config: Arc<HttpConfig>, flow: &FlowInfo) -> Self {
         let connection_id = format!("{}-{:x}-{:x}", config.node, config.run, flow.number);
         HttpConnection {
-            sampled: config.selection.samples(&connection_id),
+            sampled: config.selection.samples(&[connection_id.as_bytes()]),
             dropped: VecDeque::new(),
             connection_id,
             client: flow.client.to_string(),

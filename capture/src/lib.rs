@@ -31,8 +31,9 @@ use reprise_proto::v1::TrafficRecord;
 use crate::http::{HttpConfig, HttpConnection, HttpStats};
 use crate::output::{OutputConfig, OutputCounters, Stamp};
 use crate::packet::{LinkType, Skip};
-use crate::policy::{Redaction, Selection, parse_header_rule, regex_reason};
+use crate::policy::Redaction;
 use crate::reassembly::{FlowInfo, Reassembler, ReassemblyConfig, ReassemblyStats};
+use reprise_rules::selection::{Selection, parse_header_rule, regex_reason};
 
 pub use crate::source::{run, run_notify};
 

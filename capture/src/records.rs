@@ -82,7 +82,7 @@ impl RecordFilter {
             _ => {
                 self.stats.requests += 1;
                 let selection = &self.config.selection;
-                if !(selection.samples(&record.connection_id) && selection.keeps_head(head)) {
+                if !(selection.samples(&[record.connection_id.as_bytes()]) && selection.keeps_head(head)) {
                     self.stats.filtered += 1;
                     self.dropped.push_back((record.connection_id.clone(), record.sequence));
                     if self.dropped.len() > DROPPED_KEPT {
@@ -110,7 +110,8 @@ fn is_chunked(head: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Redaction, Selection};
+    use crate::policy::Redaction;
+    use reprise_rules::selection::Selection;
 
     fn filter() -> RecordFilter {
         RecordFilter::new(Arc::new(HttpConfig {

@@ -7,6 +7,7 @@ use reprise_proto::PROTOCOL_VERSION;
 use reprise_proto::v1::{PacingMode, ReplayOptions, StartReplayRequest};
 
 use crate::client::UsageError;
+use crate::rules::RuleArgs;
 
 /// Record and replay production HTTP traffic on a cluster.
 #[derive(Parser, Debug)]
@@ -52,7 +53,7 @@ pub enum Command {
     /// List live capture nodes and their counters.
     Captures(JsonFlag),
     /// Replay a recording against a target and (by default) wait for the end.
-    Replay(ReplayArgs),
+    Replay(Box<ReplayArgs>),
     /// List replays, newest first.
     Replays(JsonFlag),
     /// Show one replay.
@@ -193,6 +194,8 @@ pub struct ReplayArgs {
     /// Print one JSON object at the end instead of the progress bar and table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub rules: RuleArgs,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -202,14 +205,14 @@ pub enum Speed {
 }
 
 impl ReplayArgs {
-    /// The request these flags make.
-    pub fn request(&self) -> StartReplayRequest {
+    /// The request these flags make; a rule that does not compile is a usage error.
+    pub fn request(&self) -> Result<StartReplayRequest, UsageError> {
         let (pacing, speed) = match (self.constant, self.speed) {
             (true, _) => (PacingMode::Constant, 1.0),
             (false, Speed::Max) => (PacingMode::Max, 1.0),
             (false, Speed::Factor(f)) => (PacingMode::Original, f),
         };
-        StartReplayRequest {
+        Ok(StartReplayRequest {
             protocol_version: PROTOCOL_VERSION,
             recording_id: self.recording.clone(),
             options: Some(ReplayOptions {
@@ -228,10 +231,11 @@ impl ReplayArgs {
                 endless: self.passes == Some(0) || (self.passes.is_none() && self.duration.is_some()),
                 duration_ms: self.duration.map_or(0, |d| d.as_millis().max(1) as u64),
                 max_error_rate: self.max_error_rate,
+                rules: Some(self.rules.rules()?),
             }),
             workers: self.workers,
             worker_labels: self.worker_labels.iter().cloned().collect(),
-        }
+        })
     }
 }
 
@@ -340,7 +344,7 @@ mod tests {
         let args = ["ctl", "replay", "--recording", "rec-1", "--target", "http://127.0.0.1:1"];
         let cli = <super::Cli as clap::Parser>::try_parse_from(args.iter().chain(flags)).unwrap();
         let super::Command::Replay(replay) = cli.command else { panic!("not a replay") };
-        replay.request().options.unwrap()
+        replay.request().unwrap().options.unwrap()
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let list = client.list_captures(ListRequest {}).await.map_err(status_error)?.into_inner().captures;
             if json { output::print_json(&list) } else { output::captures(&list) }
         }
-        Command::Replay(args) => return replay(&target, &mut client, args).await,
+        Command::Replay(args) => return replay(&target, &mut client, *args).await,
         Command::Replays(JsonFlag { json }) => {
             let list = client.list_replays(ListRequest {}).await.map_err(status_error)?.into_inner().replays;
             if json { output::print_json(&list) } else { output::replays(&list) }
@@ -116,11 +116,11 @@ async fn control(target: &Target, client: &mut Client, args: IdArgs, action: Con
 /// it ran to its end within its thresholds. Ctrl-C cancels it and prints its summary.
 async fn replay(target: &Target, client: &mut Client, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if args.dry_run {
-        let plan = client.plan_replay(args.request()).await.map_err(status_error)?.into_inner();
+        let plan = client.plan_replay(args.request()?).await.map_err(status_error)?.into_inner();
         output::plan(&plan, args.json);
         return Ok(ExitCode::SUCCESS);
     }
-    let started = client.start_replay(args.request()).await.map_err(status_error)?.into_inner();
+    let started = client.start_replay(args.request()?).await.map_err(status_error)?.into_inner();
     for warning in &started.warnings {
         eprintln!("warning: {warning}");
     }

@@ -9,3 +9,4 @@ pub mod demo;
 mod demo_service;
 pub mod local;
 pub mod output;
+pub mod rules;

@@ -171,6 +171,9 @@ pub fn status(s: &ReplayStatus, json: bool) {
     if s.skipped > 0 {
         println!("skipped     {} records (undecodable or not a request)", s.skipped);
     }
+    if s.filtered > 0 {
+        println!("left out    {} requests (the replay's --method, --allow-url, --deny-url, --sample)", s.filtered);
+    }
     if s.reassigned > 0 {
         let bound = s.duplicates_bound;
         println!("reassigned  {} records from lost or stopped workers (at most {bound} sent twice)", s.reassigned);

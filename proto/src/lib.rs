@@ -9,7 +9,7 @@
 /// Version of the controller/worker/ctl protocol. Every registration, assignment and
 /// ctl hello carries it; a peer with another version is refused with a clear error
 /// instead of being misread.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Version of [`v1::TrafficRecord`]'s format written by this build.
 pub const TRAFFIC_FORMAT_VERSION: u32 = 1;

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reprise_proto::v1::{AssignRequest, PacingMode, WorkerReplayState, WorkerStats};
+use reprise_rules::replay::ReplayRules;
 use reprise_store::log::{LogError, TrafficLog};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -118,6 +119,7 @@ pub struct Replay {
     liveness: Arc<Liveness>,
     pub assignment: AssignRequest,
     target: Target,
+    rules: ReplayRules,
     pub stats: Arc<Stats>,
     log: Arc<dyn TrafficLog>,
     lanes: Vec<Lane>,
@@ -149,6 +151,8 @@ impl Replay {
     ) -> Result<Arc<Self>, ReplayError> {
         let options = assignment.options.clone().ok_or_else(|| ReplayError::Invalid("no options".into()))?;
         let target = Target::parse(&options.target).map_err(ReplayError::Invalid)?;
+        let rules = ReplayRules::compile(&options.rules.clone().unwrap_or_default(), &assignment.replay_id)
+            .map_err(|e| ReplayError::Invalid(e.to_string()))?;
         if options.multiple == 0 {
             return Err(ReplayError::Invalid("multiple must be at least 1".into()));
         }
@@ -179,6 +183,7 @@ impl Replay {
             liveness,
             assignment,
             target,
+            rules,
             stats,
             log,
             lanes,

@@ -68,6 +68,8 @@ pub struct Stats {
     pub records_undecodable: Arc<AtomicU64>,
     /// Records that are not a replayable HTTP request.
     pub records_unreplayable: AtomicU64,
+    /// Requests the replay's rules left out.
+    pub records_filtered: AtomicU64,
     pub sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub in_flight: AtomicU64,
@@ -176,6 +178,7 @@ impl Stats {
             records_decoded: AtomicU64::new(0),
             records_undecodable: Arc::new(AtomicU64::new(0)),
             records_unreplayable: AtomicU64::new(0),
+            records_filtered: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -348,6 +351,7 @@ impl Stats {
             state: state as i32,
             records_read: load(&self.records_decoded) + load(&self.records_undecodable),
             records_skipped: load(&self.records_undecodable) + load(&self.records_unreplayable),
+            records_filtered: load(&self.records_filtered),
             sent: load(&self.sent),
             status_1xx: load(&self.status[0]),
             status_2xx: load(&self.status[1]),

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use reprise_proto::v1::{PacingMode, ReplayOptions, StartReplayRequest};
+use reprise_rules::replay::ReplayRules;
 use serde::{Deserialize, Serialize};
 
 use super::ReplayError;
@@ -96,11 +97,17 @@ fn validate(options: &ReplayOptions) -> Result<(), ReplayError> {
     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
         return Err(invalid(format!("target {:?} must be an http:// or https:// URL with a host", options.target)));
     }
+    // Checked here too, so that a bad rule refuses the replay before any worker is told.
+    if let Some(rules) = &options.rules {
+        ReplayRules::compile(rules, "").map_err(|e| invalid(e.to_string()))?;
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use reprise_proto::v1::RequestRules;
+
     use super::*;
 
     fn request(options: ReplayOptions) -> StartReplayRequest {
@@ -130,13 +137,14 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_with_the_flag_named() {
         type Spoil = fn(&mut ReplayOptions);
-        let cases: [(Spoil, &str); 6] = [
+        let cases: [(Spoil, &str); 7] = [
             (|o| o.multiple = 0, "--multiple"),
             (|o| o.speed = f64::NAN, "--speed"),
             (|o| o.pacing = 9, "pacing mode 9"),
             (|o| o.rate_per_sec = -1.0, "--rate"),
             (|o| o.max_in_flight = 0, "--max-in-flight"),
             (|o| o.target = "ftp://host".into(), "http:// or https://"),
+            (|o| o.rules = Some(RequestRules { deny_urls: vec!["[".into()], ..Default::default() }), "--deny-url"),
         ];
         for (spoil, named) in cases {
             let mut options = valid();

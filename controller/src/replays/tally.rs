@@ -393,6 +393,7 @@ impl Tally {
             breach: None,
             warnings: plan.warnings.clone(),
             sent_cut: self.sum(|s| s.sent_cut),
+            filtered: self.sum(|s| s.records_filtered),
         };
         judge(&mut status, replay.state, spec);
         status
@@ -428,7 +429,14 @@ fn breach(status: &ReplayStatus, spec: &ReplaySpec) -> Option<String> {
         named.chain((server_errors > 0).then(|| format!("5xx {server_errors}"))).collect::<Vec<_>>().join(", ")
     };
     if status.sent == 0 {
-        return Some(format!("no request was sent ({} records read, {} skipped)", status.read, status.skipped));
+        let filtered = match status.filtered {
+            0 => String::new(),
+            n => format!(", {n} left out by the replay's rules"),
+        };
+        return Some(format!(
+            "no request was sent ({} records read, {} skipped{filtered})",
+            status.read, status.skipped
+        ));
     }
     if status.ok == 0 {
         let why = if failed > 0 { kinds() } else { format!("4xx {}", status.http_errors) };

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::Request;
 use http_body_util::Full;
-use reprise_proto::v1::{MessageKind, PacingMode};
+use reprise_proto::v1::{MessageKind, PacingMode, TrafficRecord};
 use reprise_store::log::LogError;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -38,17 +38,32 @@ impl Replay {
         }
     }
 
-    fn parse(&self, raw: &[u8]) -> Option<(RecordedRequest, http::Uri)> {
-        let parsed = request::parse(raw).map_err(|e| e.to_string());
-        let with_uri = parsed.and_then(|r| self.target.uri_for(&r).map(|uri| (r, uri)).map_err(|e| e.to_string()));
-        match with_uri {
-            Ok(ok) => Some(ok),
-            Err(error) => {
-                self.stats.records_unreplayable.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(replay = %self.id, %error, "skipping a record that is not a replayable request");
-                None
-            }
+    /// The request to send for a record (the replay's rules applied) and where, or none:
+    /// a response, a record that is no replayable request, or a request the rules leave
+    /// out (both counted).
+    fn request_for(&self, record: &TrafficRecord) -> Option<(RecordedRequest, http::Uri)> {
+        if record.kind() != MessageKind::Request {
+            return None;
         }
+        let unreplayable = |error: String| {
+            self.stats.records_unreplayable.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(replay = %self.id, %error, "skipping a record that is not a replayable request");
+        };
+        let mut recorded = request::parse(&record.http).map_err(|e| unreplayable(e.to_string())).ok()?;
+        let sample_key = [record.connection_id.as_bytes(), &record.sequence.to_be_bytes()];
+        if !self.rules.keeps(recorded.method.as_str(), &recorded.path_and_query, &sample_key) {
+            self.stats.records_filtered.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if let Some(rewritten) = self.rules.rewrite_url(&recorded.path_and_query) {
+            recorded.path_and_query = rewritten;
+        }
+        self.rules.edit_headers(&mut recorded.headers);
+        if self.rules.overrides(&http::header::HOST) {
+            recorded.host = None;
+        }
+        let uri = self.target.uri_for(&recorded).map_err(|e| unreplayable(e.to_string())).ok()?;
+        Some((recorded, uri))
     }
 
     /// Waits until `offset` past the (pause-shifted) start; `None` offset means now.
@@ -231,9 +246,7 @@ impl Dispatcher {
             if replay.stop_if_unheard(reprise_store::now_ms()) {
                 return Ok(PassEnd::Stopped);
             }
-            let request =
-                (located.record.kind() == MessageKind::Request).then(|| replay.parse(&located.record.http)).flatten();
-            let Some((recorded, uri)) = request else {
+            let Some((recorded, uri)) = replay.request_for(&located.record) else {
                 replay.stats.take(lane, pass, located.offset, 0);
                 continue;
             };

@@ -1,0 +1,292 @@
+//! Replay-time rules on the wire: real clients (curl) talk to a server on loopback while
+//! tcpdump captures them; the pcap file is imported as a recording (capture masks
+//! Authorization and Cookie), then replayed by the real `ctl` binary through an
+//! in-process cluster on the real broker and etcd with a new token, no cookie, a
+//! rewritten path and only GET and POST. What reaches the target is compared, header by
+//! header and body, with what the clients sent.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use reprise_capture::CaptureConfig;
+use reprise_loadtests::cluster::TestCluster;
+use reprise_loadtests::procs::binary;
+use tokio_util::sync::CancellationToken;
+
+/// A request as a server saw it.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    method: String,
+    target: String,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// An HTTP/1.1 server answering `200 ok` that keeps every request whole.
+struct Inspector {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Inspector {
+    async fn start() -> Inspector {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+                            let headers = parts
+                                .headers
+                                .iter()
+                                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                                .collect();
+                            let target = parts.uri.path_and_query().map_or("/".into(), |p| p.to_string());
+                            log.lock().unwrap().push(Seen { method: parts.method.to_string(), target, headers, body });
+                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Inspector { addr, seen, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        let mut seen = self.seen.lock().unwrap().clone();
+        seen.sort_by(|a, b| (&a.target, &a.method).cmp(&(&b.target, &b.method)));
+        seen
+    }
+}
+
+impl Drop for Inspector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn curl(args: &[&str]) {
+    let out = std::process::Command::new("curl").args(["-sS", "--fail", "-o", "/dev/null"]).args(args).output();
+    let out = out.expect("curl is installed (deploy/local/setup.sh)");
+    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Bulk GETs over one keep-alive connection, for the sample.
+const ITEMS: usize = 40;
+
+/// Real clients: an authenticated user with a session cookie, and a bulk reader.
+fn clients(base: &str) {
+    let auth = ["-H", "Authorization: Bearer old-token", "-b", "session=s3cr3t"];
+    let with_auth = |extra: &[&str], path: &str| {
+        let url = format!("{base}{path}");
+        curl(&[&auth[..], extra, &[url.as_str()]].concat());
+    };
+    with_auth(&[], "/v1/users/41/profile?view=full");
+    with_auth(&["-H", "Content-Type: application/json", "-d", r#"{"item":7,"qty":2}"#], "/v1/orders");
+    with_auth(&["-X", "PUT", "-d", "name=ann"], "/v1/users/41");
+    with_auth(&["-X", "DELETE"], "/v1/orders/9");
+    with_auth(&[], "/v1/users/42/profile");
+    with_auth(&[], "/health");
+    with_auth(&["-d", "q=shoes"], "/v2/search?page=2");
+    let items: Vec<String> = (0..ITEMS).map(|i| format!("{base}/items/{i}")).collect();
+    curl(&items.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// Captures `base`'s port with tcpdump while the clients run; waits until every
+/// response is in the file (tcpdump may lag on a busy machine), then stops it.
+async fn capture_clients(production: &Inspector, pcap: &Path) -> usize {
+    let mut tcpdump = std::process::Command::new("tcpdump")
+        .args(["-i", "lo", "-U", "--immediate-mode", "-s", "0", "-w"])
+        .arg(pcap)
+        .arg(format!("tcp port {}", production.addr.port()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tcpdump is installed (deploy/local/setup.sh)");
+    let stderr = tcpdump.stderr.take().unwrap();
+    let listening = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr).lines().any(|l| l.is_ok_and(|l| l.contains("listening on")))
+    });
+    assert!(listening.await.unwrap(), "tcpdump did not start");
+    let base = production.url();
+    tokio::task::spawn_blocking(move || clients(&base)).await.unwrap();
+    let answered = production.seen().len();
+    let mut written = 0;
+    for _ in 0..200 {
+        let bytes = std::fs::read(pcap).unwrap_or_default();
+        written = bytes.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
+        if written >= answered {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(written >= answered, "tcpdump wrote {written} of {answered} responses in 20 s");
+    let _ = std::process::Command::new("kill").args(["-INT", &tcpdump.id().to_string()]).status();
+    tcpdump.wait().unwrap();
+    answered
+}
+
+/// Runs the real `ctl` against the cluster; its exit code, stdout and stderr.
+async fn ctl(cluster: &TestCluster, args: &[&str]) -> (i32, String, String) {
+    let mut command = std::process::Command::new(binary("ctl").unwrap());
+    command.arg("--controller").arg(cluster.controller_url()).args(args);
+    let out = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+/// `ctl replay --json`'s summary.
+async fn replay(cluster: &TestCluster, args: &[&str]) -> serde_json::Value {
+    let (code, stdout, stderr) = ctl(cluster, &[&["replay", "--json"], args].concat()).await;
+    assert_eq!(code, 0, "ctl replay {args:?}: {stdout}\n{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replay_rules_change_on_the_wire_exactly_what_they_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let production = Inspector::start().await;
+    let pcap = dir.path().join("clients.pcap");
+    let answered = capture_clients(&production, &pcap).await;
+    assert_eq!(answered, 7 + ITEMS);
+
+    let cluster = TestCluster::start("kafka_etcd", "rules", 2, |_| {}).await.unwrap();
+    let mut config = CaptureConfig::for_log(&cluster.log_url);
+    config.pcap_file = Some(pcap);
+    config.port = vec![production.addr.port()];
+    config.node = Some("pcap".into());
+    config.spool_dir = Some(dir.path().join("spool"));
+    config.catalog = Some(cluster.catalog_url.clone());
+    config.recording = Some("clients".into());
+    let report = reprise_capture::run(config, CancellationToken::new()).await.unwrap();
+    assert_eq!(report.requests, answered as u64);
+    let recording = report.recording_id.expect("a recording");
+
+    // The rules, half in a file and half as flags.
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, "remove-header = [\"Cookie\"]\nmethod = [\"GET\", \"POST\"]\n").unwrap();
+    let target = Inspector::start().await;
+    let summary = replay(
+        &cluster,
+        &[
+            "--recording",
+            &recording,
+            "--target",
+            &target.url(),
+            "--replay-config",
+            rules.to_str().unwrap(),
+            "--set-header",
+            "Authorization: Bearer new-token",
+            "--rewrite-url",
+            "^/v1/users/([0-9]+)/profile:/v2/profiles/$1",
+            "--deny-url",
+            "^/health",
+        ],
+    )
+    .await;
+    let replay_id = summary["id"].as_str().unwrap().to_string();
+    let kept = answered - 3; // PUT, DELETE, /health
+    assert_eq!(summary["state"], "done", "{summary}");
+    assert_eq!((summary["sent"].as_u64(), summary["filtered"].as_u64()), (Some(kept as u64), Some(3)), "{summary}");
+
+    // Each request the clients sent, as the rules make it: the same method, headers and
+    // body, with the new token (on every request), no cookie, the target's host, the marker and the
+    // rewritten path.
+    let expected: Vec<Seen> = {
+        let mut list: Vec<Seen> = production
+            .seen()
+            .into_iter()
+            .filter(|s| (s.method == "GET" || s.method == "POST") && s.target != "/health")
+            .map(|mut s| {
+                s.headers.remove("cookie");
+                s.headers.insert("authorization".into(), "Bearer new-token".into());
+                s.headers.insert("host".into(), target.addr.to_string());
+                s.headers.insert("x-reprise-replay".into(), replay_id.clone());
+                if let Some(user) = s.target.strip_prefix("/v1/users/").and_then(|t| t.strip_suffix("/profile")) {
+                    s.target = format!("/v2/profiles/{user}");
+                } else if let Some(rest) = s.target.strip_prefix("/v1/users/")
+                    && let Some((user, query)) = rest.split_once("/profile?")
+                {
+                    s.target = format!("/v2/profiles/{user}?{query}");
+                }
+                s
+            })
+            .collect();
+        list.sort_by(|a, b| (&a.target, &a.method).cmp(&(&b.target, &b.method)));
+        list
+    };
+    // Authorization was masked at capture, so the recorded value is never what arrives.
+    let arrived = target.seen();
+    assert_eq!(arrived.len(), kept);
+    assert!(arrived.iter().all(|s| !s.headers.contains_key("cookie")));
+    assert!(arrived.iter().any(|s| s.target == "/v2/profiles/41?view=full"), "{arrived:#?}");
+    for (got, want) in arrived.iter().zip(&expected) {
+        assert_eq!(got, want);
+    }
+
+    // A sample sends the same requests every run, and says how many it left out.
+    let sampled_run = |marker: &'static str| {
+        let (recording, url) = (recording.clone(), target.url());
+        let cluster = &cluster;
+        async move {
+            let args = ["--recording", &recording, "--target", &url, "--allow-url", "^/items/", "--sample", "0.5"];
+            let summary = replay(cluster, &[&args[..], &[marker]].concat()).await;
+            (summary["sent"].as_u64().unwrap(), summary["filtered"].as_u64().unwrap())
+        }
+    };
+    let before = target.seen.lock().unwrap().len();
+    let (sent, filtered) = sampled_run("--no-marker").await;
+    assert_eq!(sent + filtered, answered as u64);
+    assert!(sent > 0 && sent < ITEMS as u64, "{sent} of {ITEMS} items in a 0.5 sample");
+    let first: Vec<Seen> = target.seen.lock().unwrap()[before..].to_vec();
+    assert!(first.iter().all(|s| s.target.starts_with("/items/") && !s.headers.contains_key("x-reprise-replay")));
+    let before = target.seen.lock().unwrap().len();
+    assert_eq!(sampled_run("--no-marker").await, (sent, filtered));
+    let mut again: Vec<String> = target.seen.lock().unwrap()[before..].iter().map(|s| s.target.clone()).collect();
+    let mut first: Vec<String> = first.into_iter().map(|s| s.target).collect();
+    first.sort();
+    again.sort();
+    assert_eq!(first, again, "the same requests in both runs");
+
+    // A rule that does not compile stops ctl before anything starts, and the controller
+    // refuses it from any client.
+    let before = target.seen.lock().unwrap().len();
+    let (code, _, stderr) =
+        ctl(&cluster, &["replay", "--recording", &recording, "--target", &target.url(), "--rewrite-url", "([:x"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.starts_with("error: bad --rewrite-url \"([:x\":"), "{stderr}");
+    let mut request = reprise_loadtests::cluster::replay_request(&recording, &target.url(), 1);
+    reprise_loadtests::cluster::options(&mut request).rules =
+        Some(reprise_proto::v1::RequestRules { methods: vec!["GE T".into()], ..Default::default() });
+    let refused = cluster.replay(request).await.unwrap_err().to_string();
+    assert!(refused.contains("invalid argument") && refused.contains("bad --method"), "{refused}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(target.seen.lock().unwrap().len(), before, "nothing sent");
+    cluster.stop().await;
+}
