@@ -2,6 +2,7 @@
 //! loopback, recording through the controller into the real broker + etcd (`kafka_etcd::*`)
 //! and into the file log + file catalog (`file::*`), then replaying.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use std::net::SocketAddr;
@@ -127,6 +128,40 @@ async fn an_original_pace_replay_reports_its_real_duration_and_rate(kind: &str) 
     eprintln!("{:.3} s and {rate:.0} req/s for a {span_s:.3} s recording of {want_rate:.0} req/s", status.duration_s);
     assert!((status.duration_s - span_s).abs() <= 0.02 * span_s, "{} s for {span_s} s", status.duration_s);
     assert!((rate - want_rate).abs() <= 0.02 * want_rate, "{rate} req/s for {want_rate}");
+    cluster.stop().await;
+}
+
+/// The timeline's per-second series is what the target counted per second: sends are
+/// counted in the Unix second they left, the sink counts arrivals in its own, and on
+/// loopback the two differ by the few requests in flight across a second's edge. Every
+/// full second (the first and last are partial) within 2%.
+async fn the_per_second_series_matches_the_targets_own_counts(kind: &str) {
+    let cluster = setup(kind, "seconds").await;
+    let log_url = cluster.log_url.clone();
+    let n = 12_000;
+    let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(4))).await.unwrap();
+    let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
+    let status = cluster.wait_final(&id, LIMIT).await.unwrap();
+    assert_eq!((status.state(), status.sent), (ReplayState::Done, n), "{status:?}");
+    let (_, timeline) = http_get(cluster.controller.http_addr, &format!("/api/replays/{id}/timeline")).await;
+    let series: BTreeMap<i64, u64> = serde_json::from_str::<serde_json::Value>(&timeline)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["at_ms"].as_i64().unwrap() / 1000, p["qps"].as_f64().unwrap() as u64))
+        .collect();
+    let arrivals: BTreeMap<i64, u64> =
+        cluster.sink.report().per_second.iter().map(|(second, by_ip)| (*second, by_ip.values().sum())).collect();
+    assert_eq!(series.values().sum::<u64>(), n, "every send in one second: {series:?}");
+    let full: Vec<i64> = arrivals.keys().copied().skip(1).collect::<Vec<_>>();
+    let full = &full[..full.len().saturating_sub(1)];
+    assert!(full.len() >= 3, "a 4 s replay spans at least 3 full seconds: {arrivals:?}");
+    for second in full {
+        let (ours, theirs) = (series.get(second).copied().unwrap_or(0), arrivals[second]);
+        eprintln!("second {second}: timeline {ours}, target {theirs}");
+        assert!(ours.abs_diff(theirs) as f64 <= 0.02 * theirs as f64, "second {second}: {ours} sent, {theirs} arrived");
+    }
     cluster.stop().await;
 }
 
@@ -312,6 +347,7 @@ reprise_store::on_backends!(
         stats_api_serves_json_sse_metrics_and_dashboard,
         http2_and_constant_rate_replays,
         an_original_pace_replay_reports_its_real_duration_and_rate,
+        the_per_second_series_matches_the_targets_own_counts,
         speed_two_halves_the_timeline_on_the_wire,
         a_rate_cap_holds_the_whole_cluster,
         a_loop_of_three_sends_every_request_three_times_on_shifted_passes,

@@ -4,7 +4,7 @@
 //! cumulative (a controller that re-attaches loses nothing) plus per-interval histograms
 //! for the live timeline.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Serializer, V2Serializer};
-use reprise_proto::v1::{Checkpoint, PartitionShare, WorkerReplayState, WorkerStats};
+use reprise_proto::v1::{Checkpoint, PartitionShare, SecondSends, WorkerReplayState, WorkerStats};
 
 use crate::sender::{ErrorKind, Outcome};
 
@@ -38,6 +38,9 @@ struct Histograms {
     /// This shard's first and last sends: the replay's real span, not a report tick's.
     first_send: Option<Instant>,
     last_send: Option<Instant>,
+    /// This shard's sends per Unix second, oldest first, until a full report has carried
+    /// the second closed.
+    seconds: VecDeque<(i64, u64)>,
 }
 
 impl Histograms {
@@ -49,6 +52,7 @@ impl Histograms {
             lag_interval: new_histogram(),
             first_send: None,
             last_send: None,
+            seconds: VecDeque::new(),
         }
     }
 
@@ -83,6 +87,9 @@ pub struct Stats {
     bytes_received: AtomicU64,
     /// One shard per dispatch thread.
     hists: Vec<Mutex<Histograms>>,
+    /// An instant and its Unix time in ns: dispatch instants are placed in Unix seconds
+    /// from here, without a clock call per send.
+    epoch: (Instant, i64),
     shares: Vec<PartitionShare>,
     /// The share each lane reads a part of (a share may be split into lanes).
     lane_shares: Vec<usize>,
@@ -189,6 +196,7 @@ impl Stats {
             errors: Default::default(),
             bytes_received: AtomicU64::new(0),
             hists: (0..shards.max(1)).map(|_| Mutex::new(Histograms::new())).collect(),
+            epoch: (Instant::now(), reprise_store::now_ns()),
             shares: shares.to_vec(),
             lane_shares: lane_shares.to_vec(),
             progress: lane_shares
@@ -234,11 +242,22 @@ impl Stats {
     pub fn record_dispatch(&self, shard: usize, dispatched: Instant, lag_us: u64, request_bytes: u64) {
         self.sent.fetch_add(1, Ordering::Relaxed);
         self.bytes_sent.fetch_add(request_bytes, Ordering::Relaxed);
+        let unix_ns = match dispatched.checked_duration_since(self.epoch.0) {
+            Some(after) => self.epoch.1 + after.as_nanos() as i64,
+            None => self.epoch.1 - self.epoch.0.duration_since(dispatched).as_nanos() as i64,
+        };
+        let second = unix_ns.div_euclid(1_000_000_000);
         let mut h = self.hists[shard].lock().expect("stats lock");
         h.lag_total.saturating_record(lag_us.max(1));
         h.lag_interval.saturating_record(lag_us.max(1));
         h.first_send.get_or_insert(dispatched);
         h.last_send = Some(dispatched);
+        // One thread per shard, so its sends come in time order: only the newest second
+        // can still grow.
+        match h.seconds.back_mut() {
+            Some((last, sent)) if *last == second => *sent += 1,
+            _ => h.seconds.push_back((second, 1)),
+        }
     }
 
     /// The first and the last send over every shard, as Unix times in nanoseconds.
@@ -307,9 +326,14 @@ impl Stats {
         self.status.iter().map(load).sum::<u64>() + self.errors.iter().map(load).sum::<u64>()
     }
 
-    /// The histograms of every shard, merged; the interval starts again.
-    fn merged_histograms(&self) -> Histograms {
+    /// The histograms of every shard, merged, and the sends per second; the interval
+    /// starts again, and the seconds reported closed are dropped.
+    fn merged_histograms(&self) -> (Histograms, Vec<SecondSends>) {
+        // A second is closed once the clock is a second past its end: a send timed in it
+        // may still be taking its shard's lock for a moment after.
+        let open_from = reprise_store::now_ns().div_euclid(1_000_000_000) - 1;
         let mut merged = Histograms::new();
+        let mut seconds = BTreeMap::new();
         for shard in &self.hists {
             // Copy under the lock, merge and serialise outside it.
             let copy = {
@@ -317,11 +341,15 @@ impl Stats {
                 let copy = h.clone();
                 h.latency_interval.reset();
                 h.lag_interval.reset();
+                h.seconds.retain(|(second, _)| *second >= open_from);
                 copy
             };
             merged.add(&copy);
+            for (second, sent) in copy.seconds {
+                *seconds.entry(second).or_default() += sent;
+            }
         }
-        merged
+        (merged, seconds.into_iter().map(|(unix_s, sent)| SecondSends { unix_s, sent }).collect())
     }
 
     /// A cumulative report. A full one carries the histograms and starts a new interval;
@@ -336,10 +364,12 @@ impl Stats {
     ) -> WorkerStats {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let encoded = (!light).then(|| {
-            let merged = self.merged_histograms();
-            [&merged.latency_total, &merged.lag_total, &merged.latency_interval, &merged.lag_interval].map(serialize)
+            let (merged, seconds) = self.merged_histograms();
+            let histograms = [&merged.latency_total, &merged.lag_total, &merged.latency_interval, &merged.lag_interval];
+            (histograms.map(serialize), seconds)
         });
-        let [latency_us_total, lag_us_total, latency_us_interval, lag_us_interval] = encoded.unwrap_or_default();
+        let ([latency_us_total, lag_us_total, latency_us_interval, lag_us_interval], sends_per_second) =
+            encoded.unwrap_or_default();
         let (checkpoints, sends_past_checkpoints) = self.share_checkpoints();
         let (first_send_unix_ns, last_send_unix_ns) = self.send_window();
         WorkerStats {
@@ -378,6 +408,7 @@ impl Stats {
             sent_cut: load(&self.sent_cut),
             first_send_unix_ns,
             last_send_unix_ns,
+            sends_per_second,
         }
     }
 }
@@ -411,6 +442,24 @@ mod tests {
 
     fn report(stats: &Stats, light: bool) -> WorkerStats {
         stats.report(&ID, 1, WorkerReplayState::Running, "", light)
+    }
+
+    #[test]
+    fn sends_are_counted_per_unix_second_until_reported_closed() {
+        let stats = Stats::new(&[share(0, 0, 9)], &[0], 2);
+        let now = Instant::now();
+        let (now_s, old) = (reprise_store::now_ns().div_euclid(1_000_000_000), now - std::time::Duration::from_secs(5));
+        stats.record_dispatch(0, old, 1, 1);
+        stats.record_dispatch(1, old, 1, 1);
+        stats.record_dispatch(1, now, 1, 1);
+        let seconds = |r: WorkerStats| r.sends_per_second.iter().map(|s| (s.unix_s, s.sent)).collect::<Vec<_>>();
+        let first = seconds(report(&stats, false));
+        assert_eq!(first.iter().map(|(_, n)| n).sum::<u64>(), 3);
+        assert!(first[0].0 <= now_s - 4 && first[0].1 == 2, "{first:?}");
+        assert!(seconds(report(&stats, true)).is_empty(), "a light report has none");
+        let second = seconds(report(&stats, false));
+        assert_eq!(second.len(), 1, "the closed second went once: {second:?}");
+        assert_eq!((second[0].1, second[0].0 >= now_s - 1), (1, true));
     }
 
     #[test]

@@ -91,8 +91,7 @@ impl ReplayManager {
         let until_start = start_at - now_ns();
         tokio::time::sleep(Duration::from_nanos(until_start.max(0) as u64)).await;
         // A replay taken over mid-way started in the past: its timeline counts from then.
-        let started = Instant::now().checked_sub(Duration::from_nanos((-until_start).max(0) as u64));
-        live.tally.lock().expect("lock").start(started.unwrap_or_else(Instant::now));
+        live.tally.lock().expect("lock").start(start_at);
         let mut every = tokio::time::interval(Duration::from_secs(1));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every.tick().await;
@@ -101,21 +100,22 @@ impl ReplayManager {
             self.hand_over_due(&live).await;
             self.store_progress(&live).await;
             let cancelling = live.cancel_requested();
-            let (done, point) = {
+            let (done, points) = {
                 let mut tally = live.tally.lock().expect("lock");
-                (tally.workers_final(cancelling), tally.timeline_point(Instant::now(), now_ms()))
+                let done = tally.workers_final(cancelling);
+                (done, tally.timeline_points(now_ns()))
             };
             if done {
-                self.finish(&live, point).await;
+                self.finish(&live, points.last().cloned()).await;
                 return;
             }
-            live.publish(Some(point));
+            live.publish(points.last().cloned());
         }
     }
 
     /// Settles the final state from the workers' reports, tells the watchers, and
     /// stores it with the summary.
-    async fn finish(&self, live: &LiveReplay, point: reprise_proto::v1::TimelinePoint) {
+    async fn finish(&self, live: &LiveReplay, point: Option<reprise_proto::v1::TimelinePoint>) {
         let (state, error) = live.tally.lock().expect("lock").outcome(live.cancel_requested());
         {
             let mut replay = live.replay.lock().expect("lock");
@@ -126,7 +126,7 @@ impl ReplayManager {
         let mut replay = live.record();
         replay.summary = serde_json::to_value(live.status()).expect("serialisable");
         tracing::info!(replay = %replay.id, state = %replay.state, "replay finished");
-        live.publish(Some(point));
+        live.publish(point);
         // The catalog may be out of reach for a while: try again (a controller that takes
         // over later settles the replay from the workers' final reports, kept 10 min).
         let mut every = tokio::time::interval(Duration::from_secs(1));

@@ -19,6 +19,11 @@ use crate::status::{empty_histogram, histogram, percentiles};
 
 /// Timeline points kept per replay (an hour at one per second).
 const MAX_TIMELINE: usize = 3600;
+
+/// A second's point is made at the latest this long after it, whether or not every
+/// worker has reported it closed (a worker whose reports are late must not stall the
+/// series).
+const FORCE_CLOSE_S: i64 = 5;
 /// Allowance for the clocks of controller and worker to differ when the controller
 /// reckons that a lost worker's grace has passed.
 pub const CLOCK_MARGIN: Duration = Duration::from_secs(1);
@@ -33,7 +38,6 @@ pub struct WorkerTally {
     handover: Option<Handover>,
     /// Why the part's ranges could not be handed over.
     abandoned: Option<String>,
-    sent_at_last_tick: u64,
 }
 
 impl WorkerTally {
@@ -72,8 +76,15 @@ pub struct Tally {
     interval_latency: Histogram<u64>,
     interval_lag: Histogram<u64>,
     timeline: VecDeque<TimelinePoint>,
-    last_tick: Option<(Instant, u64)>,
-    started: Option<Instant>,
+    /// Sends per Unix second per part, as the workers report them, until the second's
+    /// point is made.
+    seconds: BTreeMap<i64, BTreeMap<PartKey, u64>>,
+    /// The first second without a point yet, once there is one.
+    next_second: Option<i64>,
+    /// Sends up to the end of the last second with a point.
+    sent_through: u64,
+    /// The replay's start, ns since the epoch.
+    start_unix_ns: i64,
 }
 
 /// One count of a worker report.
@@ -95,8 +106,10 @@ impl Tally {
             interval_latency: empty_histogram(),
             interval_lag: empty_histogram(),
             timeline: VecDeque::new(),
-            last_tick: None,
-            started: None,
+            seconds: BTreeMap::new(),
+            next_second: None,
+            sent_through: 0,
+            start_unix_ns: 0,
         };
         for part in &plan.workers {
             tally.add_part(part);
@@ -114,14 +127,13 @@ impl Tally {
             lost: None,
             handover: part.handed_over.clone(),
             abandoned: None,
-            sent_at_last_tick: 0,
         };
         self.workers.insert(part.key(), tally);
     }
 
-    /// The replay's timeline starts now (its first point counts from here).
-    pub fn start(&mut self, now: Instant) {
-        self.started = Some(now);
+    /// The replay starts (started) at this Unix time: its points count from here.
+    pub fn start(&mut self, start_unix_ns: i64) {
+        self.start_unix_ns = start_unix_ns;
     }
 
     /// Takes a report in; whether it was the part's final one.
@@ -140,6 +152,12 @@ impl Tally {
             _ => {
                 let _ = self.interval_latency.add(histogram(&report.latency_us_interval));
                 let _ = self.interval_lag.add(histogram(&report.lag_us_interval));
+                // Counts so far: a later report of the same second replaces them. A second
+                // whose point is made already (forced) takes nothing more.
+                let made = self.next_second.unwrap_or(i64::MIN);
+                for second in report.sends_per_second.iter().filter(|s| s.unix_s >= made) {
+                    self.seconds.entry(second.unix_s).or_default().insert(key.clone(), second.sent);
+                }
             }
         }
         worker.latest = Some(report);
@@ -260,38 +278,58 @@ impl Tally {
         fields.iter().map(|(name, field)| (name.to_string(), self.sum(field))).collect()
     }
 
-    /// Closes the current second: rates and percentiles since the previous point.
-    pub fn timeline_point(&mut self, now: Instant, at_ms: i64) -> TimelinePoint {
-        let (sent, ok, errors) = (self.sum(|s| s.sent), self.sum(ok_count), self.sum(error_count));
-        let (since, sent_before) = self.last_tick.unwrap_or((self.started.unwrap_or(now), 0));
-        let seconds = now.duration_since(since).as_secs_f64().max(1e-3);
-        let mut per_worker = BTreeMap::new();
-        for ((id, _), worker) in &mut self.workers {
-            let sent = worker.latest.as_ref().map_or(0, |s| s.sent);
-            *per_worker.entry(id.clone()).or_default() += sent - worker.sent_at_last_tick.min(sent);
-            worker.sent_at_last_tick = sent;
+    /// The points of the seconds that are complete: every part that may still send has
+    /// reported the second closed, or it ended [`FORCE_CLOSE_S`] ago. Latency and lag are
+    /// those reported since the previous point.
+    pub fn timeline_points(&mut self, now_unix_ns: i64) -> Vec<TimelinePoint> {
+        const NS: i64 = 1_000_000_000;
+        let Some(first) = self.next_second.or_else(|| self.seconds.keys().next().copied()) else { return Vec::new() };
+        // A worker's report at T carries every second before T's previous one closed.
+        let reported_through = self
+            .workers
+            .values()
+            .filter(|w| !w.is_final())
+            .map(|w| w.latest.as_ref().map_or(i64::MIN, |r| r.at_unix_ns.div_euclid(NS) - 2));
+        let horizon = match reported_through.min() {
+            Some(through) => through.max(now_unix_ns.div_euclid(NS) - FORCE_CLOSE_S),
+            None => self.seconds.keys().next_back().copied().unwrap_or(first - 1),
+        };
+        if horizon < first {
+            return Vec::new();
         }
         let (latency, lag) = (percentiles(&self.interval_latency), percentiles(&self.interval_lag));
         self.interval_latency.reset();
         self.interval_lag.reset();
-        let point = TimelinePoint {
-            t_s: self.started.map_or(0.0, |s| now.duration_since(s).as_secs_f64()),
-            at_ms,
-            qps: (sent - sent_before.min(sent)) as f64 / seconds,
-            sent,
-            ok,
-            errors,
-            latency_p50_ms: latency.p50,
-            latency_p99_ms: latency.p99,
-            lag_p99_ms: lag.p99,
-            workers: per_worker,
-        };
-        self.last_tick = Some((now, sent));
-        if self.timeline.len() >= MAX_TIMELINE {
-            self.timeline.pop_front();
+        let (ok, errors) = (self.sum(ok_count), self.sum(error_count));
+        let mut points = Vec::new();
+        for second in first.max(horizon - MAX_TIMELINE as i64 + 1)..=horizon {
+            let mut workers = BTreeMap::new();
+            for ((id, _), sent) in self.seconds.remove(&second).unwrap_or_default() {
+                *workers.entry(id).or_default() += sent;
+            }
+            let sent: u64 = workers.values().sum();
+            self.sent_through += sent;
+            points.push(TimelinePoint {
+                t_s: ((second + 1) * NS - self.start_unix_ns).max(0) as f64 / 1e9,
+                at_ms: second * 1000,
+                qps: sent as f64,
+                sent: self.sent_through,
+                ok,
+                errors,
+                latency_p50_ms: latency.p50,
+                latency_p99_ms: latency.p99,
+                lag_p99_ms: lag.p99,
+                workers,
+            });
         }
-        self.timeline.push_back(point.clone());
-        point
+        self.next_second = Some(horizon + 1);
+        for point in &points {
+            if self.timeline.len() >= MAX_TIMELINE {
+                self.timeline.pop_front();
+            }
+            self.timeline.push_back(point.clone());
+        }
+        points
     }
 
     pub fn timeline(&self) -> Vec<TimelinePoint> {
@@ -471,7 +509,7 @@ mod tests {
     use std::time::Duration;
 
     use hdrhistogram::serialization::{Serializer, V2Serializer};
-    use reprise_proto::v1::{ReplayOptions, WorkerReplayState};
+    use reprise_proto::v1::{ReplayOptions, SecondSends, WorkerReplayState};
     use reprise_store::log::RangeSpec;
 
     use super::*;
@@ -589,12 +627,15 @@ mod tests {
     fn a_repeated_or_older_report_changes_nothing() {
         let plan = plan(&["a"]);
         let mut tally = Tally::new(&plan);
-        tally.on_report(&key("a"), report(2, WorkerReplayState::Running, 10, 10, &[1000]));
+        let with_second =
+            |r: WorkerStats| WorkerStats { sends_per_second: vec![SecondSends { unix_s: 0, sent: 10 }], ..r };
+        tally.on_report(&key("a"), with_second(report(2, WorkerReplayState::Running, 10, 10, &[1000])));
         tally.on_report(&key("a"), report(1, WorkerReplayState::Running, 5, 5, &[1000]));
-        tally.on_report(&key("a"), report(2, WorkerReplayState::Running, 10, 10, &[1000]));
+        tally.on_report(&key("a"), with_second(report(2, WorkerReplayState::Running, 10, 10, &[1000])));
         let status = tally.status(&replay(ReplayState::Running, None, None), &spec(PacingMode::Max), &plan, 0);
         assert_eq!(status.sent, 10);
-        assert_eq!(tally.timeline_point(Instant::now(), 0).latency_p99_ms, 1.0, "the interval counted once");
+        let point = &tally.timeline_points(10 * NS)[0];
+        assert_eq!((point.qps, point.latency_p99_ms), (10.0, 1.0), "the report counted once");
         assert!(tally.on_report(&key("unknown"), report(1, WorkerReplayState::Running, 1, 1, &[])), "unknown: ignored");
     }
 
@@ -665,24 +706,49 @@ mod tests {
         assert!((status.latency().max - 4.0).abs() < 0.01, "{:?}", status.latency());
     }
 
+    const NS: i64 = 1_000_000_000;
+
+    /// A report made at Unix second `at`, with sends per second.
+    fn at(at: i64, report: WorkerStats, seconds: &[(i64, u64)]) -> WorkerStats {
+        let sends_per_second = seconds.iter().map(|&(unix_s, sent)| SecondSends { unix_s, sent }).collect();
+        WorkerStats { at_unix_ns: at * NS, sends_per_second, ..report }
+    }
+
     #[test]
-    fn timeline_points_count_each_second_once() {
+    fn timeline_points_are_unix_seconds_made_once_every_part_reported_them_closed() {
+        use WorkerReplayState::{Done, Running};
         let plan = plan(&["a", "b"]);
         let mut tally = Tally::new(&plan);
-        let t0 = Instant::now();
-        tally.start(t0);
-        tally.on_report(&key("a"), report(1, WorkerReplayState::Running, 10, 10, &[2000]));
-        let first = tally.timeline_point(t0 + Duration::from_secs(1), 1_000);
-        assert_eq!((first.sent, first.qps, first.workers["a"], first.workers["b"]), (10, 10.0, 10, 0));
-        assert_eq!(first.latency_p99_ms, 2.0);
-        tally.on_report(&key("a"), report(2, WorkerReplayState::Running, 20, 25, &[]));
-        tally.on_report(&key("b"), report(1, WorkerReplayState::Running, 5, 5, &[]));
-        let second = tally.timeline_point(t0 + Duration::from_secs(3), 3_000);
-        assert_eq!((second.sent, second.qps, second.workers["a"], second.workers["b"]), (30, 10.0, 15, 5));
-        assert_eq!((second.t_s, second.latency_p99_ms), (3.0, 0.0), "interval percentiles start again");
-        assert_eq!(tally.timeline().len(), 2);
+        tally.start(100 * NS + NS / 2);
+        tally.on_report(&key("a"), at(102, report(1, Running, 15, 15, &[2000]), &[(100, 5), (101, 10)]));
+        assert!(tally.timeline_points(102 * NS).is_empty(), "b has not reported");
+        tally.on_report(&key("b"), at(102, report(1, Running, 5, 5, &[]), &[(101, 5)]));
+        let points = tally.timeline_points(102 * NS);
+        assert_eq!(points.len(), 1, "{points:?}");
+        let p = &points[0];
+        assert_eq!((p.at_ms, p.qps, p.sent, p.t_s, p.latency_p99_ms), (100_000, 5.0, 5, 0.5, 2.0));
+        assert_eq!(p.workers, [("a".to_string(), 5)].into());
+
+        // 101 closes once both said so; b has ended, a goes on.
+        tally.on_report(&key("a"), at(103, report(2, Running, 26, 26, &[]), &[(101, 12), (102, 4)]));
+        tally.on_report(&key("b"), at(103, report(2, Done, 5, 5, &[]), &[(101, 5)]));
+        let points = tally.timeline_points(103 * NS);
+        let p = &points[0];
+        assert_eq!((points.len(), p.at_ms, p.qps, p.sent, p.t_s), (1, 101_000, 17.0, 22, 1.5));
+        assert_eq!((p.workers["a"], p.workers["b"], p.latency_p99_ms), (12, 5, 0.0), "percentiles start again");
+
+        // a goes silent: its open second is made anyway, FORCE_CLOSE_S later, and a late
+        // count for it changes nothing.
+        assert!(tally.timeline_points((102 + FORCE_CLOSE_S) * NS - 1).is_empty());
+        let forced = tally.timeline_points((102 + FORCE_CLOSE_S) * NS);
+        assert_eq!(forced.iter().map(|p| (p.at_ms, p.qps)).collect::<Vec<_>>(), [(102_000, 4.0)]);
+        tally.on_report(&key("a"), at(108, report(3, Done, 31, 31, &[]), &[(102, 6), (104, 1)]));
+        let last = tally.timeline_points(108 * NS);
+        let seconds: Vec<(i64, f64)> = last.iter().map(|p| (p.at_ms / 1000, p.qps)).collect();
+        assert_eq!(seconds, [(103, 0.0), (104, 1.0)], "a quiet second is a 0, and all ends are in");
+        assert_eq!(tally.timeline().len(), 5);
         let status = tally.status(&replay(ReplayState::Running, None, None), &spec(PacingMode::Max), &plan, 0);
-        assert_eq!(status.current_qps, 10.0);
+        assert_eq!(status.current_qps, 1.0);
     }
 
     #[test]
