@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ReplayOptions",
         "RequestRules",
         "Percentiles",
+        "EndpointResult",
         "WorkerProgress",
         "ReplayStatus",
         "TimelinePoint",

@@ -1,7 +1,9 @@
 //! What ctl prints: tables for people, JSON for machines, the live progress line and the
 //! replay summary.
 
-use reprise_proto::v1::{CaptureInfo, Ledger, LedgerEntry, Recording, ReplayPlanView, ReplayStatus, WorkerInfo};
+use reprise_proto::v1::{
+    CaptureInfo, EndpointResult, Ledger, LedgerEntry, Recording, ReplayPlanView, ReplayStatus, WorkerInfo,
+};
 use serde::Serialize;
 
 pub fn print_json(value: &impl Serialize) {
@@ -178,6 +180,9 @@ pub fn status(s: &ReplayStatus, json: bool) {
         let bound = s.duplicates_bound;
         println!("reassigned  {} records from lost or stopped workers (at most {bound} sent twice)", s.reassigned);
     }
+    if !s.endpoints.is_empty() {
+        println!("{}", endpoint_table(&s.endpoints));
+    }
     for w in &s.workers {
         let name = if w.part == 0 { w.id.clone() } else { format!("{}#{}", w.id, w.part) };
         let handed = if w.handed_to.is_empty() { String::new() } else { format!("  -> {}", w.handed_to.join(", ")) };
@@ -195,9 +200,54 @@ pub fn status(s: &ReplayStatus, json: bool) {
     }
 }
 
+/// Results per endpoint, one row each: sends, responses by class, errors by kind, and
+/// latency percentiles.
+fn endpoint_table(endpoints: &[EndpointResult]) -> String {
+    let width = endpoints.iter().map(|e| e.endpoint.len()).max().unwrap_or(0).clamp(8, 60);
+    let mut out = format!(
+        "endpoint    {:<width$} {:>9} {:>9} {:>7} {:>7} {:>7} {:>9} {:>9}",
+        "", "sent", "2xx", "3xx", "4xx", "5xx", "errors", "p50/p99 ms"
+    );
+    for e in endpoints {
+        let class = |c: &str| e.status.get(c).copied().unwrap_or(0);
+        let errors: u64 = e.error_kinds.values().sum();
+        let latency = e.latency_ms.as_ref().map_or("-".into(), |l| format!("{:.2}/{:.2}", l.p50, l.p99));
+        let name: String = e.endpoint.chars().take(width).collect();
+        out.push_str(&format!(
+            "\n            {name:<width$} {:>9} {:>9} {:>7} {:>7} {:>7} {errors:>9} {latency:>9}",
+            e.sent,
+            class("2xx") + class("1xx"),
+            class("3xx"),
+            class("4xx"),
+            class("5xx"),
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use reprise_proto::v1::Percentiles;
+
+    #[test]
+    fn the_endpoint_table_has_a_row_per_endpoint() {
+        let row = |endpoint: &str, sent: u64, status: &[(&str, u64)]| EndpointResult {
+            endpoint: endpoint.into(),
+            sent,
+            status: status.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+            error_kinds: [("timeout".to_string(), sent - status.iter().map(|(_, n)| n).sum::<u64>())].into(),
+            latency_ms: Some(Percentiles { p50: 1.5, p99: 12.25, ..Default::default() }),
+        };
+        let table =
+            endpoint_table(&[row("GET /items/{id}", 40, &[("2xx", 39)]), row("POST /v2/search", 1, &[("4xx", 1)])]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        let cells = |line: &str| line.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(cells(lines[1]), ["GET", "/items/{id}", "40", "39", "0", "0", "0", "1", "1.50/12.25"]);
+        assert_eq!(cells(lines[2]), ["POST", "/v2/search", "1", "0", "0", "1", "0", "0", "1.50/12.25"]);
+    }
 
     #[test]
     fn a_ledger_says_none_or_what_was_missed_and_whether_it_is_a_lower_bound() {

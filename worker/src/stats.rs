@@ -4,7 +4,7 @@
 //! cumulative (a controller that re-attaches loses nothing) plus per-interval histograms
 //! for the live timeline.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Serializer, V2Serializer};
-use reprise_proto::v1::{Checkpoint, PartitionShare, SecondSends, WorkerReplayState, WorkerStats};
+use reprise_proto::v1::{Checkpoint, EndpointStats, PartitionShare, SecondSends, WorkerReplayState, WorkerStats};
 
 use crate::sender::{ErrorKind, Outcome};
 
@@ -41,6 +41,58 @@ struct Histograms {
     /// This shard's sends per Unix second, oldest first, until a full report has carried
     /// the second closed.
     seconds: VecDeque<(i64, u64)>,
+    /// This shard's results per endpoint, and each endpoint's slot in them.
+    endpoints: Vec<EndpointTally>,
+    endpoint_slots: HashMap<String, usize>,
+}
+
+/// Distinct endpoints a dispatch thread counts on their own; later ones count as
+/// "other" (a recording of ids in paths the normalisation misses must not grow the
+/// reports without bound).
+const MAX_ENDPOINTS: usize = 64;
+
+/// One endpoint's results on one shard.
+#[derive(Clone)]
+struct EndpointTally {
+    name: String,
+    sent: u64,
+    status: [u64; 5],
+    errors: [u64; 4],
+    latency: Histogram<u64>,
+}
+
+impl EndpointTally {
+    fn new(name: String) -> Self {
+        // Two significant digits: one histogram per endpoint stays small.
+        let latency = Histogram::new_with_bounds(1, HIST_MAX_US, 2).expect("valid histogram bounds");
+        EndpointTally { name, sent: 0, status: [0; 5], errors: [0; 4], latency }
+    }
+
+    fn add(&mut self, other: &EndpointTally) {
+        self.sent += other.sent;
+        self.status.iter_mut().zip(other.status).for_each(|(a, b)| *a += b);
+        self.errors.iter_mut().zip(other.errors).for_each(|(a, b)| *a += b);
+        let _ = self.latency.add(&other.latency);
+    }
+
+    fn to_report(&self) -> EndpointStats {
+        let [status_1xx, status_2xx, status_3xx, status_4xx, status_5xx] = self.status;
+        let [errors_connect, errors_timeout, errors_reset, errors_other] = self.errors;
+        EndpointStats {
+            endpoint: self.name.clone(),
+            sent: self.sent,
+            status_1xx,
+            status_2xx,
+            status_3xx,
+            status_4xx,
+            status_5xx,
+            errors_connect,
+            errors_timeout,
+            errors_reset,
+            errors_other,
+            latency_us: serialize(&self.latency),
+        }
+    }
 }
 
 impl Histograms {
@@ -53,7 +105,25 @@ impl Histograms {
             first_send: None,
             last_send: None,
             seconds: VecDeque::new(),
+            endpoints: Vec::new(),
+            endpoint_slots: HashMap::new(),
         }
+    }
+
+    fn endpoint_slot(&mut self, endpoint: String) -> usize {
+        if let Some(&slot) = self.endpoint_slots.get(&endpoint) {
+            return slot;
+        }
+        let name = if self.endpoint_slots.len() < MAX_ENDPOINTS {
+            endpoint
+        } else {
+            reprise_rules::endpoint::OTHER.to_string()
+        };
+        let slot = *self.endpoint_slots.entry(name.clone()).or_insert(self.endpoints.len());
+        if slot == self.endpoints.len() {
+            self.endpoints.push(EndpointTally::new(name));
+        }
+        slot
     }
 
     fn add(&mut self, other: &Histograms) {
@@ -238,8 +308,14 @@ impl Stats {
         self.lane(record.lane).finished(record.seq);
     }
 
-    /// A send left dispatch thread `shard` at `dispatched`, `lag_us` after it was due.
-    pub fn record_dispatch(&self, shard: usize, dispatched: Instant, lag_us: u64, request_bytes: u64) {
+    /// The slot that dispatch thread `shard` counts `endpoint`'s results in.
+    pub fn endpoint_slot(&self, shard: usize, endpoint: String) -> usize {
+        self.hists[shard].lock().expect("stats lock").endpoint_slot(endpoint)
+    }
+
+    /// A send to the endpoint in `slot` left dispatch thread `shard` at `dispatched`,
+    /// `lag_us` after it was due.
+    pub fn record_dispatch(&self, shard: usize, slot: usize, dispatched: Instant, lag_us: u64, request_bytes: u64) {
         self.sent.fetch_add(1, Ordering::Relaxed);
         self.bytes_sent.fetch_add(request_bytes, Ordering::Relaxed);
         let unix_ns = match dispatched.checked_duration_since(self.epoch.0) {
@@ -252,6 +328,7 @@ impl Stats {
         h.lag_interval.saturating_record(lag_us.max(1));
         h.first_send.get_or_insert(dispatched);
         h.last_send = Some(dispatched);
+        h.endpoints[slot].sent += 1;
         // One thread per shard, so its sends come in time order: only the newest second
         // can still grow.
         match h.seconds.back_mut() {
@@ -273,8 +350,9 @@ impl Stats {
         (first.map(unix), last.map(unix))
     }
 
-    /// A send of dispatch thread `shard` completed; `latency_us` counts from when it was due.
-    pub fn record_outcome(&self, shard: usize, outcome: Outcome, latency_us: u64) {
+    /// A send of dispatch thread `shard` to the endpoint in `slot` completed;
+    /// `latency_us` counts from when it was due.
+    pub fn record_outcome(&self, shard: usize, slot: usize, outcome: Outcome, latency_us: u64) {
         match outcome {
             Outcome::Response { status, body_bytes } => {
                 let class = (usize::from(status / 100)).clamp(1, 5) - 1;
@@ -283,6 +361,9 @@ impl Stats {
                 let mut h = self.hists[shard].lock().expect("stats lock");
                 h.latency_total.saturating_record(latency_us.max(1));
                 h.latency_interval.saturating_record(latency_us.max(1));
+                let endpoint = &mut h.endpoints[slot];
+                endpoint.status[class] += 1;
+                endpoint.latency.saturating_record(latency_us.max(1));
             }
             Outcome::Simulated => {}
             Outcome::Error(kind) => {
@@ -293,6 +374,7 @@ impl Stats {
                     ErrorKind::Other => 3,
                 };
                 self.errors[i].fetch_add(1, Ordering::Relaxed);
+                self.hists[shard].lock().expect("stats lock").endpoints[slot].errors[i] += 1;
             }
         }
     }
@@ -328,12 +410,13 @@ impl Stats {
 
     /// The histograms of every shard, merged, and the sends per second; the interval
     /// starts again, and the seconds reported closed are dropped.
-    fn merged_histograms(&self) -> (Histograms, Vec<SecondSends>) {
+    fn merged_histograms(&self) -> (Histograms, Vec<SecondSends>, Vec<EndpointStats>) {
         // A second is closed once the clock is a second past its end: a send timed in it
         // may still be taking its shard's lock for a moment after.
         let open_from = reprise_store::now_ns().div_euclid(1_000_000_000) - 1;
         let mut merged = Histograms::new();
         let mut seconds = BTreeMap::new();
+        let mut endpoints: BTreeMap<String, EndpointTally> = BTreeMap::new();
         for shard in &self.hists {
             // Copy under the lock, merge and serialise outside it.
             let copy = {
@@ -348,8 +431,15 @@ impl Stats {
             for (second, sent) in copy.seconds {
                 *seconds.entry(second).or_default() += sent;
             }
+            for endpoint in copy.endpoints {
+                match endpoints.get_mut(&endpoint.name) {
+                    Some(merged) => merged.add(&endpoint),
+                    None => _ = endpoints.insert(endpoint.name.clone(), endpoint),
+                }
+            }
         }
-        (merged, seconds.into_iter().map(|(unix_s, sent)| SecondSends { unix_s, sent }).collect())
+        let seconds = seconds.into_iter().map(|(unix_s, sent)| SecondSends { unix_s, sent }).collect();
+        (merged, seconds, endpoints.values().map(EndpointTally::to_report).collect())
     }
 
     /// A cumulative report. A full one carries the histograms and starts a new interval;
@@ -364,11 +454,11 @@ impl Stats {
     ) -> WorkerStats {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let encoded = (!light).then(|| {
-            let (merged, seconds) = self.merged_histograms();
+            let (merged, seconds, endpoints) = self.merged_histograms();
             let histograms = [&merged.latency_total, &merged.lag_total, &merged.latency_interval, &merged.lag_interval];
-            (histograms.map(serialize), seconds)
+            (histograms.map(serialize), seconds, endpoints)
         });
-        let ([latency_us_total, lag_us_total, latency_us_interval, lag_us_interval], sends_per_second) =
+        let ([latency_us_total, lag_us_total, latency_us_interval, lag_us_interval], sends_per_second, endpoints) =
             encoded.unwrap_or_default();
         let (checkpoints, sends_past_checkpoints) = self.share_checkpoints();
         let (first_send_unix_ns, last_send_unix_ns) = self.send_window();
@@ -409,6 +499,7 @@ impl Stats {
             first_send_unix_ns,
             last_send_unix_ns,
             sends_per_second,
+            endpoints,
         }
     }
 }
@@ -440,18 +531,25 @@ mod tests {
         PartitionShare { partition, start_offset, end_offset, stride: 1, phase: 0, ..Default::default() }
     }
 
+    /// Stats of one lane whose shards each count one endpoint, "GET /a", in slot 0.
+    fn stats_with_endpoint(shares: &[PartitionShare], shards: usize) -> Stats {
+        let stats = Stats::new(shares, &[0], shards);
+        (0..shards).for_each(|shard| assert_eq!(stats.endpoint_slot(shard, "GET /a".into()), 0));
+        stats
+    }
+
     fn report(stats: &Stats, light: bool) -> WorkerStats {
         stats.report(&ID, 1, WorkerReplayState::Running, "", light)
     }
 
     #[test]
     fn sends_are_counted_per_unix_second_until_reported_closed() {
-        let stats = Stats::new(&[share(0, 0, 9)], &[0], 2);
+        let stats = stats_with_endpoint(&[share(0, 0, 9)], 2);
         let now = Instant::now();
         let (now_s, old) = (reprise_store::now_ns().div_euclid(1_000_000_000), now - std::time::Duration::from_secs(5));
-        stats.record_dispatch(0, old, 1, 1);
-        stats.record_dispatch(1, old, 1, 1);
-        stats.record_dispatch(1, now, 1, 1);
+        stats.record_dispatch(0, 0, old, 1, 1);
+        stats.record_dispatch(1, 0, old, 1, 1);
+        stats.record_dispatch(1, 0, now, 1, 1);
         let seconds = |r: WorkerStats| r.sends_per_second.iter().map(|s| (s.unix_s, s.sent)).collect::<Vec<_>>();
         let first = seconds(report(&stats, false));
         assert_eq!(first.iter().map(|(_, n)| n).sum::<u64>(), 3);
@@ -464,14 +562,18 @@ mod tests {
 
     #[test]
     fn reports_are_cumulative_with_fresh_intervals() {
-        let stats = Stats::new(&[share(0, 5, 9)], &[0], 2);
+        let stats = stats_with_endpoint(&[share(0, 5, 9)], 2);
         let last_send = Instant::now();
-        stats.record_dispatch(0, last_send - std::time::Duration::from_millis(250), 100, 10);
-        stats.record_outcome(0, Outcome::Response { status: 204, body_bytes: 3 }, 2_000);
-        stats.record_dispatch(1, last_send, 50, 10);
-        stats.record_outcome(1, Outcome::Error(ErrorKind::Timeout), 0);
+        stats.record_dispatch(0, 0, last_send - std::time::Duration::from_millis(250), 100, 10);
+        stats.record_outcome(0, 0, Outcome::Response { status: 204, body_bytes: 3 }, 2_000);
+        stats.record_dispatch(1, 0, last_send, 50, 10);
+        stats.record_outcome(1, 0, Outcome::Error(ErrorKind::Timeout), 0);
         let first = report(&stats, false);
         assert_eq!((first.sent, first.status_2xx, first.errors_timeout, first.bytes_sent), (2, 1, 1, 20));
+        let endpoint = &first.endpoints[..];
+        assert_eq!(endpoint.len(), 1, "both shards' GET /a as one");
+        let e = &endpoint[0];
+        assert_eq!((e.endpoint.as_str(), e.sent, e.status_2xx, e.errors_timeout), ("GET /a", 2, 1, 1));
         let span_ns = first.last_send_unix_ns.unwrap() - first.first_send_unix_ns.unwrap();
         assert!((249_000_000..=251_000_000).contains(&span_ns), "the sends' span across shards: {span_ns} ns");
         let light = report(&stats, true);
@@ -481,6 +583,20 @@ mod tests {
         assert_eq!(decode(&second.lag_us_total).len(), 2);
         assert_eq!(decode(&second.lag_us_interval).len(), 0, "interval restarts after a full report");
         assert_eq!(decode(&first.latency_us_interval).max(), decode(&first.latency_us_total).max());
+    }
+
+    #[test]
+    fn endpoints_past_the_cap_count_as_other() {
+        let stats = Stats::new(&[share(0, 0, 9)], &[0], 1);
+        for i in 0..MAX_ENDPOINTS + 5 {
+            let slot = stats.endpoint_slot(0, format!("GET /p{i}"));
+            stats.record_dispatch(0, slot, Instant::now(), 1, 1);
+        }
+        let endpoints = report(&stats, false).endpoints;
+        assert_eq!(endpoints.len(), MAX_ENDPOINTS + 1);
+        let other = endpoints.iter().find(|e| e.endpoint == reprise_rules::endpoint::OTHER).unwrap();
+        assert_eq!(other.sent, 5);
+        assert_eq!(endpoints.iter().map(|e| e.sent).sum::<u64>(), MAX_ENDPOINTS as u64 + 5);
     }
 
     #[test]

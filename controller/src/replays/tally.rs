@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::spec::ReplaySpec;
 use super::stored::ReplayPlan;
 use crate::planner::{Handover, PartKey, PartProgress, WorkerPlan, part_name};
-use crate::status::{empty_histogram, histogram, percentiles};
+use crate::status::{empty_histogram, endpoint_results, histogram, percentiles};
 
 /// Timeline points kept per replay (an hour at one per second).
 const MAX_TIMELINE: usize = 3600;
@@ -143,11 +143,12 @@ impl Tally {
         if worker.latest.as_ref().is_some_and(|l| l.seq >= report.seq) {
             return worker.is_final();
         }
-        match (&worker.latest, report.light) {
-            // A light report leaves the histograms as they were.
+        match (worker.latest.take(), report.light) {
+            // A light report leaves the histograms and endpoints as they were.
             (Some(previous), true) => {
-                report.latency_us_total = previous.latency_us_total.clone();
-                report.lag_us_total = previous.lag_us_total.clone();
+                report.latency_us_total = previous.latency_us_total;
+                report.lag_us_total = previous.lag_us_total;
+                report.endpoints = previous.endpoints;
             }
             _ => {
                 let _ = self.interval_latency.add(histogram(&report.latency_us_interval));
@@ -432,6 +433,7 @@ impl Tally {
             warnings: plan.warnings.clone(),
             sent_cut: self.sum(|s| s.sent_cut),
             filtered: self.sum(|s| s.records_filtered),
+            endpoints: endpoint_results(self.reports().map(|r| &r.endpoints[..])),
         };
         judge(&mut status, replay.state, spec);
         status

@@ -19,6 +19,8 @@ use tokio::time::Instant;
 
 use super::Replay;
 use super::lanes::{LaneStream, Merge, open_lane};
+use reprise_rules::endpoint::endpoint;
+
 use crate::request::{self, RecordedRequest};
 use crate::sender::{HttpSender, Sender, SenderConfig, SimulatedSender};
 use crate::timer::PreciseTimer;
@@ -38,10 +40,10 @@ impl Replay {
         }
     }
 
-    /// The request to send for a record (the replay's rules applied) and where, or none:
-    /// a response, a record that is no replayable request, or a request the rules leave
-    /// out (both counted).
-    fn request_for(&self, record: &TrafficRecord) -> Option<(RecordedRequest, http::Uri)> {
+    /// The request to send for a record (the replay's rules applied), where, and the
+    /// endpoint it counts under; or none: a response, a record that is no replayable
+    /// request, or a request the rules leave out (both counted).
+    fn request_for(&self, record: &TrafficRecord) -> Option<(RecordedRequest, http::Uri, String)> {
         if record.kind() != MessageKind::Request {
             return None;
         }
@@ -63,7 +65,8 @@ impl Replay {
             recorded.host = None;
         }
         let uri = self.target.uri_for(&recorded).map_err(|e| unreplayable(e.to_string())).ok()?;
-        Some((recorded, uri))
+        let endpoint = endpoint(recorded.method.as_str(), &recorded.path_and_query);
+        Some((recorded, uri, endpoint))
     }
 
     /// Waits until `offset` past the (pause-shifted) start; `None` offset means now.
@@ -246,10 +249,11 @@ impl Dispatcher {
             if replay.stop_if_unheard(reprise_store::now_ms()) {
                 return Ok(PassEnd::Stopped);
             }
-            let Some((recorded, uri)) = replay.request_for(&located.record) else {
+            let Some((recorded, uri, endpoint)) = replay.request_for(&located.record) else {
                 replay.stats.take(lane, pass, located.offset, 0);
                 continue;
             };
+            let slot = replay.stats.endpoint_slot(self.shard, endpoint);
             replay.stats.planned_sends.fetch_add(u64::from(multiple), Ordering::Relaxed);
             let taken = replay.stats.take(lane, pass, located.offset, multiple);
             for _ in 0..multiple {
@@ -277,6 +281,7 @@ impl Dispatcher {
                 let lag = dispatched.saturating_duration_since(due);
                 replay.stats.record_dispatch(
                     self.shard,
+                    slot,
                     dispatched.into_std(),
                     lag.as_micros() as u64,
                     recorded.body.len() as u64,
@@ -292,7 +297,7 @@ impl Dispatcher {
                     let outcome = sender.send(request).await;
                     // Measured from when the request was due, not when it left: a late
                     // send counts as latency (no coordinated omission).
-                    stats.record_outcome(shard, outcome, due.elapsed().as_micros() as u64);
+                    stats.record_outcome(shard, slot, outcome, due.elapsed().as_micros() as u64);
                     stats.finished(taken);
                     stats.in_flight.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
