@@ -28,6 +28,7 @@ pub fn router(state: Arc<ControllerState>) -> Router {
         .route("/api/replays", get(replays))
         .route("/api/replays/{id}", get(replay))
         .route("/api/replays/{id}/timeline", get(timeline))
+        .route("/api/replays/{id}/diff", get(diff))
         .route("/api/replays/{id}/events", get(events))
         .route("/api/workers", get(workers))
         .route("/api/recordings", get(recordings))
@@ -92,6 +93,12 @@ async fn replays(State(state): State<Arc<ControllerState>>) -> ApiResult {
 
 async fn replay(State(state): State<Arc<ControllerState>>, Path(id): Path<String>) -> ApiResult {
     Ok(json(&state.replays.status(&id).await?))
+}
+
+/// An A/B replay's diff per endpoint, as `ctl diff --json` prints it.
+async fn diff(State(state): State<Arc<ControllerState>>, Path(id): Path<String>) -> ApiResult {
+    let status = state.replays.status(&id).await?;
+    Ok(json(&serde_json::json!({ "replay": status.id, "endpoints": status.diffs })))
 }
 
 async fn timeline(State(state): State<Arc<ControllerState>>, Path(id): Path<String>) -> ApiResult {

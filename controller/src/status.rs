@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
-use reprise_proto::v1::{EndpointResult, EndpointStats, Percentiles};
+use reprise_proto::v1::{EndpointDiff, EndpointResult, EndpointStats, Percentiles};
 use reprise_rules::endpoint::OTHER;
 
 /// Endpoints a status names; the rest are summed as "other".
@@ -114,6 +114,52 @@ pub fn endpoint_results<'a>(reports: impl Iterator<Item = &'a [EndpointStats]>) 
     results
 }
 
+/// Endpoints an A/B summary lists (those with differing requests come first).
+pub const MAX_DIFF_ENDPOINTS: usize = 100;
+const MAX_DIFF_SAMPLES: usize = 3;
+
+/// Per endpoint of an A/B replay, the comparisons merged over the workers' reports: the
+/// endpoints with differing requests first (most first), each field most frequent first.
+pub fn diff_results<'a>(reports: impl Iterator<Item = &'a [EndpointStats]>) -> Vec<EndpointDiff> {
+    let mut merged: BTreeMap<&str, EndpointDiff> = BTreeMap::new();
+    let mut noise: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
+    for endpoints in reports {
+        for e in endpoints.iter().filter(|e| e.compared > 0) {
+            let diff = merged
+                .entry(&e.endpoint)
+                .or_insert_with(|| EndpointDiff { endpoint: e.endpoint.clone(), ..Default::default() });
+            diff.compared += e.compared;
+            diff.differing += e.differing;
+            for (field, n) in &e.fields {
+                *diff.field_counts.entry(field.clone()).or_default() += n;
+            }
+            for sample in &e.samples {
+                if diff.samples.len() < MAX_DIFF_SAMPLES && !diff.samples.iter().any(|s| s.field == sample.field) {
+                    diff.samples.push(sample.clone());
+                }
+            }
+            let endpoint_noise = noise.entry(&e.endpoint).or_default();
+            e.noise.iter().for_each(|(field, n)| *endpoint_noise.entry(field.clone()).or_default() += n);
+        }
+    }
+    let by_count = |counts: &BTreeMap<String, u64>| {
+        let mut fields: Vec<(&String, &u64)> = counts.iter().collect();
+        fields.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        fields.into_iter().map(|(field, _)| field.clone()).collect::<Vec<_>>()
+    };
+    let mut diffs: Vec<EndpointDiff> = merged
+        .into_iter()
+        .map(|(name, mut diff)| {
+            diff.fields = by_count(&diff.field_counts);
+            diff.noise = noise.get(name).map(by_count).unwrap_or_default();
+            diff
+        })
+        .collect();
+    diffs.sort_by(|a, b| b.differing.cmp(&a.differing).then(a.endpoint.cmp(&b.endpoint)));
+    diffs.truncate(MAX_DIFF_ENDPOINTS);
+    diffs
+}
+
 #[cfg(test)]
 mod tests {
     use hdrhistogram::serialization::{Serializer, V2Serializer};
@@ -126,6 +172,35 @@ mod tests {
         let mut latency = Vec::new();
         V2Serializer::new().serialize(&h, &mut latency).unwrap();
         EndpointStats { endpoint: name.into(), sent, status_2xx: sent, latency_us: latency, ..Default::default() }
+    }
+
+    #[test]
+    fn diffs_merge_over_workers_differing_endpoints_first() {
+        let compared = |name: &str, compared: u64, differing: u64, fields: &[(&str, u64)], noise: &[(&str, u64)]| {
+            let map = |list: &[(&str, u64)]| list.iter().map(|(f, n)| (f.to_string(), *n)).collect();
+            EndpointStats {
+                endpoint: name.into(),
+                sent: compared,
+                compared,
+                differing,
+                fields: map(fields),
+                noise: map(noise),
+                ..Default::default()
+            }
+        };
+        let a = [
+            compared("GET /a", 10, 0, &[], &[("$.ts", 10)]),
+            compared("POST /b", 5, 2, &[("$.price", 2)], &[]),
+            endpoint_report("GET /not-compared", 3, &[]),
+        ];
+        let b = [compared("POST /b", 5, 3, &[("$.price", 3), ("header:etag", 1)], &[("$.ts", 5)])];
+        let diffs = diff_results([&a[..], &b[..]].into_iter());
+        let rows: Vec<(&str, u64, u64)> =
+            diffs.iter().map(|d| (d.endpoint.as_str(), d.compared, d.differing)).collect();
+        assert_eq!(rows, [("POST /b", 10, 5), ("GET /a", 10, 0)]);
+        assert_eq!(diffs[0].fields, ["$.price", "header:etag"]);
+        assert_eq!((diffs[0].field_counts["$.price"], &diffs[0].noise[..]), (5, &["$.ts".to_string()][..]));
+        assert!(diffs[1].fields.is_empty());
     }
 
     #[test]

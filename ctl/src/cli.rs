@@ -4,7 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use reprise_process::token::Token;
 use reprise_proto::PROTOCOL_VERSION;
-use reprise_proto::v1::{PacingMode, ReplayOptions, StartReplayRequest};
+use reprise_proto::v1::{DiffOptions, PacingMode, ReplayOptions, StartReplayRequest};
 
 use crate::client::UsageError;
 use crate::rules::RuleArgs;
@@ -58,6 +58,9 @@ pub enum Command {
     Replays(JsonFlag),
     /// Show one replay.
     Status(IdArgs),
+    /// Show an A/B replay's diff per endpoint: requests compared, those whose responses
+    /// differed, and in which fields.
+    Diff(IdArgs),
     /// Pause a running replay (its timeline resumes where it stopped).
     Pause(IdArgs),
     /// Resume a paused replay.
@@ -196,6 +199,18 @@ pub struct ReplayArgs {
     pub json: bool,
     #[command(flatten)]
     pub rules: RuleArgs,
+    /// An A/B shadow: send every request to this target too, and diff its responses
+    /// against --target's per endpoint (status, headers, JSON fields or text).
+    #[arg(long, value_parser = parse_target)]
+    pub candidate: Option<String>,
+    /// A second instance of --target's version: a field that differs between it and
+    /// --target for a request is noise there, not a difference.
+    #[arg(long, value_parser = parse_target, requires = "candidate")]
+    pub baseline: Option<String>,
+    /// Leave this out of the diff: a JSON path ($.meta.time, $.items[*].id, with its
+    /// children) or a header name (beside Date, Server and the like); repeatable.
+    #[arg(long = "diff-ignore", value_name = "PATH|HEADER", requires = "candidate")]
+    pub diff_ignore: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -232,6 +247,11 @@ impl ReplayArgs {
                 duration_ms: self.duration.map_or(0, |d| d.as_millis().max(1) as u64),
                 max_error_rate: self.max_error_rate,
                 rules: Some(self.rules.rules()?),
+                diff: self.candidate.as_ref().map(|candidate| DiffOptions {
+                    candidate: candidate.clone(),
+                    baseline: self.baseline.clone().unwrap_or_default(),
+                    ignore: self.diff_ignore.clone(),
+                }),
             }),
             workers: self.workers,
             worker_labels: self.worker_labels.iter().cloned().collect(),

@@ -50,6 +50,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(IdArgs { id, json }) => {
             output::status(&client.get_replay(ReplayRef { id }).await.map_err(status_error)?.into_inner(), json)
         }
+        Command::Diff(IdArgs { id, json }) => {
+            output::diff(&client.get_replay(ReplayRef { id }).await.map_err(status_error)?.into_inner(), json)
+        }
         Command::Pause(args) => control(&target, &mut client, args, ControlAction::Pause).await?,
         Command::Resume(args) => control(&target, &mut client, args, ControlAction::Resume).await?,
         Command::Cancel(args) => control(&target, &mut client, args, ControlAction::Cancel).await?,

@@ -2,7 +2,7 @@
 //! replay summary.
 
 use reprise_proto::v1::{
-    CaptureInfo, EndpointResult, Ledger, LedgerEntry, Recording, ReplayPlanView, ReplayStatus, WorkerInfo,
+    CaptureInfo, EndpointDiff, EndpointResult, Ledger, LedgerEntry, Recording, ReplayPlanView, ReplayStatus, WorkerInfo,
 };
 use serde::Serialize;
 
@@ -183,6 +183,9 @@ pub fn status(s: &ReplayStatus, json: bool) {
     if !s.endpoints.is_empty() {
         println!("{}", endpoint_table(&s.endpoints));
     }
+    if !s.diffs.is_empty() {
+        println!("{}", diff_table(&s.diffs));
+    }
     for w in &s.workers {
         let name = if w.part == 0 { w.id.clone() } else { format!("{}#{}", w.id, w.part) };
         let handed = if w.handed_to.is_empty() { String::new() } else { format!("  -> {}", w.handed_to.join(", ")) };
@@ -198,6 +201,44 @@ pub fn status(s: &ReplayStatus, json: bool) {
     for warning in &s.warnings {
         println!("warning     {warning}");
     }
+}
+
+/// `ctl diff`: an A/B replay's comparisons per endpoint; JSON as `{"endpoints": [...]}`.
+pub fn diff(s: &ReplayStatus, json: bool) {
+    if json {
+        print_json(&serde_json::json!({ "replay": s.id, "endpoints": s.diffs }));
+    } else if s.diffs.is_empty() {
+        println!("replay {} compared no responses (replay with --candidate URL for an A/B diff)", s.id);
+    } else {
+        println!("{}", diff_table(&s.diffs));
+        for d in &s.diffs {
+            for sample in &d.samples {
+                println!(
+                    "sample      {} {}  {}: target {}  candidate {}",
+                    d.endpoint, sample.request, sample.field, sample.target, sample.candidate
+                );
+            }
+        }
+    }
+}
+
+/// Per compared endpoint: requests compared, those that differed, and the fields.
+fn diff_table(diffs: &[EndpointDiff]) -> String {
+    let width = diffs.iter().map(|d| d.endpoint.len()).max().unwrap_or(0).clamp(8, 60);
+    let mut out = format!("diff        {:<width$} {:>9} {:>9}  fields (noise)", "", "compared", "differing");
+    for d in diffs {
+        let name: String = d.endpoint.chars().take(width).collect();
+        let fields: Vec<String> =
+            d.fields.iter().map(|f| format!("{f} {}", d.field_counts.get(f).copied().unwrap_or(0))).collect();
+        let noise = if d.noise.is_empty() { String::new() } else { format!(" ({})", d.noise.join(", ")) };
+        out.push_str(&format!(
+            "\n            {name:<width$} {:>9} {:>9}  {}{noise}",
+            d.compared,
+            d.differing,
+            if fields.is_empty() { "-".to_string() } else { fields.join(", ") },
+        ));
+    }
+    out
 }
 
 /// Results per endpoint, one row each: sends, responses by class, errors by kind, and

@@ -19,6 +19,7 @@
 
 mod dispatch;
 mod lanes;
+mod shadow;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::dispatch::{Dispatcher, SharedPacing, rate_limiter};
 use self::lanes::{Lane, LaneStream, deal_lanes, open_lane, plan_lanes};
+use self::shadow::Shadow;
 use crate::request::Target;
 use crate::stats::{ReportId, Stats};
 
@@ -120,6 +122,8 @@ pub struct Replay {
     pub assignment: AssignRequest,
     target: Target,
     rules: ReplayRules,
+    /// An A/B replay's candidate (and baseline) and its diff rules.
+    shadow: Option<Arc<Shadow>>,
     pub stats: Arc<Stats>,
     log: Arc<dyn TrafficLog>,
     lanes: Vec<Lane>,
@@ -153,6 +157,7 @@ impl Replay {
         let target = Target::parse(&options.target).map_err(ReplayError::Invalid)?;
         let rules = ReplayRules::compile(&options.rules.clone().unwrap_or_default(), &assignment.replay_id)
             .map_err(|e| ReplayError::Invalid(e.to_string()))?;
+        let shadow = Shadow::compile(options.diff.as_ref()).map_err(ReplayError::Invalid)?;
         if options.multiple == 0 {
             return Err(ReplayError::Invalid("multiple must be at least 1".into()));
         }
@@ -184,6 +189,7 @@ impl Replay {
             assignment,
             target,
             rules,
+            shadow,
             stats,
             log,
             lanes,

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use reprise_rules::diff::Response;
 use rustls::DigitallySignedStruct;
 use rustls::SignatureScheme;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified};
@@ -31,6 +32,18 @@ pub enum Outcome {
     Simulated,
 }
 
+impl ErrorKind {
+    /// As reports and diffs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// The connection could not be made (refused, unreachable, TLS handshake).
@@ -45,7 +58,13 @@ pub enum ErrorKind {
 /// Sends one request and classifies how it ended. Never panics on a bad target.
 pub trait Sender: Clone + Send + Sync + 'static {
     fn send(&self, request: Request<Full<Bytes>>) -> impl Future<Output = Outcome> + Send;
+
+    /// Sends and keeps the response (its body up to [`MAX_KEPT_BODY`]) for a diff.
+    fn send_keeping(&self, request: Request<Full<Bytes>>) -> impl Future<Output = (Outcome, Response)> + Send;
 }
+
+/// Body bytes a diff keeps of a response; a longer body is compared by this prefix.
+pub const MAX_KEPT_BODY: usize = 1 << 20;
 
 /// Sender settings from the assignment.
 #[derive(Debug, Clone)]
@@ -90,27 +109,45 @@ impl HttpSender {
     }
 }
 
-impl Sender for HttpSender {
-    async fn send(&self, request: Request<Full<Bytes>>) -> Outcome {
+impl HttpSender {
+    /// Sends and reads the whole response (so the connection goes back to the pool); with
+    /// `keep`, holds on to its headers and the start of its body.
+    async fn exchange(&self, request: Request<Full<Bytes>>, keep: bool) -> (Outcome, Response) {
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| classify_client_error(&e))?;
             let status = response.status().as_u16();
-            // Read the whole body so the connection goes back to the pool.
-            let mut body = response.into_body();
+            let (parts, mut body) = response.into_parts();
             let mut body_bytes = 0u64;
+            let mut kept = Vec::new();
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| classify(&e))?;
                 if let Some(data) = frame.data_ref() {
                     body_bytes += data.len() as u64;
+                    if keep && kept.len() < MAX_KEPT_BODY {
+                        kept.extend_from_slice(&data[..data.len().min(MAX_KEPT_BODY - kept.len())]);
+                    }
                 }
             }
-            Ok::<_, ErrorKind>(Outcome::Response { status, body_bytes })
+            let headers = if keep { parts.headers } else { Default::default() };
+            let kept = Response::Answered { status, headers, body: Bytes::from(kept) };
+            Ok::<_, ErrorKind>((Outcome::Response { status, body_bytes }, kept))
         };
+        let failed = |kind: ErrorKind| (Outcome::Error(kind), Response::Failed(kind.name().to_string()));
         match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(kind)) => Outcome::Error(kind),
-            Err(_) => Outcome::Error(ErrorKind::Timeout),
+            Ok(Ok(done)) => done,
+            Ok(Err(kind)) => failed(kind),
+            Err(_) => failed(ErrorKind::Timeout),
         }
+    }
+}
+
+impl Sender for HttpSender {
+    async fn send(&self, request: Request<Full<Bytes>>) -> Outcome {
+        self.exchange(request, false).await.0
+    }
+
+    async fn send_keeping(&self, request: Request<Full<Bytes>>) -> (Outcome, Response) {
+        self.exchange(request, true).await
     }
 }
 
@@ -204,5 +241,9 @@ impl Sender for SimulatedSender {
     async fn send(&self, request: Request<Full<Bytes>>) -> Outcome {
         std::hint::black_box(request);
         Outcome::Simulated
+    }
+
+    async fn send_keeping(&self, request: Request<Full<Bytes>>) -> (Outcome, Response) {
+        (self.send(request).await, Response::Failed("simulated".into()))
     }
 }

@@ -12,7 +12,10 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Serializer, V2Serializer};
-use reprise_proto::v1::{Checkpoint, EndpointStats, PartitionShare, SecondSends, WorkerReplayState, WorkerStats};
+use reprise_proto::v1::{
+    Checkpoint, DiffSample, EndpointStats, PartitionShare, SecondSends, WorkerReplayState, WorkerStats,
+};
+use reprise_rules::diff::Difference;
 
 use crate::sender::{ErrorKind, Outcome};
 
@@ -51,6 +54,11 @@ struct Histograms {
 /// reports without bound).
 const MAX_ENDPOINTS: usize = 64;
 
+/// Fields a diff counts apart per endpoint; later ones count as "(other fields)".
+const MAX_DIFF_FIELDS: usize = 64;
+/// Samples of differing fields kept per endpoint (one per field).
+const MAX_DIFF_SAMPLES: usize = 3;
+
 /// One endpoint's results on one shard.
 #[derive(Clone)]
 struct EndpointTally {
@@ -59,13 +67,47 @@ struct EndpointTally {
     status: [u64; 5],
     errors: [u64; 4],
     latency: Histogram<u64>,
+    diff: DiffTally,
+}
+
+/// One endpoint's A/B comparisons.
+#[derive(Clone, Default)]
+struct DiffTally {
+    compared: u64,
+    differing: u64,
+    fields: BTreeMap<String, u64>,
+    noise: BTreeMap<String, u64>,
+    samples: Vec<DiffSample>,
+}
+
+impl DiffTally {
+    fn count(map: &mut BTreeMap<String, u64>, field: &str, n: u64) {
+        let field = if map.len() < MAX_DIFF_FIELDS || map.contains_key(field) { field } else { "(other fields)" };
+        *map.entry(field.to_string()).or_default() += n;
+    }
+
+    fn add(&mut self, other: &DiffTally) {
+        self.compared += other.compared;
+        self.differing += other.differing;
+        other.fields.iter().for_each(|(f, n)| Self::count(&mut self.fields, f, *n));
+        other.noise.iter().for_each(|(f, n)| Self::count(&mut self.noise, f, *n));
+        for sample in &other.samples {
+            self.keep_sample(sample.clone());
+        }
+    }
+
+    fn keep_sample(&mut self, sample: DiffSample) {
+        if self.samples.len() < MAX_DIFF_SAMPLES && !self.samples.iter().any(|s| s.field == sample.field) {
+            self.samples.push(sample);
+        }
+    }
 }
 
 impl EndpointTally {
     fn new(name: String) -> Self {
         // Two significant digits: one histogram per endpoint stays small.
         let latency = Histogram::new_with_bounds(1, HIST_MAX_US, 2).expect("valid histogram bounds");
-        EndpointTally { name, sent: 0, status: [0; 5], errors: [0; 4], latency }
+        EndpointTally { name, sent: 0, status: [0; 5], errors: [0; 4], latency, diff: DiffTally::default() }
     }
 
     fn add(&mut self, other: &EndpointTally) {
@@ -73,6 +115,7 @@ impl EndpointTally {
         self.status.iter_mut().zip(other.status).for_each(|(a, b)| *a += b);
         self.errors.iter_mut().zip(other.errors).for_each(|(a, b)| *a += b);
         let _ = self.latency.add(&other.latency);
+        self.diff.add(&other.diff);
     }
 
     fn to_report(&self) -> EndpointStats {
@@ -91,6 +134,11 @@ impl EndpointTally {
             errors_reset,
             errors_other,
             latency_us: serialize(&self.latency),
+            compared: self.diff.compared,
+            differing: self.diff.differing,
+            fields: self.diff.fields.clone(),
+            noise: self.diff.noise.clone(),
+            samples: self.diff.samples.clone(),
         }
     }
 }
@@ -376,6 +424,30 @@ impl Stats {
                 self.errors[i].fetch_add(1, Ordering::Relaxed);
                 self.hists[shard].lock().expect("stats lock").endpoints[slot].errors[i] += 1;
             }
+        }
+    }
+
+    /// A request to the endpoint in `slot` was answered by both sides of an A/B replay:
+    /// `differences` between them, and the fields that differed between the target and
+    /// the baseline for it (noise: not counted as differing).
+    pub fn record_diff(&self, shard: usize, slot: usize, request: &str, differences: &[Difference], noise: &[String]) {
+        let mut h = self.hists[shard].lock().expect("stats lock");
+        let diff = &mut h.endpoints[slot].diff;
+        diff.compared += 1;
+        noise.iter().for_each(|field| DiffTally::count(&mut diff.noise, field, 1));
+        let real: Vec<&Difference> = differences.iter().filter(|d| !noise.contains(&d.field)).collect();
+        if real.is_empty() {
+            return;
+        }
+        diff.differing += 1;
+        for d in real {
+            DiffTally::count(&mut diff.fields, &d.field, 1);
+            diff.keep_sample(DiffSample {
+                field: d.field.clone(),
+                request: request.to_string(),
+                target: d.left.clone(),
+                candidate: d.right.clone(),
+            });
         }
     }
 

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use reprise_proto::v1::{PacingMode, ReplayOptions, StartReplayRequest};
+use reprise_proto::v1::{DiffOptions, PacingMode, ReplayOptions, StartReplayRequest};
+use reprise_rules::diff::DiffRules;
 use reprise_rules::replay::ReplayRules;
 use serde::{Deserialize, Serialize};
 
@@ -101,6 +102,29 @@ fn validate(options: &ReplayOptions) -> Result<(), ReplayError> {
     if let Some(rules) = &options.rules {
         ReplayRules::compile(rules, "").map_err(|e| invalid(e.to_string()))?;
     }
+    if let Some(diff) = &options.diff {
+        validate_diff(diff, options.simulate)?;
+    }
+    Ok(())
+}
+
+fn validate_diff(diff: &DiffOptions, simulate: bool) -> Result<(), ReplayError> {
+    let url = |flag: &str, url: &str| match url.parse::<http::Uri>() {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some() => Ok(()),
+        _ => Err(invalid(format!("{flag} {url:?} must be an http:// or https:// URL with a host"))),
+    };
+    match (diff.candidate.as_str(), diff.baseline.is_empty()) {
+        ("", true) if diff.ignore.is_empty() => return Ok(()),
+        ("", _) => return Err(invalid("--baseline and --diff-ignore need --candidate")),
+        (candidate, _) => url("--candidate", candidate)?,
+    }
+    if !diff.baseline.is_empty() {
+        url("--baseline", &diff.baseline)?;
+    }
+    if simulate {
+        return Err(invalid("--candidate needs real responses: it cannot go with --simulate"));
+    }
+    DiffRules::new(&diff.ignore).map_err(|e| invalid(e.to_string()))?;
     Ok(())
 }
 
@@ -137,7 +161,7 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_with_the_flag_named() {
         type Spoil = fn(&mut ReplayOptions);
-        let cases: [(Spoil, &str); 7] = [
+        let cases: [(Spoil, &str); 10] = [
             (|o| o.multiple = 0, "--multiple"),
             (|o| o.speed = f64::NAN, "--speed"),
             (|o| o.pacing = 9, "pacing mode 9"),
@@ -145,6 +169,18 @@ mod tests {
             (|o| o.max_in_flight = 0, "--max-in-flight"),
             (|o| o.target = "ftp://host".into(), "http:// or https://"),
             (|o| o.rules = Some(RequestRules { deny_urls: vec!["[".into()], ..Default::default() }), "--deny-url"),
+            (|o| o.diff = Some(DiffOptions { candidate: "b:1".into(), ..Default::default() }), "--candidate"),
+            (|o| o.diff = Some(DiffOptions { baseline: "http://c".into(), ..Default::default() }), "need --candidate"),
+            (
+                |o| {
+                    o.diff = Some(DiffOptions {
+                        candidate: "http://b".into(),
+                        ignore: vec!["$.a[".into()],
+                        ..Default::default()
+                    })
+                },
+                "--diff-ignore",
+            ),
         ];
         for (spoil, named) in cases {
             let mut options = valid();

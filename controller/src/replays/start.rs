@@ -63,6 +63,12 @@ impl ReplayManager {
     /// can be replayed whole, the workers, and the plan.
     pub(super) async fn plan(&self, spec: &ReplaySpec) -> Result<(Recording, ReplayPlan), ReplayError> {
         self.allowed.check(&spec.options.target).map_err(ReplayError::TargetNotAllowed)?;
+        // An A/B replay's other sides receive the same traffic: the same list holds.
+        if let Some(diff) = &spec.options.diff {
+            for side in [&diff.candidate, &diff.baseline].into_iter().filter(|url| !url.is_empty()) {
+                self.allowed.check(side).map_err(ReplayError::TargetNotAllowed)?;
+            }
+        }
         let recording = self.replayable_recording(&spec.recording_id).await?;
         let candidates = self.pick_workers(spec).await?;
         let origin_ns = recording.first_timestamp_ns.unwrap_or(0);

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::spec::ReplaySpec;
 use super::stored::ReplayPlan;
 use crate::planner::{Handover, PartKey, PartProgress, WorkerPlan, part_name};
-use crate::status::{empty_histogram, endpoint_results, histogram, percentiles};
+use crate::status::{diff_results, empty_histogram, endpoint_results, histogram, percentiles};
 
 /// Timeline points kept per replay (an hour at one per second).
 const MAX_TIMELINE: usize = 3600;
@@ -434,6 +434,7 @@ impl Tally {
             sent_cut: self.sum(|s| s.sent_cut),
             filtered: self.sum(|s| s.records_filtered),
             endpoints: endpoint_results(self.reports().map(|r| &r.endpoints[..])),
+            diffs: diff_results(self.reports().map(|r| &r.endpoints[..])),
         };
         judge(&mut status, replay.state, spec);
         status

@@ -277,6 +277,7 @@ impl Dispatcher {
                     _ = replay.cancel.cancelled() => return Ok(PassEnd::Stopped),
                 };
                 let request = build_request(&recorded, uri.clone(), options.keep_host);
+                let shadow = replay.shadow.clone().and_then(|s| Some((s.sends(&recorded, options.keep_host)?, s)));
                 let dispatched = Instant::now();
                 let lag = dispatched.saturating_duration_since(due);
                 replay.stats.record_dispatch(
@@ -294,10 +295,14 @@ impl Dispatcher {
                 let (stats, sender, shard) = (replay.stats.clone(), sender.clone(), self.shard);
                 // Spawned on this thread's own runtime: completing it wakes no other thread.
                 tokio::spawn(async move {
-                    let outcome = sender.send(request).await;
+                    let (outcome, ended) = match shadow {
+                        None => (sender.send(request).await, Instant::now()),
+                        Some((sends, shadow)) => shadow.exchange(&sender, request, sends, &stats, (shard, slot)).await,
+                    };
                     // Measured from when the request was due, not when it left: a late
                     // send counts as latency (no coordinated omission).
-                    stats.record_outcome(shard, slot, outcome, due.elapsed().as_micros() as u64);
+                    let latency = ended.saturating_duration_since(due);
+                    stats.record_outcome(shard, slot, outcome, latency.as_micros() as u64);
                     stats.finished(taken);
                     stats.in_flight.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
@@ -322,7 +327,7 @@ async fn open_pass(replay: Arc<Replay>, lanes: Vec<usize>, pass: u32) -> Result<
     Ok(opened)
 }
 
-fn build_request(recorded: &RecordedRequest, uri: http::Uri, keep_host: bool) -> Request<Full<Bytes>> {
+pub(super) fn build_request(recorded: &RecordedRequest, uri: http::Uri, keep_host: bool) -> Request<Full<Bytes>> {
     let mut request = Request::new(Full::new(recorded.body.clone()));
     *request.method_mut() = recorded.method.clone();
     *request.uri_mut() = uri;

@@ -1,0 +1,167 @@
+//! A/B shadow from a recording, end to end: the real `ctl` replays a recording through an
+//! in-process cluster on the real broker and etcd to a target, a candidate that
+//! regressed one JSON field on one endpoint, and a baseline of the target's version;
+//! `ctl diff` must name exactly that endpoint and that field, and nothing else.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use reprise_loadtests::cluster::TestCluster;
+use reprise_loadtests::procs::binary;
+use reprise_loadtests::synth::Profile;
+use serde_json::{Value, json};
+
+/// A small JSON shop: `GET /items/{id}` and `POST /items/{id}` answer the item, with the
+/// time it was served (different on every response, as real services' are). `price` is
+/// the POST's price: the candidate's regression.
+struct Shop {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Shop {
+    async fn start(price: u64) -> Shop {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let id = request.uri().path().rsplit('/').next().unwrap_or("").to_string();
+                        let served_at = reprise_store::now_ns();
+                        let body = match *request.method() {
+                            hyper::Method::POST => {
+                                json!({"id": id, "price": price, "currency": "EUR", "served_at": served_at})
+                            }
+                            _ => json!({"id": id, "name": "item", "tags": ["a", "b"], "served_at": served_at}),
+                        };
+                        let mut response = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
+                        response.headers_mut().insert("content-type", "application/json".parse().unwrap());
+                        response.headers_mut().insert("etag", "\"v1\"".parse().unwrap());
+                        async { Ok::<_, Infallible>(response) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Shop { addr, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn ctl(cluster: &TestCluster, args: &[&str]) -> Value {
+    let mut command = std::process::Command::new(binary("ctl").unwrap());
+    command.arg("--controller").arg(cluster.controller_url()).args(args).arg("--json");
+    let out = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "ctl {args:?}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// (endpoint, compared, differing, fields, noise): a row of `ctl diff --json`.
+type DiffRow = (String, u64, u64, Vec<String>, Vec<String>);
+
+fn rows(diff: &Value) -> Vec<DiffRow> {
+    let strings = |v: &Value| v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    diff["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let count = |k: &str| e[k].as_u64().unwrap();
+            (
+                e["endpoint"].as_str().unwrap().into(),
+                count("compared"),
+                count("differing"),
+                strings(&e["fields"]),
+                strings(&e["noise"]),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ab_replay_names_exactly_the_regressed_endpoint_and_field() {
+    let (target, candidate, baseline) = (Shop::start(10).await, Shop::start(11).await, Shop::start(10).await);
+    let cluster = TestCluster::start("kafka_etcd", "abdiff", 2, |_| {}).await.unwrap();
+    let log_url = cluster.log_url.clone();
+    let n = 300;
+    let profile = Profile::constant(n, reprise_store::now_ns() - 60_000_000_000, 1_000_000_000, 8, 16);
+    let recording = cluster.record(&log_url, &profile).await.unwrap();
+    let (posts, gets) = (n / 3, n - n / 3);
+    let (post, get) = ("POST /items/{id}".to_string(), "GET /items/{id}".to_string());
+    let price = vec!["$.price".to_string()];
+    let noise = vec!["$.served_at".to_string()];
+
+    // With a baseline: served_at differs between two instances of one version, so it is
+    // noise; price differs only on the candidate's POSTs.
+    let ab = ["replay", "--recording", &recording.id, "--target", &target.url(), "--candidate", &candidate.url()];
+    let summary = ctl(&cluster, &[&ab[..], &["--baseline", &baseline.url()]].concat()).await;
+    assert_eq!((summary["state"].as_str(), summary["sent"].as_u64()), (Some("done"), Some(n)), "{summary}");
+    let id = summary["id"].as_str().unwrap().to_string();
+    let diff = ctl(&cluster, &["diff", &id]).await;
+    assert_eq!(
+        rows(&diff),
+        [(post.clone(), posts, posts, price.clone(), noise.clone()), (get.clone(), gets, 0, vec![], noise.clone())],
+        "{diff}"
+    );
+    let sample = &diff["endpoints"][0]["samples"][0];
+    assert_eq!(
+        (sample["field"].as_str(), sample["target"].as_str(), sample["candidate"].as_str()),
+        (Some("$.price"), Some("10"), Some("11"))
+    );
+    assert!(sample["request"].as_str().unwrap().starts_with("/items/"), "{sample}");
+    // The stats API serves the same document.
+    let api = http_get(cluster.controller.http_addr, &format!("/api/replays/{id}/diff")).await;
+    assert_eq!(serde_json::from_str::<Value>(&api).unwrap(), diff);
+
+    // Without a baseline, the volatile field shows on every request...
+    let summary = ctl(&cluster, &ab).await;
+    let diff = ctl(&cluster, &["diff", summary["id"].as_str().unwrap()]).await;
+    let served_at_price = vec!["$.served_at".to_string(), "$.price".to_string()];
+    let mut got = rows(&diff);
+    got.iter_mut().for_each(|row| row.3.sort());
+    let mut want_post = served_at_price.clone();
+    want_post.sort();
+    // (most differing requests first)
+    assert_eq!(
+        got,
+        [(get.clone(), gets, gets, noise.clone(), vec![]), (post.clone(), posts, posts, want_post, vec![])]
+    );
+    // ... until --diff-ignore leaves it out.
+    let summary = ctl(&cluster, &[&ab[..], &["--diff-ignore", "$.served_at"]].concat()).await;
+    let diff = ctl(&cluster, &["diff", summary["id"].as_str().unwrap()]).await;
+    assert_eq!(rows(&diff), [(post, posts, posts, price, vec![]), (get, gets, 0, vec![], vec![])]);
+    cluster.stop().await;
+}
+
+/// A plain HTTP/1.1 GET on loopback; the body.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await.unwrap().unwrap();
+    let text = String::from_utf8(response).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
