@@ -9,6 +9,11 @@
 //!   striped over all workers: worker `j` of `k` reads the offsets where
 //!   `offset % k == (j + partition) % k`. Each worker then holds an even sample of the
 //!   whole timeline, at the cost of every worker reading every partition.
+//!
+//! A session-aware replay ([`Split::ByConnection`]) keeps every record of one original
+//! connection with one worker: the log is keyed by connection, so a partition holds
+//! whole connections, and partitions go whole to workers however unbalanced (spread a
+//! recording over as many partitions as workers and their dispatch threads).
 
 use reprise_store::log::RangeSpec;
 use reprise_store::schema::PartitionRange;
@@ -149,14 +154,31 @@ pub struct Candidate {
     pub grace_ms: u64,
 }
 
+/// How a plan may cut the recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// Whole partitions when balanced, else every partition striped by offset.
+    Striped,
+    /// Whole partitions only, so that each original connection stays on one worker.
+    ByConnection,
+}
+
+impl Split {
+    pub fn of(sessions: bool) -> Split {
+        if sessions { Split::ByConnection } else { Split::Striped }
+    }
+}
+
 /// Plans `ranges` over `workers`. Workers that would get nothing are left out.
-pub fn plan(ranges: &[PartitionRange], workers: &[Candidate]) -> Vec<WorkerPlan> {
+pub fn plan(ranges: &[PartitionRange], workers: &[Candidate], split: Split) -> Vec<WorkerPlan> {
     let ranges: Vec<&PartitionRange> = ranges.iter().filter(|r| !r.is_empty()).collect();
     if workers.is_empty() || ranges.is_empty() {
         return Vec::new();
     }
     let mut plans: Vec<WorkerPlan> = workers.iter().map(|w| WorkerPlan::new(w, 0)).collect();
-    if ranges.len() >= workers.len() && whole_partitions(&ranges, &mut plans) {
+    let balanced = whole_partitions(&ranges, &mut plans);
+    if split == Split::ByConnection || (ranges.len() >= workers.len() && balanced) {
+        plans.retain(|p| p.records > 0);
         return plans;
     }
     let k = workers.len() as u32;
@@ -177,21 +199,30 @@ pub fn plan(ranges: &[PartitionRange], workers: &[Candidate]) -> Vec<WorkerPlan>
 }
 
 /// Spreads what is left of lost parts over `workers`: every range is striped over all of
-/// them, as a plan is, so the takeover is shared evenly. `next_part(worker)` numbers each
-/// worker's new part.
+/// them, as a plan is, so the takeover is shared evenly (whole ranges to the least
+/// loaded, by connection). `next_part(worker)` numbers each worker's new part.
 pub fn takeover(
     remainder: &[(RangeSpec, Resume)],
     passes: Option<u32>,
     workers: &[Candidate],
     next_part: impl Fn(&str) -> u32,
+    split: Split,
 ) -> Vec<WorkerPlan> {
     let mut plans: Vec<WorkerPlan> = workers.iter().map(|w| WorkerPlan::new(w, next_part(&w.id))).collect();
     if plans.is_empty() {
         return plans;
     }
     for (range, from) in remainder {
+        let stripes = match split {
+            Split::ByConnection => vec![*range],
+            Split::Striped => range.split(plans.len() as u32),
+        };
         // Striped from the share's start, so that later passes split the same way.
-        for (j, stripe) in range.split(plans.len() as u32).into_iter().enumerate() {
+        for (j, stripe) in stripes.into_iter().enumerate() {
+            let j = match split {
+                Split::ByConnection => (0..plans.len()).min_by_key(|&i| plans[i].records).expect("a worker"),
+                Split::Striped => j,
+            };
             let records = remaining_records(&stripe, *from, passes);
             // An endless replay's stripe counts one pass, but has every later one to send.
             if records > 0 || (passes.is_none() && !stripe.is_empty()) {
@@ -254,9 +285,23 @@ mod tests {
     }
 
     #[test]
+    fn by_connection_partitions_go_whole_even_unbalanced_and_so_do_takeovers() {
+        let r = ranges(&[100, 10, 10]);
+        let plans = plan(&r, &workers(3), Split::ByConnection);
+        assert_exact_cover(&r, &plans);
+        assert!(plans.iter().flat_map(|p| &p.shares).all(|s| s.stride == 1), "no striping");
+        assert_eq!(plan(&ranges(&[50]), &workers(3), Split::ByConnection).len(), 1, "one partition: one worker");
+        let lost = plans.into_iter().find(|p| p.records == 100).unwrap();
+        let remainder = lost.remainder(&PartProgress { checkpoints: vec![40], ..Default::default() }, Some(1));
+        let parts = takeover(&remainder, Some(1), &workers(2), |_| 1, Split::ByConnection);
+        assert_eq!(parts.len(), 1);
+        assert_eq!((parts[0].shares[0].stride, parts[0].records, parts[0].resume[0].offset), (1, 70, 40));
+    }
+
+    #[test]
     fn balanced_partitions_go_whole() {
         let r = ranges(&[100, 100, 100, 100, 100, 100]);
-        let plans = plan(&r, &workers(3));
+        let plans = plan(&r, &workers(3), Split::Striped);
         assert_exact_cover(&r, &plans);
         assert!(plans.iter().all(|p| p.records == 200 && p.shares.iter().all(|s| s.stride == 1)));
     }
@@ -264,7 +309,7 @@ mod tests {
     #[test]
     fn fewer_partitions_than_workers_are_striped() {
         let r = ranges(&[1000, 999]);
-        let plans = plan(&r, &workers(3));
+        let plans = plan(&r, &workers(3), Split::Striped);
         assert_exact_cover(&r, &plans);
         assert_eq!(plans.len(), 3);
         for p in &plans {
@@ -276,7 +321,7 @@ mod tests {
     #[test]
     fn skewed_partitions_are_striped_rather_than_unbalanced() {
         let r = ranges(&[500, 100, 100, 100]);
-        let plans = plan(&r, &workers(3));
+        let plans = plan(&r, &workers(3), Split::Striped);
         assert_exact_cover(&r, &plans);
         let (min, max) =
             (plans.iter().map(|p| p.records).min().unwrap(), plans.iter().map(|p| p.records).max().unwrap());
@@ -286,11 +331,11 @@ mod tests {
     #[test]
     fn a_takeover_spreads_the_remainder_from_the_checkpoints() {
         let r = ranges(&[100, 100]);
-        let lost = plan(&r, &workers(3)).remove(0);
+        let lost = plan(&r, &workers(3), Split::Striped).remove(0);
         let progress = PartProgress { checkpoints: vec![60, 80], ..Default::default() };
         let remainder = lost.remainder(&progress, Some(1));
         let left: u64 = remainder.iter().map(|(s, from)| remaining_records(s, *from, Some(1))).sum();
-        let parts = takeover(&remainder, Some(1), &workers(2), |id| if id == "w0" { 3 } else { 1 });
+        let parts = takeover(&remainder, Some(1), &workers(2), |id| if id == "w0" { 3 } else { 1 }, Split::Striped);
         assert_eq!(parts.iter().map(|p| p.records).sum::<u64>(), left);
         assert_eq!(parts.iter().map(|p| p.name()).collect::<Vec<_>>(), ["w0#3", "w1#1"]);
         for offset in 0..120 {
@@ -304,19 +349,22 @@ mod tests {
             }
         }
         let done = PartProgress { checkpoints: vec![110, 110], ..Default::default() };
-        assert!(takeover(&lost.remainder(&done, Some(1)), Some(1), &workers(2), |_| 1).is_empty(), "nothing left");
+        assert!(
+            takeover(&lost.remainder(&done, Some(1)), Some(1), &workers(2), |_| 1, Split::Striped).is_empty(),
+            "nothing left"
+        );
     }
 
     #[test]
     fn a_looping_takeover_carries_the_rest_of_the_pass_and_every_later_pass() {
-        let lost = plan(&ranges(&[100]), &workers(1)).remove(0);
+        let lost = plan(&ranges(&[100]), &workers(1), Split::Striped).remove(0);
         // Three passes; the lost part finished pass 0 and pass 1 up to offset 40.
         let progress = PartProgress { checkpoints: vec![40], passes: vec![1], sends_past: 0 };
         let remainder = lost.remainder(&progress, Some(3));
         let share = lost.shares[0];
         assert_eq!((share.start, share.end), (10, 110));
         assert_eq!(remainder, vec![(share, Resume { pass: 1, offset: 40 })]);
-        let parts = takeover(&remainder, Some(3), &workers(2), |_| 1);
+        let parts = takeover(&remainder, Some(3), &workers(2), |_| 1, Split::Striped);
         assert_eq!(parts.iter().map(|p| p.records).sum::<u64>(), 70 + 100);
         assert!(parts.iter().all(|p| p.resume == vec![Resume { pass: 1, offset: 40 }]));
         // A share finished to its end moves to the next pass; past the last, nothing.
@@ -329,10 +377,10 @@ mod tests {
 
     #[test]
     fn empty_inputs_plan_nothing() {
-        assert!(plan(&ranges(&[0, 0]), &workers(2)).is_empty());
-        assert!(plan(&ranges(&[5]), &[]).is_empty());
+        assert!(plan(&ranges(&[0, 0]), &workers(2), Split::Striped).is_empty());
+        assert!(plan(&ranges(&[5]), &[], Split::Striped).is_empty());
         let tiny = ranges(&[1]);
-        let plans = plan(&tiny, &workers(3));
+        let plans = plan(&tiny, &workers(3), Split::Striped);
         assert_exact_cover(&tiny, &plans);
         assert_eq!(plans.len(), 1, "workers with nothing to do are left out");
     }

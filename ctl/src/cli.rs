@@ -199,6 +199,13 @@ pub struct ReplayArgs {
     pub json: bool,
     #[command(flatten)]
     pub rules: RuleArgs,
+    /// Session-aware: every request of one original connection goes to one worker and
+    /// is sent in order over one connection of its own, each after the previous response,
+    /// still on the timeline (a session that falls behind shows as lag). The plan keeps
+    /// the log's partitions whole: spread a recording over at least as many partitions
+    /// as workers for load to spread. HTTP/1.1 only.
+    #[arg(long, conflicts_with_all = ["http2", "candidate"])]
+    pub sessions: bool,
     /// An A/B shadow: send every request to this target too, and diff its responses
     /// against --target's per endpoint (status, headers, JSON fields or text).
     #[arg(long, value_parser = parse_target)]
@@ -247,6 +254,7 @@ impl ReplayArgs {
                 duration_ms: self.duration.map_or(0, |d| d.as_millis().max(1) as u64),
                 max_error_rate: self.max_error_rate,
                 rules: Some(self.rules.rules()?),
+                sessions: self.sessions,
                 diff: self.candidate.as_ref().map(|candidate| DiffOptions {
                     candidate: candidate.clone(),
                     baseline: self.baseline.clone().unwrap_or_default(),

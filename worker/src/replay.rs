@@ -19,6 +19,7 @@
 
 mod dispatch;
 mod lanes;
+mod sessions;
 mod shadow;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -169,7 +170,8 @@ impl Replay {
         }
         let passes = (!options.endless).then_some(options.passes.max(1));
         let log = reprise_store::open_log(&assignment.log_url).await?;
-        let lanes = plan_lanes(&assignment.shares, host.threads());
+        // A session-aware replay keeps shares whole: a connection's records stay in one lane.
+        let lanes = plan_lanes(&assignment.shares, if options.sessions { 1 } else { host.threads() });
         let lane_shares: Vec<usize> = lanes.iter().map(|l| l.share).collect();
         let threads = host.threads().min(lanes.len()).max(1);
         let stats = Arc::new(Stats::new(&assignment.shares, &lane_shares, threads));

@@ -61,6 +61,17 @@ pub trait Sender: Clone + Send + Sync + 'static {
 
     /// Sends and keeps the response (its body up to [`MAX_KEPT_BODY`]) for a diff.
     fn send_keeping(&self, request: Request<Full<Bytes>>) -> impl Future<Output = (Outcome, Response)> + Send;
+
+    /// A connection of its own for one replayed session.
+    type Session: Send + 'static;
+
+    /// Sends over the session's connection (a new one if it has none or it closed);
+    /// returns the connection for the session's next request, if it can take one.
+    fn send_in_session(
+        &self,
+        session: Option<Self::Session>,
+        request: Request<Full<Bytes>>,
+    ) -> impl Future<Output = (Outcome, Option<Self::Session>)> + Send;
 }
 
 /// Body bytes a diff keeps of a response; a longer body is compared by this prefix.
@@ -78,9 +89,13 @@ pub struct SenderConfig {
     pub insecure_tls: bool,
 }
 
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
 #[derive(Clone)]
 pub struct HttpSender {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
+    /// The client's connector, for sessions' own connections.
+    connector: Connector,
     timeout: Duration,
 }
 
@@ -104,8 +119,46 @@ impl HttpSender {
             .pool_max_idle_per_host(config.max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(30))
             .http2_only(config.http2)
-            .build(connector);
-        HttpSender { client, timeout: config.timeout }
+            .build(connector.clone());
+        HttpSender { client, connector, timeout: config.timeout }
+    }
+
+    /// A new HTTP/1.1 connection to the request's host, its driver spawned.
+    async fn session_connection(&self, uri: &http::Uri) -> Result<SessionConnection, ErrorKind> {
+        use tower_service::Service;
+        let io = self.connector.clone().call(uri.clone()).await.map_err(|e| classify(e.as_ref()))?;
+        let (send, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| classify(&e))?;
+        tokio::spawn(connection);
+        Ok(send)
+    }
+
+    /// One exchange over a session's connection: the request in origin form, with a Host
+    /// header (the pooled client adds both itself).
+    async fn session_exchange(
+        &self,
+        session: Option<SessionConnection>,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<(Outcome, SessionConnection), ErrorKind> {
+        let uri = request.uri().clone();
+        let mut send = match session.filter(|s| !s.is_closed()) {
+            Some(send) => send,
+            None => self.session_connection(&uri).await?,
+        };
+        if let Some(authority) = uri.authority() {
+            let host = http::HeaderValue::from_str(authority.as_str()).map_err(|_| ErrorKind::Other)?;
+            request.headers_mut().entry(http::header::HOST).or_insert(host);
+        }
+        *request.uri_mut() = uri.path_and_query().map_or("/", |p| p.as_str()).parse().map_err(|_| ErrorKind::Other)?;
+        send.ready().await.map_err(|e| classify(&e))?;
+        let response = send.send_request(request).await.map_err(|e| classify(&e))?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        let mut body_bytes = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| classify(&e))?;
+            body_bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+        }
+        Ok((Outcome::Response { status, body_bytes }, send))
     }
 }
 
@@ -149,7 +202,25 @@ impl Sender for HttpSender {
     async fn send_keeping(&self, request: Request<Full<Bytes>>) -> (Outcome, Response) {
         self.exchange(request, true).await
     }
+
+    type Session = SessionConnection;
+
+    async fn send_in_session(
+        &self,
+        session: Option<SessionConnection>,
+        request: Request<Full<Bytes>>,
+    ) -> (Outcome, Option<SessionConnection>) {
+        match tokio::time::timeout(self.timeout, self.session_exchange(session, request)).await {
+            Ok(Ok((outcome, send))) => (outcome, Some(send)),
+            // A failed exchange leaves the connection in no state to reuse.
+            Ok(Err(kind)) => (Outcome::Error(kind), None),
+            Err(_) => (Outcome::Error(ErrorKind::Timeout), None),
+        }
+    }
 }
+
+/// A session's own HTTP/1.1 connection.
+pub type SessionConnection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// A TLS client that skips certificate checks (the handshake's signatures are still
 /// verified), for `--insecure` replays to self-signed staging targets.
@@ -245,5 +316,11 @@ impl Sender for SimulatedSender {
 
     async fn send_keeping(&self, request: Request<Full<Bytes>>) -> (Outcome, Response) {
         (self.send(request).await, Response::Failed("simulated".into()))
+    }
+
+    type Session = ();
+
+    async fn send_in_session(&self, _: Option<()>, request: Request<Full<Bytes>>) -> (Outcome, Option<()>) {
+        (self.send(request).await, Some(()))
     }
 }

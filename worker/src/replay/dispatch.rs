@@ -19,10 +19,13 @@ use tokio::time::Instant;
 
 use super::Replay;
 use super::lanes::{LaneStream, Merge, open_lane};
+use super::sessions::{Sessions, Turn};
+use super::shadow::{Shadow, ShadowSends};
 use reprise_rules::endpoint::endpoint;
 
 use crate::request::{self, RecordedRequest};
 use crate::sender::{HttpSender, Sender, SenderConfig, SimulatedSender};
+use crate::stats::Stats;
 use crate::timer::PreciseTimer;
 
 /// A record due this close is sent now rather than slept for.
@@ -138,6 +141,16 @@ pub(super) struct Dispatcher {
     pub(super) shared: Arc<SharedPacing>,
 }
 
+/// How one send goes out.
+enum Route<C> {
+    /// Over the sender's pooled connections.
+    Pooled,
+    /// To the target and, at once, the other sides of an A/B replay.
+    Shadow(Box<ShadowSends>, Arc<Shadow>),
+    /// In its session's turn, over the session's own connection.
+    Session(Turn<C>),
+}
+
 /// How a pass of one dispatch thread ended.
 enum PassEnd {
     /// Every record of the pass was dispatched.
@@ -180,6 +193,7 @@ impl Dispatcher {
             until: (options.duration_ms > 0).then(|| Duration::from_millis(options.duration_ms)),
         };
         let lanes: Vec<usize> = first.iter().map(|l| l.lane).collect();
+        let mut sessions = Sessions::new();
         let mut waiting = first;
         let mut pass = lanes.iter().map(|&i| replay.lanes[i].first_pass).min().unwrap_or(0);
         let mut opening: Option<JoinHandle<Result<Vec<LaneStream>, LogError>>> = None;
@@ -193,7 +207,7 @@ impl Dispatcher {
             if replay.passes.is_none_or(|passes| pass + 1 < passes) {
                 opening = Some(replay.readers.spawn(open_pass(replay.clone(), lanes.clone(), pass + 1)));
             }
-            match self.dispatch_pass(&sender, streams, pass, &mut pacing, &in_flight).await? {
+            match self.dispatch_pass(&sender, streams, pass, &mut pacing, &in_flight, &mut sessions).await? {
                 PassEnd::Finished => pass += 1,
                 PassEnd::Stopped => break,
             }
@@ -229,6 +243,7 @@ impl Dispatcher {
         pass: u32,
         pacing: &mut Pacing,
         in_flight: &Arc<Semaphore>,
+        sessions: &mut Sessions<S::Session>,
     ) -> Result<PassEnd, String> {
         let replay = &self.replay;
         let options = replay.options();
@@ -256,7 +271,7 @@ impl Dispatcher {
             let slot = replay.stats.endpoint_slot(self.shard, endpoint);
             replay.stats.planned_sends.fetch_add(u64::from(multiple), Ordering::Relaxed);
             let taken = replay.stats.take(lane, pass, located.offset, multiple);
-            for _ in 0..multiple {
+            for copy in 0..multiple {
                 let offset = self.due_offset(located.record.timestamp_ns, origin);
                 if pacing.until.is_some_and(|until| offset.unwrap_or_else(|| pacing.clock.elapsed()) > until) {
                     return Ok(PassEnd::Stopped);
@@ -277,16 +292,25 @@ impl Dispatcher {
                     _ = replay.cancel.cancelled() => return Ok(PassEnd::Stopped),
                 };
                 let request = build_request(&recorded, uri.clone(), options.keep_host);
-                let shadow = replay.shadow.clone().and_then(|s| Some((s.sends(&recorded, options.keep_host)?, s)));
-                let dispatched = Instant::now();
-                let lag = dispatched.saturating_duration_since(due);
-                replay.stats.record_dispatch(
-                    self.shard,
-                    slot,
-                    dispatched.into_std(),
-                    lag.as_micros() as u64,
-                    recorded.body.len() as u64,
-                );
+                let route = match (&replay.shadow, options.sessions) {
+                    (_, true) => Route::Session(sessions.turn(&located.record.connection_id, copy)),
+                    (Some(shadow), false) => match shadow.sends(&recorded, options.keep_host) {
+                        Some(sends) => Route::Shadow(Box::new(sends), shadow.clone()),
+                        None => Route::Pooled,
+                    },
+                    (None, false) => Route::Pooled,
+                };
+                let body_bytes = recorded.body.len() as u64;
+                let dispatch = move |stats: &Stats, shard: usize| {
+                    let dispatched = Instant::now();
+                    let lag = dispatched.saturating_duration_since(due);
+                    stats.record_dispatch(shard, slot, dispatched.into_std(), lag.as_micros() as u64, body_bytes);
+                };
+                // A session's send leaves once the one before it is answered: its lag
+                // counts from then.
+                if !matches!(route, Route::Session(_)) {
+                    dispatch(&replay.stats, self.shard);
+                }
                 replay.stats.sent(taken);
                 if located.record.body_truncated {
                     replay.stats.sent_cut.fetch_add(1, Ordering::Relaxed);
@@ -295,9 +319,18 @@ impl Dispatcher {
                 let (stats, sender, shard) = (replay.stats.clone(), sender.clone(), self.shard);
                 // Spawned on this thread's own runtime: completing it wakes no other thread.
                 tokio::spawn(async move {
-                    let (outcome, ended) = match shadow {
-                        None => (sender.send(request).await, Instant::now()),
-                        Some((sends, shadow)) => shadow.exchange(&sender, request, sends, &stats, (shard, slot)).await,
+                    let (outcome, ended) = match route {
+                        Route::Pooled => (sender.send(request).await, Instant::now()),
+                        Route::Shadow(sends, shadow) => {
+                            shadow.exchange(&sender, request, *sends, &stats, (shard, slot)).await
+                        }
+                        Route::Session(mut turn) => {
+                            let connection = turn.wait().await;
+                            dispatch(&stats, shard);
+                            let (outcome, connection) = sender.send_in_session(connection, request).await;
+                            turn.end(connection);
+                            (outcome, Instant::now())
+                        }
                     };
                     // Measured from when the request was due, not when it left: a late
                     // send counts as latency (no coordinated omission).
