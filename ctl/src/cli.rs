@@ -204,19 +204,24 @@ pub struct ReplayArgs {
     /// still on the timeline (a session that falls behind shows as lag). The plan keeps
     /// the log's partitions whole: spread a recording over at least as many partitions
     /// as workers for load to spread. HTTP/1.1 only.
-    #[arg(long, conflicts_with_all = ["http2", "candidate"])]
+    #[arg(long, conflicts_with_all = ["http2", "candidate", "compare"])]
     pub sessions: bool,
     /// An A/B shadow: send every request to this target too, and diff its responses
     /// against --target's per endpoint (status, headers, JSON fields or text).
     #[arg(long, value_parser = parse_target)]
     pub candidate: Option<String>,
-    /// A second instance of --target's version: a field that differs between it and
-    /// --target for a request is noise there, not a difference.
-    #[arg(long, value_parser = parse_target, requires = "candidate")]
+    /// Diff each of --target's responses against the one kept in the recording
+    /// (recorded with --track-responses), per endpoint as with --candidate.
+    #[arg(long, conflicts_with = "candidate")]
+    pub compare: bool,
+    /// A second instance of the reference's version (--target's with --candidate, the
+    /// recorded one with --compare): a field that differs between it and the reference
+    /// for a request is noise there, not a difference.
+    #[arg(long, value_parser = parse_target)]
     pub baseline: Option<String>,
     /// Leave this out of the diff: a JSON path ($.meta.time, $.items[*].id, with its
     /// children) or a header name (beside Date, Server and the like); repeatable.
-    #[arg(long = "diff-ignore", value_name = "PATH|HEADER", requires = "candidate")]
+    #[arg(long = "diff-ignore", value_name = "PATH|HEADER")]
     pub diff_ignore: Vec<String>,
 }
 
@@ -255,10 +260,11 @@ impl ReplayArgs {
                 max_error_rate: self.max_error_rate,
                 rules: Some(self.rules.rules()?),
                 sessions: self.sessions,
-                diff: self.candidate.as_ref().map(|candidate| DiffOptions {
-                    candidate: candidate.clone(),
+                diff: (self.candidate.is_some() || self.compare).then(|| DiffOptions {
+                    candidate: self.candidate.clone().unwrap_or_default(),
                     baseline: self.baseline.clone().unwrap_or_default(),
                     ignore: self.diff_ignore.clone(),
+                    recorded: self.compare,
                 }),
             }),
             workers: self.workers,

@@ -214,8 +214,8 @@ pub fn diff(s: &ReplayStatus, json: bool) {
         for d in &s.diffs {
             for sample in &d.samples {
                 println!(
-                    "sample      {} {}  {}: target {}  candidate {}",
-                    d.endpoint, sample.request, sample.field, sample.target, sample.candidate
+                    "sample      {} {}  {}: expected {}  got {}",
+                    d.endpoint, sample.request, sample.field, sample.expected, sample.actual
                 );
             }
         }

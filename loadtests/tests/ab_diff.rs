@@ -1,7 +1,10 @@
-//! A/B shadow from a recording, end to end: the real `ctl` replays a recording through an
-//! in-process cluster on the real broker and etcd to a target, a candidate that
-//! regressed one JSON field on one endpoint, and a baseline of the target's version;
-//! `ctl diff` must name exactly that endpoint and that field, and nothing else.
+//! Response diffs end to end, through the real `ctl` and an in-process cluster on the
+//! real broker and etcd: an A/B shadow (a target, a candidate that regressed one JSON
+//! field on one endpoint, a baseline of the target's version), and `--compare` of a
+//! regressed target against the responses tcpdump recorded from real clients. `ctl diff`
+//! must name exactly that endpoint and that field, and nothing else.
+
+mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -124,7 +127,7 @@ async fn an_ab_replay_names_exactly_the_regressed_endpoint_and_field() {
     );
     let sample = &diff["endpoints"][0]["samples"][0];
     assert_eq!(
-        (sample["field"].as_str(), sample["target"].as_str(), sample["candidate"].as_str()),
+        (sample["field"].as_str(), sample["expected"].as_str(), sample["actual"].as_str()),
         (Some("$.price"), Some("10"), Some("11"))
     );
     assert!(sample["request"].as_str().unwrap().starts_with("/items/"), "{sample}");
@@ -149,6 +152,74 @@ async fn an_ab_replay_names_exactly_the_regressed_endpoint_and_field() {
     let summary = ctl(&cluster, &[&ab[..], &["--diff-ignore", "$.served_at"]].concat()).await;
     let diff = ctl(&cluster, &["diff", summary["id"].as_str().unwrap()]).await;
     assert_eq!(rows(&diff), [(post, posts, posts, price, vec![]), (get, gets, 0, vec![], vec![])]);
+    cluster.stop().await;
+}
+
+/// Real clients against the shop: GETs over one keep-alive connection, POSTs each on
+/// their own.
+fn shop_clients(base: &str, gets: u64, posts: u64) {
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl").args(["-sS", "--fail", "-o", "/dev/null"]).args(args).output();
+        let out = out.expect("curl is installed (deploy/local/setup.sh)");
+        assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let urls: Vec<String> = (0..gets).map(|i| format!("{base}/items/{i}")).collect();
+    curl(&urls.iter().map(String::as_str).collect::<Vec<_>>());
+    for i in 0..posts {
+        curl(&["-H", "Content-Type: application/json", "-d", r#"{"qty":1}"#, &format!("{base}/items/{}", 100 + i)]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compare_with_recorded_responses_names_exactly_the_regressed_endpoint_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let (recorded_version, served) =
+        (Shop::start(10).await, std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)));
+    let (gets, posts) = (20, 10);
+    let pcap = dir.path().join("shop.pcap");
+    let base = recorded_version.url();
+    let done = served.clone();
+    let clients = move || {
+        shop_clients(&base, gets, posts);
+        done.store((gets + posts) as usize, std::sync::atomic::Ordering::SeqCst);
+    };
+    common::tcpdump_while(recorded_version.addr.port(), &pcap, clients, || {
+        served.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+
+    let cluster = TestCluster::start("kafka_etcd", "compare", 2, |_| {}).await.unwrap();
+    let mut config = reprise_capture::CaptureConfig::for_log(&cluster.log_url);
+    config.pcap_file = Some(pcap);
+    config.port = vec![recorded_version.addr.port()];
+    config.track_responses = true;
+    config.node = Some("pcap".into());
+    config.spool_dir = Some(dir.path().join("spool"));
+    config.catalog = Some(cluster.catalog_url.clone());
+    config.recording = Some("shop".into());
+    let report = reprise_capture::run(config, tokio_util::sync::CancellationToken::new()).await.unwrap();
+    assert_eq!((report.requests, report.responses), (gets + posts, gets + posts));
+    let recording = report.recording_id.unwrap();
+
+    // The new version regressed the POST's price; a second instance of the recorded
+    // version tells what differs anyway (the time each response was served).
+    let (regressed, baseline) = (Shop::start(11).await, Shop::start(10).await);
+    let replay = ["replay", "--recording", &recording, "--target", &regressed.url(), "--compare"];
+    let summary = ctl(&cluster, &[&replay[..], &["--baseline", &baseline.url()]].concat()).await;
+    assert_eq!((summary["state"].as_str(), summary["sent"].as_u64()), (Some("done"), Some(gets + posts)), "{summary}");
+    assert_eq!(summary["uncompared"].as_u64().unwrap_or(0), 0, "{summary}");
+    let diff = ctl(&cluster, &["diff", summary["id"].as_str().unwrap()]).await;
+    let (noise, price) = (vec!["$.served_at".to_string()], vec!["$.price".to_string()]);
+    assert_eq!(
+        rows(&diff),
+        [
+            ("POST /items/{id}".to_string(), posts, posts, price, noise.clone()),
+            ("GET /items/{id}".to_string(), gets, 0, vec![], noise)
+        ],
+        "{diff}"
+    );
+    let sample = &diff["endpoints"][0]["samples"][0];
+    assert_eq!((sample["expected"].as_str(), sample["actual"].as_str()), (Some("10"), Some("11")), "{sample}");
     cluster.stop().await;
 }
 

@@ -123,39 +123,14 @@ fn clients(base: &str) {
     curl(&items.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
-/// Captures `base`'s port with tcpdump while the clients run; waits until every
-/// response is in the file (tcpdump may lag on a busy machine), then stops it.
+/// Captures the production server's port with tcpdump while the clients run; how many
+/// requests it answered.
 async fn capture_clients(production: &Inspector, pcap: &Path) -> usize {
-    let mut tcpdump = std::process::Command::new("tcpdump")
-        .args(["-i", "lo", "-U", "--immediate-mode", "-s", "0", "-w"])
-        .arg(pcap)
-        .arg(format!("tcp port {}", production.addr.port()))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("tcpdump is installed (deploy/local/setup.sh)");
-    let stderr = tcpdump.stderr.take().unwrap();
-    let listening = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        std::io::BufReader::new(stderr).lines().any(|l| l.is_ok_and(|l| l.contains("listening on")))
-    });
-    assert!(listening.await.unwrap(), "tcpdump did not start");
     let base = production.url();
-    tokio::task::spawn_blocking(move || clients(&base)).await.unwrap();
-    let answered = production.seen().len();
-    let mut written = 0;
-    for _ in 0..200 {
-        let bytes = std::fs::read(pcap).unwrap_or_default();
-        // Status lines: a request line has no space after its version.
-        written = bytes.windows(9).filter(|w| w == b"HTTP/1.1 ").count();
-        if written >= answered {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(written >= answered, "tcpdump wrote {written} of {answered} responses in 20 s");
-    let _ = std::process::Command::new("kill").args(["-INT", &tcpdump.id().to_string()]).status();
-    tcpdump.wait().unwrap();
-    answered
+    let seen = production.seen.clone();
+    common::tcpdump_while(production.addr.port(), pcap, move || clients(&base), move || seen.lock().unwrap().len())
+        .await;
+    production.seen().len()
 }
 
 /// Runs the real `ctl` against the cluster; its exit code, stdout and stderr.

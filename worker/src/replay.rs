@@ -17,6 +17,7 @@
 //! This module is the replay's life (prepare, start, pause, cancel, reports);
 //! `lanes` is the reading side, `dispatch` the sending side.
 
+mod compare;
 mod dispatch;
 mod lanes;
 mod sessions;
@@ -33,6 +34,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use self::compare::Compare;
 use self::dispatch::{Dispatcher, SharedPacing, rate_limiter};
 use self::lanes::{Lane, LaneStream, deal_lanes, open_lane, plan_lanes};
 use self::shadow::Shadow;
@@ -125,6 +127,8 @@ pub struct Replay {
     rules: ReplayRules,
     /// An A/B replay's candidate (and baseline) and its diff rules.
     shadow: Option<Arc<Shadow>>,
+    /// `--compare`: the diff rules (and baseline) against the recorded responses.
+    compare: Option<Arc<Compare>>,
     pub stats: Arc<Stats>,
     log: Arc<dyn TrafficLog>,
     lanes: Vec<Lane>,
@@ -159,6 +163,7 @@ impl Replay {
         let rules = ReplayRules::compile(&options.rules.clone().unwrap_or_default(), &assignment.replay_id)
             .map_err(|e| ReplayError::Invalid(e.to_string()))?;
         let shadow = Shadow::compile(options.diff.as_ref()).map_err(ReplayError::Invalid)?;
+        let compare = Compare::compile(options.diff.as_ref()).map_err(ReplayError::Invalid)?;
         if options.multiple == 0 {
             return Err(ReplayError::Invalid("multiple must be at least 1".into()));
         }
@@ -170,8 +175,10 @@ impl Replay {
         }
         let passes = (!options.endless).then_some(options.passes.max(1));
         let log = reprise_store::open_log(&assignment.log_url).await?;
-        // A session-aware replay keeps shares whole: a connection's records stay in one lane.
-        let lanes = plan_lanes(&assignment.shares, if options.sessions { 1 } else { host.threads() });
+        // Sessions and comparisons keep shares whole: a connection's records (a request and
+        // its recorded response) stay in one lane.
+        let whole = options.sessions || compare.is_some();
+        let lanes = plan_lanes(&assignment.shares, if whole { 1 } else { host.threads() });
         let lane_shares: Vec<usize> = lanes.iter().map(|l| l.share).collect();
         let threads = host.threads().min(lanes.len()).max(1);
         let stats = Arc::new(Stats::new(&assignment.shares, &lane_shares, threads));
@@ -192,6 +199,7 @@ impl Replay {
             target,
             rules,
             shadow,
+            compare,
             stats,
             log,
             lanes,

@@ -85,6 +85,38 @@ pub fn parse(raw: &[u8]) -> Result<RecordedRequest, RequestError> {
     Ok(RecordedRequest { method, path_and_query, headers, host, body })
 }
 
+/// Parses a recorded HTTP/1.x response (for `--compare`): status, headers, body
+/// (de-chunked, cut to its Content-Length).
+pub fn parse_response(raw: &[u8]) -> Result<reprise_rules::diff::Response, RequestError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let header_len = match parsed.parse(raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err(RequestError::Incomplete),
+        Err(e) => return Err(RequestError::Parse(e.to_string())),
+    };
+    let status = parsed.code.ok_or_else(|| RequestError::Parse("no status".into()))?;
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| RequestError::Parse(format!("header name: {e}")))?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|e| RequestError::Parse(format!("header value: {e}")))?;
+        headers.append(name, value);
+    }
+    let chunked = headers
+        .get(http::header::TRANSFER_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let rest = &raw[header_len..];
+    let body = if chunked {
+        Bytes::from(dechunk(rest)?)
+    } else {
+        let declared = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse().ok());
+        Bytes::copy_from_slice(&rest[..declared.map_or(rest.len(), |n: usize| n.min(rest.len()))])
+    };
+    Ok(reprise_rules::diff::Response::Answered { status, headers, body })
+}
+
 /// Decodes a chunked body, ignoring trailers. A body cut short keeps the complete chunks.
 fn dechunk(mut input: &[u8]) -> Result<Vec<u8>, RequestError> {
     let mut out = Vec::with_capacity(input.len());
@@ -167,6 +199,17 @@ mod tests {
         let r = parse(raw).unwrap();
         assert_eq!(&r.body[..], b"hello world");
         assert!(r.headers.get("transfer-encoding").is_none());
+    }
+
+    #[test]
+    fn parses_recorded_responses_for_a_compare() {
+        let raw = b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
+        let reprise_rules::diff::Response::Answered { status, headers, body } = parse_response(raw).unwrap() else {
+            panic!("answered")
+        };
+        assert_eq!((status, &body[..]), (201, &b"{\"a\":1}"[..]));
+        assert_eq!(headers["content-type"], "application/json");
+        assert!(parse_response(b"GET / HTTP/1.1\r\n\r\n").is_err(), "a request is no response");
     }
 
     #[test]

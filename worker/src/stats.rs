@@ -192,6 +192,8 @@ pub struct Stats {
     pub records_unreplayable: AtomicU64,
     /// Requests the replay's rules left out.
     pub records_filtered: AtomicU64,
+    /// `--compare`: comparisons given up for want of a counterpart.
+    pub uncompared: AtomicU64,
     pub sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub in_flight: AtomicU64,
@@ -304,6 +306,7 @@ impl Stats {
             records_undecodable: Arc::new(AtomicU64::new(0)),
             records_unreplayable: AtomicU64::new(0),
             records_filtered: AtomicU64::new(0),
+            uncompared: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -445,8 +448,8 @@ impl Stats {
             diff.keep_sample(DiffSample {
                 field: d.field.clone(),
                 request: request.to_string(),
-                target: d.left.clone(),
-                candidate: d.right.clone(),
+                expected: d.left.clone(),
+                actual: d.right.clone(),
             });
         }
     }
@@ -572,6 +575,7 @@ impl Stats {
             last_send_unix_ns,
             sends_per_second,
             endpoints,
+            uncompared: load(&self.uncompared),
         }
     }
 }

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::start::ASSIGN_TIMEOUT;
 use super::{LiveReplay, ReplayManager};
-use crate::planner::{self, Handover, PartKey, PartProgress, Split, WorkerPlan};
+use crate::planner::{self, Handover, PartKey, PartProgress, WorkerPlan};
 
 impl ReplayManager {
     /// Hands over every part that is due (see the module's doc). Only a leader that can
@@ -62,7 +62,7 @@ impl ReplayManager {
             let next_part = |worker: &str| {
                 plan.workers.iter().filter(|p| p.worker_id == worker).map(|p| p.part + 1).max().unwrap_or(0)
             };
-            planner::takeover(&remainder, passes, &survivors, next_part, Split::of(live.spec.options.sessions))
+            planner::takeover(&remainder, passes, &survivors, next_part, live.spec.split())
         };
         let handover = Handover {
             to: parts.iter().map(WorkerPlan::name).collect(),

@@ -8,6 +8,7 @@ use reprise_rules::replay::ReplayRules;
 use serde::{Deserialize, Serialize};
 
 use super::ReplayError;
+use crate::planner::Split;
 
 /// A validated replay request; stored with the replay so another controller can carry on.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -39,6 +40,17 @@ impl TryFrom<StartReplayRequest> for ReplaySpec {
 impl ReplaySpec {
     pub fn pacing(&self) -> PacingMode {
         self.options.pacing()
+    }
+
+    /// Whether responses are compared with the recorded ones (`--compare`).
+    pub fn compares_recorded(&self) -> bool {
+        self.options.diff.as_ref().is_some_and(|d| d.recorded)
+    }
+
+    /// How the plan may cut the recording: sessions and comparisons keep a connection's
+    /// records (requests and their recorded responses) together.
+    pub fn split(&self) -> Split {
+        Split::of(self.options.sessions || self.compares_recorded())
     }
 
     /// The share of sends that may fail before the replay counts as breached.
@@ -108,8 +120,8 @@ fn validate(options: &ReplayOptions) -> Result<(), ReplayError> {
     if options.sessions && options.http2 {
         return Err(invalid("--sessions replays each connection over HTTP/1.1: it cannot go with --http2"));
     }
-    if options.sessions && options.diff.as_ref().is_some_and(|d| !d.candidate.is_empty()) {
-        return Err(invalid("--sessions and --candidate cannot go together yet"));
+    if options.sessions && options.diff.as_ref().is_some_and(|d| !d.candidate.is_empty() || d.recorded) {
+        return Err(invalid("--sessions cannot go with --candidate or --compare yet"));
     }
     Ok(())
 }
@@ -119,16 +131,18 @@ fn validate_diff(diff: &DiffOptions, simulate: bool) -> Result<(), ReplayError> 
         Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some() => Ok(()),
         _ => Err(invalid(format!("{flag} {url:?} must be an http:// or https:// URL with a host"))),
     };
-    match (diff.candidate.as_str(), diff.baseline.is_empty()) {
-        ("", true) if diff.ignore.is_empty() => return Ok(()),
-        ("", _) => return Err(invalid("--baseline and --diff-ignore need --candidate")),
-        (candidate, _) => url("--candidate", candidate)?,
+    match (diff.candidate.as_str(), diff.recorded) {
+        ("", false) if diff.baseline.is_empty() && diff.ignore.is_empty() => return Ok(()),
+        ("", false) => return Err(invalid("--baseline and --diff-ignore need --candidate or --compare")),
+        ("", true) => {}
+        (_, true) => return Err(invalid("--compare and --candidate cannot go together: diff one or the other")),
+        (candidate, false) => url("--candidate", candidate)?,
     }
     if !diff.baseline.is_empty() {
         url("--baseline", &diff.baseline)?;
     }
     if simulate {
-        return Err(invalid("--candidate needs real responses: it cannot go with --simulate"));
+        return Err(invalid("a diff needs real responses: --candidate and --compare cannot go with --simulate"));
     }
     DiffRules::new(&diff.ignore).map_err(|e| invalid(e.to_string()))?;
     Ok(())
@@ -167,7 +181,7 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_with_the_flag_named() {
         type Spoil = fn(&mut ReplayOptions);
-        let cases: [(Spoil, &str); 10] = [
+        let cases: [(Spoil, &str); 11] = [
             (|o| o.multiple = 0, "--multiple"),
             (|o| o.speed = f64::NAN, "--speed"),
             (|o| o.pacing = 9, "pacing mode 9"),
@@ -177,6 +191,10 @@ mod tests {
             (|o| o.rules = Some(RequestRules { deny_urls: vec!["[".into()], ..Default::default() }), "--deny-url"),
             (|o| o.diff = Some(DiffOptions { candidate: "b:1".into(), ..Default::default() }), "--candidate"),
             (|o| o.diff = Some(DiffOptions { baseline: "http://c".into(), ..Default::default() }), "need --candidate"),
+            (
+                |o| o.diff = Some(DiffOptions { candidate: "http://b".into(), recorded: true, ..Default::default() }),
+                "--compare and --candidate",
+            ),
             (
                 |o| {
                     o.diff = Some(DiffOptions {

@@ -13,7 +13,7 @@ use reprise_store::{now_ms, now_ns};
 use super::stored::{self, ReplayPlan};
 use super::{CALL_TIMEOUT, LiveReplay, ReplayError, ReplayManager, ReplaySpec};
 use crate::allow::NO_ALLOW_LIST;
-use crate::planner::{self, Candidate, Split, WorkerPlan};
+use crate::planner::{self, Candidate, WorkerPlan};
 use crate::recordings::new_id;
 
 /// How long a worker may take to accept its share.
@@ -78,7 +78,7 @@ impl ReplayManager {
             span_ns: recording.last_timestamp_ns.unwrap_or(origin_ns) - origin_ns,
             records: recording.record_count,
             log_url: recording.log_url.clone(),
-            workers: planner::plan(&recording.ranges, &candidates, Split::of(spec.options.sessions)),
+            workers: planner::plan(&recording.ranges, &candidates, spec.split()),
             warnings: self.allowed.is_empty().then(|| NO_ALLOW_LIST.to_string()).into_iter().collect(),
         };
         let passes = u64::from(spec.passes().unwrap_or(1));

@@ -435,6 +435,7 @@ impl Tally {
             filtered: self.sum(|s| s.records_filtered),
             endpoints: endpoint_results(self.reports().map(|r| &r.endpoints[..])),
             diffs: diff_results(self.reports().map(|r| &r.endpoints[..])),
+            uncompared: self.sum(|s| s.uncompared),
         };
         judge(&mut status, replay.state, spec);
         status
@@ -444,6 +445,14 @@ impl Tally {
 /// What a status tells beyond its counts: requests sent with a cut body, and, once the
 /// replay ran to its end, whether it breached its thresholds.
 fn judge(status: &mut ReplayStatus, state: ReplayState, spec: &ReplaySpec) {
+    if spec.compares_recorded() && state == ReplayState::Done && status.diffs.is_empty() && status.sent > 0 {
+        status
+            .warnings
+            .push("no response was compared: the recording holds no responses (record with --track-responses)".into());
+    } else if status.uncompared > 0 {
+        let n = status.uncompared;
+        status.warnings.push(format!("{n} requests or recorded responses found nothing to be compared with"));
+    }
     if status.sent_cut > 0 {
         let cut = status.sent_cut;
         status.warnings.push(format!(

@@ -146,6 +146,45 @@ impl Drop for Origin {
     }
 }
 
+/// Runs `clients` while tcpdump captures `port` on `lo` into `pcap`; waits until every
+/// response they got is in the file (tcpdump may lag on a busy machine), then stops it.
+/// `answered()` says how many responses the clients got.
+pub async fn tcpdump_while(
+    port: u16,
+    pcap: &Path,
+    clients: impl FnOnce() + Send + 'static,
+    answered: impl Fn() -> usize,
+) {
+    let mut tcpdump = Command::new("tcpdump")
+        .args(["-i", "lo", "-U", "--immediate-mode", "-s", "0", "-w"])
+        .arg(pcap)
+        .arg(format!("tcp port {port}"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump is installed (deploy/local/setup.sh)");
+    let stderr = tcpdump.stderr.take().unwrap();
+    let listening = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr).lines().any(|l| l.is_ok_and(|l| l.contains("listening on")))
+    });
+    assert!(listening.await.unwrap(), "tcpdump did not start");
+    tokio::task::spawn_blocking(clients).await.unwrap();
+    let answered = answered();
+    let mut written = 0;
+    for _ in 0..200 {
+        let bytes = std::fs::read(pcap).unwrap_or_default();
+        // Status lines: a request line has no space after its version.
+        written = bytes.windows(9).filter(|w| w == b"HTTP/1.1 ").count();
+        if written >= answered {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(written >= answered, "tcpdump wrote {written} of {answered} responses in 20 s");
+    let _ = Command::new("kill").args(["-INT", &tcpdump.id().to_string()]).status();
+    tcpdump.wait().unwrap();
+}
+
 /// Every traffic record in a log, partition by partition.
 pub async fn read_log(url: &str) -> Vec<TrafficRecord> {
     let log = reprise_store::open_log(url).await.unwrap();

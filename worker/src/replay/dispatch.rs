@@ -18,13 +18,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::Replay;
+use super::compare::{Key, Pending};
 use super::lanes::{LaneStream, Merge, open_lane};
 use super::sessions::{Sessions, Turn};
 use super::shadow::{Shadow, ShadowSends};
 use reprise_rules::endpoint::endpoint;
 
 use crate::request::{self, RecordedRequest};
-use crate::sender::{HttpSender, Sender, SenderConfig, SimulatedSender};
+use crate::sender::{HttpSender, Outcome, Sender, SenderConfig, SimulatedSender};
 use crate::stats::Stats;
 use crate::timer::PreciseTimer;
 
@@ -141,14 +142,49 @@ pub(super) struct Dispatcher {
     pub(super) shared: Arc<SharedPacing>,
 }
 
+/// What one dispatch thread's sends share.
+struct ThreadSends<C> {
+    /// The thread's bound on sends awaiting their response.
+    in_flight: Arc<Semaphore>,
+    sessions: Sessions<C>,
+    /// `--compare`: the sends awaiting their recorded response, or the other way round.
+    pending: Option<Arc<Pending>>,
+}
+
 /// How one send goes out.
 enum Route<C> {
     /// Over the sender's pooled connections.
     Pooled,
     /// To the target and, at once, the other sides of an A/B replay.
     Shadow(Box<ShadowSends>, Arc<Shadow>),
+    /// Pooled, its response (and the baseline's) kept to compare with the recorded one.
+    Compare(Box<Comparing>),
     /// In its session's turn, over the session's own connection.
     Session(Turn<C>),
+}
+
+/// A send whose response is compared with the recorded one.
+struct Comparing {
+    pending: Arc<Pending>,
+    key: Key,
+    baseline: Option<Request<Full<Bytes>>>,
+}
+
+impl Comparing {
+    /// Sends to the target and the baseline at once; hands both responses to the
+    /// comparison. The target's outcome and when it ended.
+    async fn exchange<S: Sender>(self, sender: &S, request: Request<Full<Bytes>>) -> (Outcome, Instant) {
+        let target = async { (sender.send_keeping(request).await, Instant::now()) };
+        let baseline = async {
+            match self.baseline {
+                Some(request) => Some(sender.send_keeping(request).await.1),
+                None => None,
+            }
+        };
+        let (((outcome, actual), ended), baseline) = tokio::join!(target, baseline);
+        self.pending.replayed(&self.key, actual, baseline);
+        (outcome, ended)
+    }
 }
 
 /// How a pass of one dispatch thread ended.
@@ -185,7 +221,11 @@ impl Dispatcher {
     async fn dispatch<S: Sender>(&self, sender: S, first: Vec<LaneStream>, start: Instant) -> Result<(), String> {
         let replay = &self.replay;
         let options = replay.options();
-        let in_flight = Arc::new(Semaphore::new(self.max_in_flight));
+        let mut sends = ThreadSends {
+            in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
+            sessions: Sessions::new(),
+            pending: replay.compare.clone().map(|c| Pending::new(c, replay.stats.clone(), self.shard)),
+        };
         let mut pacing = Pacing {
             clock: Clock { start, paused_for: Duration::ZERO },
             timer: PreciseTimer::new().map_err(|e| format!("cannot create a timer: {e}"))?,
@@ -193,7 +233,6 @@ impl Dispatcher {
             until: (options.duration_ms > 0).then(|| Duration::from_millis(options.duration_ms)),
         };
         let lanes: Vec<usize> = first.iter().map(|l| l.lane).collect();
-        let mut sessions = Sessions::new();
         let mut waiting = first;
         let mut pass = lanes.iter().map(|&i| replay.lanes[i].first_pass).min().unwrap_or(0);
         let mut opening: Option<JoinHandle<Result<Vec<LaneStream>, LogError>>> = None;
@@ -207,13 +246,16 @@ impl Dispatcher {
             if replay.passes.is_none_or(|passes| pass + 1 < passes) {
                 opening = Some(replay.readers.spawn(open_pass(replay.clone(), lanes.clone(), pass + 1)));
             }
-            match self.dispatch_pass(&sender, streams, pass, &mut pacing, &in_flight, &mut sessions).await? {
+            match self.dispatch_pass(&sender, streams, pass, &mut pacing, &mut sends).await? {
                 PassEnd::Finished => pass += 1,
                 PassEnd::Stopped => break,
             }
         }
         // Let what is in flight finish (each send is bounded by the request timeout).
-        let _ = in_flight.acquire_many(self.max_in_flight as u32).await;
+        let _ = sends.in_flight.acquire_many(self.max_in_flight as u32).await;
+        if let Some(pending) = sends.pending {
+            pending.finish();
+        }
         Ok(())
     }
 
@@ -242,9 +284,9 @@ impl Dispatcher {
         lanes: Vec<LaneStream>,
         pass: u32,
         pacing: &mut Pacing,
-        in_flight: &Arc<Semaphore>,
-        sessions: &mut Sessions<S::Session>,
+        sends: &mut ThreadSends<S::Session>,
     ) -> Result<PassEnd, String> {
+        let (in_flight, pending) = (&sends.in_flight, sends.pending.as_ref());
         let replay = &self.replay;
         let options = replay.options();
         let multiple = options.multiple.max(1);
@@ -264,11 +306,22 @@ impl Dispatcher {
             if replay.stop_if_unheard(reprise_store::now_ms()) {
                 return Ok(PassEnd::Stopped);
             }
-            let Some((recorded, uri, endpoint)) = replay.request_for(&located.record) else {
+            let record = &located.record;
+            if let Some(pending) = pending
+                && record.kind() == MessageKind::Response
+                && let Ok(response) = request::parse_response(&record.http)
+            {
+                pending.recorded(&(record.connection_id.clone(), record.sequence), response);
+            }
+            let Some((recorded, uri, endpoint)) = replay.request_for(record) else {
                 replay.stats.take(lane, pass, located.offset, 0);
                 continue;
             };
             let slot = replay.stats.endpoint_slot(self.shard, endpoint);
+            let key = (record.connection_id.clone(), record.sequence);
+            if let Some(pending) = pending {
+                pending.expect(key.clone(), multiple, slot, recorded.path_and_query.clone());
+            }
             replay.stats.planned_sends.fetch_add(u64::from(multiple), Ordering::Relaxed);
             let taken = replay.stats.take(lane, pass, located.offset, multiple);
             for copy in 0..multiple {
@@ -292,13 +345,18 @@ impl Dispatcher {
                     _ = replay.cancel.cancelled() => return Ok(PassEnd::Stopped),
                 };
                 let request = build_request(&recorded, uri.clone(), options.keep_host);
-                let route = match (&replay.shadow, options.sessions) {
-                    (_, true) => Route::Session(sessions.turn(&located.record.connection_id, copy)),
-                    (Some(shadow), false) => match shadow.sends(&recorded, options.keep_host) {
+                let route = match (&replay.shadow, pending, options.sessions) {
+                    (_, _, true) => Route::Session(sends.sessions.turn(&record.connection_id, copy)),
+                    (_, Some(pending), false) => Route::Compare(Box::new(Comparing {
+                        pending: pending.clone(),
+                        key: key.clone(),
+                        baseline: pending.compare().baseline_request(&recorded, options.keep_host),
+                    })),
+                    (Some(shadow), None, false) => match shadow.sends(&recorded, options.keep_host) {
                         Some(sends) => Route::Shadow(Box::new(sends), shadow.clone()),
                         None => Route::Pooled,
                     },
-                    (None, false) => Route::Pooled,
+                    (None, None, false) => Route::Pooled,
                 };
                 let body_bytes = recorded.body.len() as u64;
                 let dispatch = move |stats: &Stats, shard: usize| {
@@ -324,6 +382,7 @@ impl Dispatcher {
                         Route::Shadow(sends, shadow) => {
                             shadow.exchange(&sender, request, *sends, &stats, (shard, slot)).await
                         }
+                        Route::Compare(comparing) => comparing.exchange(&sender, request).await,
                         Route::Session(mut turn) => {
                             let connection = turn.wait().await;
                             dispatch(&stats, shard);
