@@ -304,16 +304,19 @@ impl Stats {
         self.status.iter().map(load).sum::<u64>() + self.errors.iter().map(load).sum::<u64>()
     }
 
-    /// The histograms of every shard, merged; the interval starts again.
-    fn merged_histograms(&self) -> Histograms {
+    /// The histograms of every shard, merged; with `new_interval`, the interval starts
+    /// again.
+    fn merged_histograms(&self, new_interval: bool) -> Histograms {
         let mut merged = Histograms::new();
         for shard in &self.hists {
             // Copy under the lock, merge and serialise outside it.
             let copy = {
                 let mut h = shard.lock().expect("stats lock");
                 let copy = h.clone();
-                h.latency_interval.reset();
-                h.lag_interval.reset();
+                if new_interval {
+                    h.latency_interval.reset();
+                    h.lag_interval.reset();
+                }
                 copy
             };
             merged.add(&copy);
@@ -331,12 +334,32 @@ impl Stats {
         error: &str,
         light: bool,
     ) -> WorkerStats {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let encoded = (!light).then(|| {
-            let merged = self.merged_histograms();
+            let merged = self.merged_histograms(true);
             [&merged.latency_total, &merged.lag_total, &merged.latency_interval, &merged.lag_interval].map(serialize)
         });
-        let [latency_us_total, lag_us_total, latency_us_interval, lag_us_interval] = encoded.unwrap_or_default();
+        self.report_with(id, seq, state, error, light, encoded.unwrap_or_default())
+    }
+
+    /// The cumulative counters and histograms now, for a scrape: the interval is left to
+    /// the next report (it feeds the controller's timeline).
+    pub fn snapshot(&self, id: &ReportId<'_>, state: WorkerReplayState) -> WorkerStats {
+        let merged = self.merged_histograms(false);
+        let totals = [serialize(&merged.latency_total), serialize(&merged.lag_total), Vec::new(), Vec::new()];
+        self.report_with(id, 0, state, "", false, totals)
+    }
+
+    /// A report with the histograms given: latency and lag, total then interval.
+    fn report_with(
+        &self,
+        id: &ReportId<'_>,
+        seq: u64,
+        state: WorkerReplayState,
+        error: &str,
+        light: bool,
+        [latency_us_total, lag_us_total, latency_us_interval, lag_us_interval]: [Vec<u8>; 4],
+    ) -> WorkerStats {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (checkpoints, sends_past_checkpoints) = self.share_checkpoints();
         let (first_send_unix_ns, last_send_unix_ns) = self.send_window();
         WorkerStats {
@@ -428,6 +451,20 @@ mod tests {
         assert_eq!(decode(&second.lag_us_total).len(), 2);
         assert_eq!(decode(&second.lag_us_interval).len(), 0, "interval restarts after a full report");
         assert_eq!(decode(&first.latency_us_interval).max(), decode(&first.latency_us_total).max());
+    }
+
+    #[test]
+    fn a_snapshot_has_the_totals_and_leaves_the_interval_to_the_next_report() {
+        let stats = Stats::new(&[share(0, 5, 9)], &[0], 2);
+        stats.record_dispatch(0, Instant::now(), 100, 10);
+        stats.record_outcome(0, Outcome::Response { status: 200, body_bytes: 3 }, 2_000);
+        stats.record_dispatch(1, Instant::now(), 70, 10);
+        let decode = |b: &[u8]| -> Histogram<u64> { Deserializer::new().deserialize(&mut &b[..]).unwrap() };
+        let snapshot = stats.snapshot(&ID, WorkerReplayState::Running);
+        assert_eq!((snapshot.sent, snapshot.status_2xx, snapshot.bytes_received), (2, 1, 3));
+        assert_eq!((decode(&snapshot.lag_us_total).len(), decode(&snapshot.latency_us_total).len()), (2, 1));
+        let next = report(&stats, false);
+        assert_eq!(decode(&next.lag_us_interval).len(), 2, "the scrape took nothing from the interval");
     }
 
     #[test]
