@@ -3,7 +3,8 @@
 #  1. every YAML and JSON file under deploy/ parses, and the kinds known here have their
 #     required keys (Prometheus config and rules, Grafana dashboards, Kubernetes
 #     manifests, compose files);
-#  2. promtool checks the Prometheus config and the alert rules;
+#  2. promtool checks the Prometheus config and the alert rules, and parses the
+#     dashboards' queries (as recording rules);
 #  3. every reprise_* metric the rules and the dashboards use is one the code exports
 #     (by its name in the Rust sources; loadtests/tests/metrics.rs checks the same names
 #     against real scrapes of a controller, a worker and a capture node).
@@ -16,8 +17,12 @@ if ! command -v promtool >/dev/null 2>&1; then
     exit 1
 fi
 
-python3 - <<'EOF'
+queries=$(mktemp -d)
+trap 'rm -rf "$queries"' EXIT
+
+QUERIES="$queries" python3 - <<'EOF'
 import json
+import os
 import pathlib
 import re
 import sys
@@ -110,7 +115,10 @@ def check(path, doc):
         check_rules(path, doc)
     elif "panels" in doc:
         check_dashboard(path, doc)
-    elif "kind" in doc and "apiVersion" in doc or path.parent.name == "k8s" or "k8s" in path.parts:
+    elif doc.get("kind") == "Kustomization":
+        if not any(k in doc for k in ("resources", "bases", "components", "patches")):
+            fail(path, "a kustomization with nothing in it")
+    elif "kind" in doc or "k8s" in path.parts:
         check_manifest(path, doc)
     elif "compose" in path.name:
         check_compose(path, doc)
@@ -131,6 +139,24 @@ for path in files:
         for name in re.findall(r"\breprise_[a-z0-9_]+", text):
             used.setdefault(name, path)
 
+# The dashboards' queries, as recording rules, so that promtool parses their PromQL
+# (Grafana's variables replaced by values of the same kind).
+exprs = []
+for path in files:
+    if path.suffix == ".json":
+        doc = json.loads(path.read_text())
+        if isinstance(doc, dict) and "panels" in doc:
+            for panel in doc["panels"]:
+                exprs += [t["expr"] for t in panel.get("targets", []) if "expr" in t]
+variables = {"$__rate_interval": "1m", "$__interval": "15s", "$replay": ".*"}
+for i, expr in enumerate(exprs):
+    for variable, value in variables.items():
+        expr = expr.replace(variable, value)
+    exprs[i] = expr
+group = {"name": "dashboard-queries", "rules": [{"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)]}
+with open(os.path.join(os.environ["QUERIES"], "dashboards.yml"), "w") as f:
+    yaml.safe_dump({"groups": [group]}, f)
+
 # A family's name in the sources is the exported one without the prefix, a counter's
 # _total, a histogram's series suffix and the unit (the encoder adds them).
 sources = "\n".join(p.read_text() for p in pathlib.Path(".").glob("*/src/**/*.rs"))
@@ -148,4 +174,6 @@ EOF
 
 promtool check config deploy/prometheus/prometheus.yml
 promtool check rules deploy/prometheus/rules.yml
+echo "check.sh: the dashboards' queries parse as PromQL:" >&2
+promtool check rules "$queries/dashboards.yml"
 echo "check.sh: the deployment files are sound" >&2
