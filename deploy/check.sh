@@ -3,8 +3,9 @@
 #  1. every YAML and JSON file under deploy/ parses, and the kinds known here have their
 #     required keys (Prometheus config and rules, Grafana dashboards, Kubernetes
 #     manifests, compose files);
-#  2. promtool checks the Prometheus config and the alert rules, and parses the
-#     dashboards' queries (as recording rules);
+#  2. promtool checks the Prometheus config and the alert rules, runs the rules' unit
+#     tests (every alert has one), and parses the dashboards' queries (as recording
+#     rules);
 #  3. every reprise_* metric the rules and the dashboards use is one the code exports
 #     (by its name in the Rust sources; loadtests/tests/metrics.rs checks the same names
 #     against real scrapes of a controller, a worker and a capture node).
@@ -139,6 +140,14 @@ for path in files:
         for name in re.findall(r"\breprise_[a-z0-9_]+", text):
             used.setdefault(name, path)
 
+# Every alert has a unit test (rules_test.yml, run by promtool below).
+rules = yaml.safe_load(pathlib.Path("deploy/prometheus/rules.yml").read_text())
+alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+tests = yaml.safe_load(pathlib.Path("deploy/prometheus/rules_test.yml").read_text())
+tested = {a["alertname"] for t in tests["tests"] for a in t.get("alert_rule_test", []) if a.get("exp_alerts")}
+for alert in sorted(alerts - tested):
+    fail("deploy/prometheus/rules_test.yml", f"no test shows {alert} firing")
+
 # The dashboards' queries, as recording rules, so that promtool parses their PromQL
 # (Grafana's variables replaced by values of the same kind).
 exprs = []
@@ -174,6 +183,7 @@ EOF
 
 promtool check config deploy/prometheus/prometheus.yml
 promtool check rules deploy/prometheus/rules.yml
+promtool test rules deploy/prometheus/rules_test.yml
 echo "check.sh: the dashboards' queries parse as PromQL:" >&2
 promtool check rules "$queries/dashboards.yml"
 echo "check.sh: the deployment files are sound" >&2
