@@ -124,7 +124,7 @@ pub fn render(families: Vec<Family>) -> String {
 /// A histogram in seconds from an HDR histogram in microseconds: counts per bucket of
 /// [`BUCKETS_S`] (and +Inf). A value lands in the first bucket that holds its whole HDR
 /// equivalence range (exact below 2 ms, within 0.1% above), so `le` never overstates.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Buckets {
     sum_s: f64,
     count: u64,
@@ -134,7 +134,7 @@ pub struct Buckets {
 
 impl Buckets {
     pub fn from_hdr(h: &Histogram<u64>) -> Buckets {
-        let mut buckets = Buckets { sum_s: 0.0, count: 0, counts: [0; BUCKETS_S.len() + 1] };
+        let mut buckets = Buckets::default();
         for v in h.iter_recorded() {
             let (value_s, n) = (h.highest_equivalent(v.value_iterated_to()) as f64 / 1e6, v.count_at_value());
             let i = BUCKETS_S.iter().position(|le| value_s <= *le).unwrap_or(BUCKETS_S.len());
@@ -145,10 +145,6 @@ impl Buckets {
         buckets
     }
 
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
     /// (upper bound, count) per bucket, as the encoder takes them (it accumulates).
     fn buckets(&self) -> Vec<(f64, u64)> {
         BUCKETS_S.iter().copied().chain([f64::INFINITY]).zip(self.counts).collect()
@@ -156,7 +152,7 @@ impl Buckets {
 }
 
 /// Decodes a histogram as the workers send it (V2); empty or unreadable: none.
-pub fn decode_histogram(bytes: &[u8]) -> Option<Histogram<u64>> {
+fn decode_histogram(bytes: &[u8]) -> Option<Histogram<u64>> {
     if bytes.is_empty() {
         return None;
     }
@@ -260,17 +256,11 @@ pub fn replay_families(exporter: Exporter, series: &BTreeMap<(String, String), R
         read.sample(labels(), Counter(s.read));
         skipped.sample(labels(), Counter(s.skipped));
         in_flight.sample(labels(), Gauge(s.in_flight as f64));
-        let buckets = |h: &Option<hdrhistogram::Histogram<u64>>| {
-            h.as_ref().map_or_else(|| Buckets::from_hdr(&empty()), Buckets::from_hdr)
-        };
+        let buckets = |h: &Option<hdrhistogram::Histogram<u64>>| h.as_ref().map(Buckets::from_hdr).unwrap_or_default();
         latency.sample(labels(), Histogram(buckets(&s.latency)));
         lag.sample(labels(), Histogram(buckets(&s.lag)));
     }
     vec![sent, responses, errors, sent_bytes, received_bytes, read, skipped, in_flight, latency, lag]
-}
-
-fn empty() -> Histogram<u64> {
-    Histogram::new(3).expect("valid histogram")
 }
 
 /// Whether a replay that finished at `finished_ms` (if it did) is still exported at
@@ -279,7 +269,7 @@ pub fn exported(finished_ms: Option<i64>, now_ms: i64, linger: Duration) -> bool
     finished_ms.is_none_or(|at| now_ms - at < linger.as_millis() as i64)
 }
 
-/// Serves `render()` on `GET /metrics` (404 elsewhere) until `stop` resolves.
+/// Serves `render()` on `/metrics` (404 elsewhere) until `stop` resolves.
 pub async fn serve<R, S>(listener: tokio::net::TcpListener, render: R, stop: S)
 where
     R: Fn() -> String + Clone + Send + Sync + 'static,
@@ -295,6 +285,8 @@ where
             Ok((stream, _)) => stream,
             Err(e) => {
                 tracing::warn!(error = %e, "metrics: cannot accept a connection");
+                // Out of file descriptors, say: let some close rather than spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };

@@ -146,9 +146,10 @@ impl LiveReplay {
         self.tally.lock().expect("lock").status(&replay, &self.spec, &plan, now_ms())
     }
 
-    /// Calls `f` with each part's latest report and its worker's id (for metrics).
-    pub fn for_each_report(&self, mut f: impl FnMut(&str, &WorkerStats)) {
-        self.tally.lock().expect("lock").latest_reports().for_each(|(worker, report)| f(worker, report));
+    /// Each part's latest report, with its worker's id (for metrics).
+    pub fn reports(&self) -> Vec<(String, WorkerStats)> {
+        let tally = self.tally.lock().expect("lock");
+        tally.latest_reports().map(|(worker, report)| (worker.to_string(), report.clone())).collect()
     }
 
     /// Tells every watcher the status now, with the timeline point that made it.
