@@ -1,11 +1,12 @@
 //! The task set of a run: the input (a live interface here; files in `import.rs`), the
-//! output, catalog registration, metrics (`/metrics`, OpenMetrics text).
+//! output, catalog registration, metrics (`/metrics`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
+use reprise_process::metrics::{Family, Format, Unit, Value};
 use reprise_proto::v1::TrafficRecord;
 use reprise_store::redact_url;
 use reprise_store::schema::CaptureInfo;
@@ -51,7 +52,7 @@ pub async fn run_notify(
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let counters = counters.clone();
         let stop = background.clone().cancelled_owned();
-        tokio::spawn(reprise_process::metrics::serve(listener, move || metrics_text(&counters), stop));
+        tokio::spawn(reprise_process::metrics::serve(listener, move |format| metrics_text(&counters, format), stop));
     }
     let input = if let Some(interface) = config.interface.clone() {
         crate::live::capture_live(&config, &interface, tx, counters.clone(), shutdown, ready).await
@@ -144,13 +145,11 @@ async fn register(catalog_url: String, config: CaptureConfig, counters: Arc<Coun
     }
 }
 
-/// The OpenMetrics text of the capture's counters.
-fn metrics_text(counters: &Counters) -> String {
-    use reprise_process::metrics::Unit;
-    use reprise_process::metrics::{Family, Value};
+/// The capture's counters in `format`.
+fn metrics_text(counters: &Counters, format: Format) -> String {
     let r = counters.report();
     let counter = |name, help, n: u64| Family::counter(name, help).single(Value::Counter(n));
-    reprise_process::metrics::render(vec![
+    let families = vec![
         counter("capture_packets", "Packets read from the interface or files.", r.packets),
         counter("capture_kernel_drops", "Packets the kernel dropped before the capture read them.", r.kernel_drops),
         counter("capture_malformed_packets", "Packets that did not decode (skipped).", r.malformed_packets),
@@ -169,7 +168,8 @@ fn metrics_text(counters: &Counters) -> String {
         Family::gauge("capture_spool", "Bytes waiting in the disk spool.")
             .unit(Unit::Bytes)
             .single(Value::Gauge(counters.output.spool_bytes.load(Ordering::Relaxed) as f64)),
-    ])
+    ];
+    reprise_process::metrics::render(families, format)
 }
 
 /// A log URL as errors show it: its query holds client settings, the capture's own
@@ -186,7 +186,7 @@ mod tests {
     fn metrics_have_help_types_and_values() {
         let counters = Counters::default();
         counters.output.spool_bytes.store(4096, Ordering::Relaxed);
-        let text = metrics_text(&counters);
+        let text = metrics_text(&counters, Format::OpenMetrics);
         for line in [
             "# HELP reprise_capture_kernel_drops Packets the kernel dropped before the capture read them.",
             "# TYPE reprise_capture_kernel_drops counter",

@@ -128,8 +128,10 @@ async fn captures(State(state): State<Arc<ControllerState>>) -> ApiResult {
     Ok(json(&list_all::<CaptureInfo>(&state.catalog).await?))
 }
 
-/// Prometheus metrics (OpenMetrics text), built in `crate::metrics`.
-async fn metrics(State(state): State<Arc<ControllerState>>) -> ApiResult {
-    let text = crate::metrics::render(&state).await?;
-    Ok(([(header::CONTENT_TYPE, reprise_process::metrics::CONTENT_TYPE)], text).into_response())
+/// Prometheus metrics, built in `crate::metrics`, in the text format the scraper accepts.
+async fn metrics(State(state): State<Arc<ControllerState>>, headers: http::HeaderMap) -> ApiResult {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = reprise_process::metrics::Format::negotiate(accept);
+    let text = crate::metrics::render(&state, format).await?;
+    Ok(([(header::CONTENT_TYPE, format.content_type())], text).into_response())
 }

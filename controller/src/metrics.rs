@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use reprise_process::metrics::{self, Exporter, Family, ReplaySeries, Value};
+use reprise_process::metrics::{self, Exporter, Family, Format, ReplaySeries, Value};
 use reprise_proto::v1::{ReplayStatus, WorkerStats};
 use reprise_store::CatalogError;
 use reprise_store::schema::WorkerInfo;
@@ -21,8 +21,8 @@ struct Exported {
     reports: Vec<(String, WorkerStats)>,
 }
 
-/// The OpenMetrics text of this controller now.
-pub async fn render(state: &ControllerState) -> Result<String, CatalogError> {
+/// The metrics of this controller now, in `format`.
+pub async fn render(state: &ControllerState, format: Format) -> Result<String, CatalogError> {
     let workers = state.catalog.list::<WorkerInfo>().await?.len();
     let now = reprise_store::now_ms();
     let mut replays = Vec::new();
@@ -34,7 +34,7 @@ pub async fn render(state: &ControllerState) -> Result<String, CatalogError> {
             replays.push(Exported { status, reports: live.reports() });
         }
     }
-    Ok(metrics::render(families(workers, state.election.is_leader(), &replays)))
+    Ok(metrics::render(families(workers, state.election.is_leader(), &replays), format))
 }
 
 fn families(workers: usize, leading: bool, replays: &[Exported]) -> Vec<Family> {
@@ -85,7 +85,7 @@ mod tests {
             replay("rep-1", ReplayState::Running, &[("w1", 10), ("w2", 7), ("w1", 5)]),
             replay("rep-2", ReplayState::Done, &[("w2", 3)]),
         ];
-        let text = metrics::render(families(2, true, &replays));
+        let text = metrics::render(families(2, true, &replays), Format::OpenMetrics);
         let has = |line: &str| assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         has("reprise_workers 2.0");
         has("reprise_controller_leader 1.0");
@@ -95,7 +95,7 @@ mod tests {
         has(r#"reprise_replay_sent_total{replay="rep-1",worker="w1"} 15"#);
         has(r#"reprise_replay_sent_total{replay="rep-1",worker="w2"} 7"#);
         has(r#"reprise_replay_responses_total{replay="rep-2",worker="w2",class="2xx"} 3"#);
-        let standby = metrics::render(families(2, false, &[]));
+        let standby = metrics::render(families(2, false, &[]), Format::OpenMetrics);
         assert!(standby.lines().any(|l| l == "reprise_controller_leader 0.0"), "{standby}");
         assert!(!standby.contains("replay=\""), "a standby follows no replay: {standby}");
     }

@@ -1,6 +1,6 @@
 //! Prometheus metrics as a scraper sees them, from real processes on a private etcd and
 //! broker: a controller and two workers serving `--metrics`, and a capture node on the
-//! loopback interface (root, pcap). Needs the binaries built.
+//! loopback interface (root, pcap). Needs the binaries built and promtool.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -17,10 +17,17 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// The controller's `--metrics-linger-secs`.
 const LINGER_SECS: u64 = 15;
 
-/// `GET path` on `addr`: the status, the Content-Type and the body.
+/// What Prometheus sends as `Accept`: OpenMetrics first.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// `GET path` on `addr` as Prometheus asks: the status, the Content-Type and the body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    get_accepting(addr, path, PROMETHEUS_ACCEPT).await
+}
+
+async fn get_accepting(addr: SocketAddr, path: &str, accept: &str) -> (u16, String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: {accept}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     tokio::time::timeout(LIMIT, stream.read_to_end(&mut response)).await.unwrap().unwrap();
@@ -84,6 +91,26 @@ fn names_used(path: &str) -> BTreeSet<String> {
         names.insert(name);
     }
     names
+}
+
+/// Lints the Prometheus text format of `addr`'s metrics with `promtool check metrics`
+/// (Debian `prometheus`): it parses, and its names follow the conventions (`_total`
+/// counters, units, help texts).
+async fn promtool_check(what: &str, addr: SocketAddr) {
+    let (code, content_type, text) = get_accepting(addr, "/metrics", "*/*").await;
+    assert_eq!((code, content_type.as_str()), (200, "text/plain; version=0.0.4; charset=utf-8"), "{what}");
+    use std::io::Write;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (deploy/local/setup.sh installs it)");
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool on {what}'s metrics: {said}\n{text}");
 }
 
 /// Checks one histogram's series: buckets never decrease, +Inf equals the count.
@@ -193,6 +220,10 @@ async fn metrics_count_every_send_per_worker_and_expire_after_the_replay() {
     }
     assert!(capture_text.contains("# HELP reprise_capture_kernel_drops "), "{capture_text}");
     assert_eq!(get(capture_http, "/anything").await.0, 404);
+
+    promtool_check("the controller", http).await;
+    promtool_check("a worker", cluster.workers[0].http_addr().unwrap()).await;
+    promtool_check("the capture", capture_http).await;
     let _ = capture.kill();
     let _ = capture.wait();
 

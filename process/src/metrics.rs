@@ -1,6 +1,7 @@
 //! Prometheus metrics through `prometheus-client`: every daemon builds its families at
 //! scrape time from the counters it keeps anyway (a [`Family`] per metric), and this
-//! module encodes them as OpenMetrics text, serves them on `/metrics` alone (workers and
+//! module encodes them (OpenMetrics text for a scraper that asks for it, as Prometheus
+//! does, else the Prometheus text format), serves them on `/metrics` alone (workers and
 //! capture; the controller serves them from its API router), turns the workers' HDR
 //! histograms into cumulative buckets in seconds, and adds up worker reports into the
 //! per-replay series that the controller (the cluster) and each worker (itself) export.
@@ -22,8 +23,30 @@ use prometheus_client::registry::Registry;
 pub use prometheus_client::registry::Unit;
 use reprise_proto::v1::WorkerStats;
 
-/// What `/metrics` answers with: the OpenMetrics text, which Prometheus reads.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The text format of an answer, by the scraper's `Accept` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0: what Prometheus asks for first.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4: for anything else (curl, promtool, older scrapers).
+    Prometheus,
+}
+
+impl Format {
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        match accept {
+            Some(accept) if accept.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Prometheus,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        }
+    }
+}
 
 /// How long a finished replay's series stay exported, so that a scrape (every 15-60 s)
 /// sees its final counts before they go.
@@ -112,12 +135,16 @@ impl Collector for Scrape {
     }
 }
 
-/// The OpenMetrics text of `families`, every name prefixed `reprise_`.
-pub fn render(families: Vec<Family>) -> String {
+/// The text of `families` in `format`, every name prefixed `reprise_`.
+pub fn render(families: Vec<Family>, format: Format) -> String {
     let mut registry = Registry::with_prefix("reprise");
     registry.register_collector(Box::new(Scrape(families)));
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+    let encoded = match format {
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+        Format::Prometheus => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry),
+    };
+    encoded.expect("writing to a String cannot fail");
     out
 }
 
@@ -269,10 +296,10 @@ pub fn exported(finished_ms: Option<i64>, now_ms: i64, linger: Duration) -> bool
     finished_ms.is_none_or(|at| now_ms - at < linger.as_millis() as i64)
 }
 
-/// Serves `render()` on `/metrics` (404 elsewhere) until `stop` resolves.
+/// Serves `render(format)` on `/metrics` (404 elsewhere) until `stop` resolves.
 pub async fn serve<R, S>(listener: tokio::net::TcpListener, render: R, stop: S)
 where
-    R: Fn() -> String + Clone + Send + Sync + 'static,
+    R: Fn(Format) -> String + Clone + Send + Sync + 'static,
     S: Future<Output = ()>,
 {
     tokio::pin!(stop);
@@ -293,7 +320,8 @@ where
         let render = render.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                let response = respond(request.uri().path(), &render);
+                let accept = request.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok());
+                let response = respond(request.uri().path(), Format::negotiate(accept), &render);
                 async move { Ok::<_, Infallible>(response) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
@@ -302,9 +330,9 @@ where
     }
 }
 
-fn respond(path: &str, render: &impl Fn() -> String) -> hyper::Response<Full<Bytes>> {
+fn respond(path: &str, format: Format, render: &impl Fn(Format) -> String) -> hyper::Response<Full<Bytes>> {
     let (status, content_type, body) = match path {
-        "/metrics" => (hyper::StatusCode::OK, CONTENT_TYPE, render()),
+        "/metrics" => (hyper::StatusCode::OK, format.content_type(), render(format)),
         _ => (hyper::StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found: metrics are on /metrics\n".into()),
     };
     let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
@@ -347,7 +375,7 @@ mod tests {
     }
 
     #[test]
-    fn reports_add_up_per_worker_and_encode_as_openmetrics() {
+    fn reports_add_up_per_worker_and_encode_in_both_formats() {
         let report = |sent: u64, lag_us: &[u64]| WorkerStats {
             sent,
             status_2xx: sent - 1,
@@ -365,7 +393,7 @@ mod tests {
         w1.add(&report(2, &[40, 2_000_000]));
         w1.add(&WorkerStats { sent: 1, status_2xx: 1, light: true, ..Default::default() });
         series.insert(("rep-1".to_string(), "w1".to_string()), w1);
-        let text = render(replay_families(Exporter::Controller, &series));
+        let text = render(replay_families(Exporter::Controller, &series), Format::OpenMetrics);
         let has = |line: &str| assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         has("# TYPE reprise_replay_sent counter");
         has("# HELP reprise_replay_sent Requests sent.");
@@ -382,7 +410,15 @@ mod tests {
         has(r#"reprise_replay_lag_seconds_bucket{le="2.5",replay="rep-1",worker="w1"} 5"#);
         has(r#"reprise_replay_latency_seconds_count{replay="rep-1",worker="w1"} 2"#);
         assert!(text.ends_with("# EOF\n"), "{text}");
-        let worker = render(replay_families(Exporter::Worker, &series));
+        // The same samples in the Prometheus text format, named as stored.
+        let plain = render(replay_families(Exporter::Controller, &series), Format::Prometheus);
+        let has = |line: &str| assert!(plain.lines().any(|l| l == line), "no {line:?} in\n{plain}");
+        has("# TYPE reprise_replay_sent_total counter");
+        has(r#"reprise_replay_sent_total{replay="rep-1",worker="w1"} 6"#);
+        has("# TYPE reprise_replay_lag_seconds histogram");
+        has(r#"reprise_replay_lag_seconds_bucket{replay="rep-1",worker="w1",le="2.5"} 5"#);
+        assert!(!plain.contains("# EOF") && !plain.contains("# UNIT"), "{plain}");
+        let worker = render(replay_families(Exporter::Worker, &series), Format::OpenMetrics);
         assert!(worker.contains(r#"reprise_worker_sent_total{replay="rep-1",worker="w1"} 6"#), "{worker}");
         assert!(!worker.contains("reprise_replay_"), "a worker's names differ from the cluster's: {worker}");
     }
@@ -395,27 +431,41 @@ mod tests {
         assert!(!exported(Some(1_000), 121_000, linger));
     }
 
+    #[test]
+    fn the_format_follows_the_accept_header() {
+        // What Prometheus sends.
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Prometheus);
+        assert_eq!(Format::negotiate(None), Format::Prometheus);
+    }
+
     #[tokio::test]
-    async fn only_metrics_is_served_with_its_content_type() {
+    async fn only_metrics_is_served_in_the_format_asked_for() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let render = || render(vec![Family::gauge("up_test", "A test gauge.").single(Value::Gauge(1.0))]);
+        let render = |format| render(vec![Family::gauge("up_test", "A test gauge.").single(Value::Gauge(1.0))], format);
         let server = tokio::spawn(serve(listener, render, std::future::pending()));
-        let get = |path: &'static str| async move {
+        let get = |path: &'static str, accept: &'static str| async move {
             let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nAccept: {accept}\r\nConnection: close\r\n\r\n");
             stream.write_all(request.as_bytes()).await.unwrap();
             let mut response = String::new();
             stream.read_to_string(&mut response).await.unwrap();
             response
         };
-        let metrics = get("/metrics").await;
-        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
-        assert!(metrics.to_lowercase().contains(&format!("content-type: {CONTENT_TYPE}")), "{metrics}");
-        assert!(metrics.contains("\nreprise_up_test 1.0\n") && metrics.contains("# HELP reprise_up_test"), "{metrics}");
+        for format in [Format::OpenMetrics, Format::Prometheus] {
+            let accept = if format == Format::OpenMetrics { "application/openmetrics-text" } else { "*/*" };
+            let metrics = get("/metrics", accept).await;
+            assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+            let content_type = format!("content-type: {}", format.content_type());
+            assert!(metrics.to_lowercase().contains(&content_type), "{metrics}");
+            assert!(metrics.contains("# HELP reprise_up_test A test gauge."), "{metrics}");
+            assert_eq!(metrics.contains("# EOF"), format == Format::OpenMetrics, "{metrics}");
+        }
         for elsewhere in ["/", "/metrics/x", "/healthz"] {
-            let response = get(elsewhere).await;
+            let response = get(elsewhere, "*/*").await;
             assert!(response.starts_with("HTTP/1.1 404"), "{elsewhere}: {response}");
         }
         server.abort();

@@ -176,7 +176,7 @@ impl Worker {
             let service = service.clone();
             tokio::spawn(reprise_process::metrics::serve(
                 listener,
-                move || service.metrics(),
+                move |format| service.metrics(format),
                 shutdown.clone().cancelled_owned(),
             ));
         }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use reprise_process::metrics::{self, Exporter, Family, ReplaySeries, Value};
+use reprise_process::metrics::{self, Exporter, Family, Format, ReplaySeries, Value};
 use reprise_proto::v1::worker_server::Worker as WorkerRpc;
 use reprise_proto::v1::{
     AssignRequest, AssignResponse, ControlAction, ControlRequest, ControlResponse, HeartbeatRequest, HeartbeatResponse,
@@ -70,10 +70,10 @@ impl WorkerService {
         self.parts().into_iter().filter(|r| !r.is_final()).collect()
     }
 
-    /// The OpenMetrics text of this worker: per replay, its parts' counts added up. A
+    /// This worker's metrics in `format`: per replay, its parts' counts added up. A
     /// replay is exported while a part of it runs and for [`metrics::LINGER`] after its
     /// last part ended (so a scrape sees its final counts), then no more.
-    pub fn metrics(&self) -> String {
+    pub fn metrics(&self, format: Format) -> String {
         let now = reprise_store::now_ms();
         let mut by_replay: BTreeMap<String, Vec<Arc<Replay>>> = BTreeMap::new();
         for part in self.parts() {
@@ -96,7 +96,7 @@ impl WorkerService {
                 .single(Value::Gauge(running as f64)),
         ];
         families.extend(metrics::replay_families(Exporter::Worker, &series));
-        metrics::render(families)
+        metrics::render(families, format)
     }
 
     /// Stops every active replay that no controller has named for the grace period, and
