@@ -93,8 +93,6 @@ pub struct Worker {
     pub id: String,
     /// The gRPC address actually bound.
     pub local_addr: SocketAddr,
-    /// Where its metrics are served, if they are (`--metrics`).
-    pub metrics_addr: Option<SocketAddr>,
     service: Arc<WorkerService>,
     shutdown: CancellationToken,
     /// The gRPC server and the watchdog.
@@ -182,7 +180,7 @@ impl Worker {
         }
         let registration = tokio::spawn(keep_registered(catalog, info, lease, ttl, shutdown.clone()));
         tracing::info!(worker = %id, addr = %local_addr, metrics = ?metrics_addr, "worker started");
-        Ok(Worker { id, local_addr, metrics_addr, service, shutdown, tasks: [server, watchdog], registration })
+        Ok(Worker { id, local_addr, service, shutdown, tasks: [server, watchdog], registration })
     }
 
     /// A clean stop: no new sends; what is in flight finishes (bounded); the final
