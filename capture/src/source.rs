@@ -1,11 +1,12 @@
 //! The task set of a run: the input (a live interface here; files in `import.rs`), the
-//! output, catalog registration, metrics.
+//! output, catalog registration, metrics (`/metrics`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
+use reprise_process::metrics::{Family, Format, Unit, Value};
 use reprise_proto::v1::TrafficRecord;
 use reprise_store::redact_url;
 use reprise_store::schema::CaptureInfo;
@@ -49,7 +50,9 @@ pub async fn run_notify(
     }
     if let Some(addr) = config.http {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-        tokio::spawn(serve_metrics(listener, counters.clone(), background.clone()));
+        let counters = counters.clone();
+        let stop = background.clone().cancelled_owned();
+        tokio::spawn(reprise_process::metrics::serve(listener, move |format| metrics_text(&counters, format), stop));
     }
     let input = if let Some(interface) = config.interface.clone() {
         crate::live::capture_live(&config, &interface, tx, counters.clone(), shutdown, ready).await
@@ -142,49 +145,58 @@ async fn register(catalog_url: String, config: CaptureConfig, counters: Arc<Coun
     }
 }
 
-async fn serve_metrics(listener: tokio::net::TcpListener, counters: Arc<Counters>, stop: CancellationToken) {
-    use http_body_util::Full;
-    use hyper::body::Bytes;
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.cancelled() => return,
-        };
-        let Ok((stream, _)) = accepted else { continue };
-        let counters = counters.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |_request| {
-                let body = metrics_text(&counters);
-                async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(body)))) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-        });
-    }
-}
-
-fn metrics_text(counters: &Counters) -> String {
+/// The capture's counters in `format`.
+fn metrics_text(counters: &Counters, format: Format) -> String {
     let r = counters.report();
-    let spool_bytes = counters.output.spool_bytes.load(Ordering::Relaxed);
-    [
-        ("capture_packets_total", "counter", r.packets),
-        ("capture_kernel_drops_total", "counter", r.kernel_drops),
-        ("capture_malformed_packets_total", "counter", r.malformed_packets),
-        ("capture_requests_total", "counter", r.requests),
-        ("capture_responses_total", "counter", r.responses),
-        ("capture_records_stored_total", "counter", r.records_stored),
-        ("capture_records_spooled_total", "counter", r.records_spooled),
-        ("capture_records_dropped_total", "counter", r.records_dropped),
-        ("capture_truncated_bodies_total", "counter", r.truncated_bodies),
-        ("capture_spool_bytes", "gauge", spool_bytes),
-    ]
-    .iter()
-    .map(|(name, kind, value)| format!("# TYPE reprise_{name} {kind}\nreprise_{name} {value}\n"))
-    .collect()
+    let counter = |name, help, n: u64| Family::counter(name, help).single(Value::Counter(n));
+    let families = vec![
+        counter("capture_packets", "Packets read from the interface or files.", r.packets),
+        counter("capture_kernel_drops", "Packets the kernel dropped before the capture read them.", r.kernel_drops),
+        counter("capture_malformed_packets", "Packets that did not decode (skipped).", r.malformed_packets),
+        counter("capture_requests", "HTTP requests framed.", r.requests),
+        counter("capture_responses", "HTTP responses framed.", r.responses),
+        counter("capture_records_stored", "Records stored in the traffic log.", r.records_stored),
+        counter(
+            "capture_records_spooled",
+            "Records written to the disk spool (the log was unreachable).",
+            r.records_spooled,
+        ),
+        counter("capture_records_dropped", "Records dropped: the spool was full.", r.records_dropped),
+        counter("capture_truncated_bodies", "Bodies stored cut at --max-body.", r.truncated_bodies),
+        counter("capture_gaps", "Stream gaps: bytes the capture never saw.", r.gaps),
+        counter("capture_resyncs", "Resynchronisations of the HTTP framing after garbage or a gap.", r.resyncs),
+        Family::gauge("capture_spool", "Bytes waiting in the disk spool.")
+            .unit(Unit::Bytes)
+            .single(Value::Gauge(counters.output.spool_bytes.load(Ordering::Relaxed) as f64)),
+    ];
+    reprise_process::metrics::render(families, format)
 }
 
 /// A log URL as errors show it: its query holds client settings, the capture's own
 /// among them, and may hold secrets.
 fn without_query(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_have_help_types_and_values() {
+        let counters = Counters::default();
+        counters.output.spool_bytes.store(4096, Ordering::Relaxed);
+        let text = metrics_text(&counters, Format::OpenMetrics);
+        for line in [
+            "# HELP reprise_capture_kernel_drops Packets the kernel dropped before the capture read them.",
+            "# TYPE reprise_capture_kernel_drops counter",
+            "reprise_capture_kernel_drops_total 0",
+            "reprise_capture_records_dropped_total 0",
+            "# TYPE reprise_capture_spool_bytes gauge",
+            "reprise_capture_spool_bytes 4096.0",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
 }

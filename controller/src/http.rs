@@ -1,7 +1,6 @@
 //! The stats API: JSON, a live event stream (SSE), Prometheus metrics and the dashboard.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +11,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use futures::{Stream, StreamExt};
-use reprise_proto::v1::ReplayStatus;
 use reprise_store::schema::{CaptureInfo, Recording, WorkerInfo};
 
 use crate::grpc::list_all;
@@ -137,41 +135,10 @@ async fn captures(State(state): State<Arc<ControllerState>>) -> ApiResult {
     Ok(json(&list_all::<CaptureInfo>(&state.catalog).await?))
 }
 
-/// Prometheus text format. Counters are per replay (label `replay`) for the replays
-/// this controller follows live.
-async fn metrics(State(state): State<Arc<ControllerState>>) -> ApiResult {
-    let workers = state.catalog.list::<WorkerInfo>().await?.len();
-    let statuses = state.replays.live_statuses();
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, samples: &mut dyn Iterator<Item = (String, f64)>| {
-        let _ = writeln!(out, "# HELP reprise_{name} {help}\n# TYPE reprise_{name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "reprise_{name}{labels} {value}");
-        }
-    };
-    family("workers", "gauge", "Live registered workers.", &mut std::iter::once((String::new(), workers as f64)));
-    let per_replay = |f: fn(&ReplayStatus) -> f64| {
-        statuses.iter().map(move |s| (format!("{{replay=\"{}\"}}", s.id), f(s))).collect::<Vec<_>>().into_iter()
-    };
-    family("replay_sent_total", "counter", "Requests sent.", &mut per_replay(|s| s.sent as f64));
-    family("replay_ok_total", "counter", "Responses with a status below 400.", &mut per_replay(|s| s.ok as f64));
-    family("replay_errors_total", "counter", "Sends without a response.", &mut per_replay(|s| s.errors as f64));
-    family(
-        "replay_http_errors_total",
-        "counter",
-        "Responses with a status of 400 or more.",
-        &mut per_replay(|s| s.http_errors as f64),
-    );
-    family("replay_records_read_total", "counter", "Records read from the log.", &mut per_replay(|s| s.read as f64));
-    family("replay_qps", "gauge", "Requests sent in the last second.", &mut per_replay(|s| s.current_qps));
-    family("replay_in_flight", "gauge", "Requests awaiting a response.", &mut per_replay(|s| s.in_flight as f64));
-    family("replay_progress_ratio", "gauge", "Share of the recording read.", &mut per_replay(|s| s.progress));
-    family(
-        "replay_latency_p99_seconds",
-        "gauge",
-        "p99 latency from the due time.",
-        &mut per_replay(|s| s.latency_ms.as_ref().map_or(f64::NAN, |l| l.p99 / 1000.0)),
-    );
-    family("replay_lag_p99_seconds", "gauge", "p99 schedule lag.", &mut per_replay(|s| s.lag().p99 / 1000.0));
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+/// Prometheus metrics, built in `crate::metrics`, in the text format the scraper accepts.
+async fn metrics(State(state): State<Arc<ControllerState>>, headers: http::HeaderMap) -> ApiResult {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = reprise_process::metrics::Format::negotiate(accept);
+    let text = crate::metrics::render(&state, format).await?;
+    Ok(([(header::CONTENT_TYPE, format.content_type())], text).into_response())
 }

@@ -6,6 +6,7 @@ pub mod allow;
 pub mod election;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod planner;
 pub mod recordings;
 pub mod replays;
@@ -75,6 +76,10 @@ pub struct ControllerConfig {
     /// ports may start replays.
     #[arg(long, env = "REPRISE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Seconds a finished replay's series stay on /metrics (so that a scrape sees its
+    /// final counts) before they are dropped.
+    #[arg(long, env = "REPRISE_METRICS_LINGER_SECS", default_value_t = reprise_process::metrics::LINGER.as_secs())]
+    pub metrics_linger_secs: u64,
     #[command(flatten)]
     pub tls: reprise_process::tls::TlsArgs,
     #[command(flatten)]
@@ -158,6 +163,7 @@ impl Controller {
             replays: replays.clone(),
             election,
             token: token.map(Arc::new),
+            metrics_linger: Duration::from_secs(config.metrics_linger_secs),
         });
         let shutdown = CancellationToken::new();
 

@@ -1,6 +1,7 @@
 //! What the controller's services share.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use reprise_process::token::Token;
 use reprise_store::Catalog;
@@ -17,6 +18,8 @@ pub struct ControllerState {
     pub election: Arc<Election>,
     /// What ctl and the HTTP API must present; `None`: anyone who reaches the ports.
     pub token: Option<Arc<Token>>,
+    /// How long a finished replay's series stay on /metrics.
+    pub metrics_linger: Duration,
 }
 
 impl ControllerState {

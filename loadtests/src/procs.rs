@@ -262,7 +262,7 @@ pub struct Daemon {
     args: Vec<String>,
     env: Vec<(String, String)>,
     grpc: SocketAddr,
-    /// A controller's HTTP API.
+    /// A controller's HTTP API, a worker's metrics (`--metrics`).
     http: Option<SocketAddr>,
     log: PathBuf,
     child: Option<Child>,
@@ -314,6 +314,15 @@ impl Daemon {
         Daemon::spawn("reprise-worker", name, args, Vec::new(), grpc)
     }
 
+    /// A worker as [`Daemon::worker`] that serves its metrics on a free loopback port.
+    pub fn worker_with_metrics(name: &str, catalog: &str, extra: &[String]) -> anyhow::Result<Daemon> {
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_ports(1)?[0]));
+        let extra = [extra, &["--metrics".into(), metrics.to_string()]].concat();
+        let mut daemon = Daemon::worker(name, catalog, &extra)?;
+        daemon.http = Some(metrics);
+        Ok(daemon)
+    }
+
     /// Waits until the daemon accepts connections ([`READY_TIMEOUT`]).
     pub async fn ready(mut self) -> anyhow::Result<Daemon> {
         self.wait_ready(READY_TIMEOUT).await?;
@@ -332,7 +341,7 @@ impl Daemon {
         format!("http://{}", self.grpc)
     }
 
-    /// A controller's HTTP API address.
+    /// A controller's HTTP API address, a worker's metrics address.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http
     }
@@ -495,6 +504,8 @@ pub struct ProcessClusterConfig {
     /// TLS on every link but the broker: etcd asks for client certificates, and the
     /// controllers and workers talk mutual TLS, each with a certificate of its own.
     pub tls: bool,
+    /// Every worker serves its metrics (`--metrics`, see [`Daemon::http_addr`]).
+    pub worker_metrics: bool,
 }
 
 impl ProcessClusterConfig {
@@ -512,6 +523,7 @@ impl ProcessClusterConfig {
             controller_flags: Vec::new(),
             token: None,
             tls: false,
+            worker_metrics: false,
         }
     }
 
@@ -628,7 +640,11 @@ impl ProcessCluster {
         for i in 0..config.workers {
             let label = format!("worker-{i}");
             let flags = [config.worker_flags(i), cluster.tls_flags(&label)?].concat();
-            let daemon = Daemon::worker(&label, &cluster.catalog_url, &flags)?;
+            let daemon = if config.worker_metrics {
+                Daemon::worker_with_metrics(&label, &cluster.catalog_url, &flags)?
+            } else {
+                Daemon::worker(&label, &cluster.catalog_url, &flags)?
+            };
             cluster.workers.push(daemon.ready().await?);
         }
         let names: Vec<String> = cluster.workers.iter().map(|w| w.label().to_string()).collect();

@@ -460,12 +460,44 @@ fn controller_cases(world: &World) -> Vec<Case> {
             1,
             only("error: cannot read the token file /nonexistent/token: No such file or directory (os error 2)"),
         ),
+        controller(
+            "controller: --metrics-linger-secs not a number",
+            &["--metrics-linger-secs", "soon"],
+            2,
+            line(
+                "error: invalid value 'soon' for '--metrics-linger-secs <METRICS_LINGER_SECS>': invalid digit found in string",
+            ),
+        ),
         case(
             "controller: an unknown flag",
             "reprise-controller",
             &["--bogus"],
             2,
             line("error: unexpected argument '--bogus' found"),
+        ),
+    ]
+}
+
+fn worker_cases(world: &World) -> Vec<Case> {
+    let catalog = format!("file://{}", world.path("worker-catalog").display());
+    let worker = |name, extra: &[&str], exit, says| {
+        let args = ["--catalog", &catalog, "--listen", "127.0.0.1:0", "--name", "w-bad"];
+        case(name, "reprise-worker", &[&args[..], extra].concat(), exit, says)
+    };
+    // The sink holds its port: a metrics address already in use.
+    let taken = world.sink.addr.to_string();
+    vec![
+        worker(
+            "worker: --metrics without a port",
+            &["--metrics", "localhost"],
+            2,
+            line("error: invalid value 'localhost' for '--metrics <METRICS>': invalid socket address syntax"),
+        ),
+        worker(
+            "worker: --metrics on a port in use",
+            &["--metrics", &taken],
+            1,
+            only(format!("error: cannot listen on {taken}: Address already in use (os error 98)")),
         ),
     ]
 }
@@ -702,6 +734,7 @@ async fn every_bad_input_gets_its_exit_status_and_one_clear_line() {
     cases.extend(ctl_runtime_cases(&world, closed_port));
     cases.push(garbage_replay_case(&world, &recording));
     cases.extend(controller_cases(&world));
+    cases.extend(worker_cases(&world));
     cases.extend(capture_usage_cases(&world));
     cases.extend(capture_failure_cases(&world, closed_port));
     cases.extend(pcap_input_cases(&world));

@@ -332,7 +332,12 @@ async fn stats_api_serves_json_sse_metrics_and_dashboard(kind: &str) {
 
     let (_, metrics) = http_get(http, "/metrics").await;
     assert!(metrics.contains(&format!("reprise_workers {WORKERS}")), "{metrics}");
-    assert!(metrics.contains(&format!("reprise_replay_sent_total{{replay=\"{id}\"}} 600")), "{metrics}");
+    let sent_by = |worker: usize| format!("reprise_replay_sent_total{{replay=\"{id}\",worker=\"worker-{worker}\"}} ");
+    let sent: u64 = (0..WORKERS)
+        .filter_map(|w| metrics.lines().find_map(|l| l.strip_prefix(&sent_by(w))))
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(sent, 600, "every send counted, per worker: {metrics}");
     let (code, page) = http_get(http, "/").await;
     assert_eq!(code, 200);
     assert!(page.contains("api/replays") && page.contains("EventSource"), "the dashboard reads the same API");

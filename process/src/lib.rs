@@ -7,11 +7,14 @@
 //! * [`parse_label`]: the `KEY=VALUE` value parser of every `--label`-like flag.
 //! * [`token::Token`]: the controller's shared secret, never printed.
 //! * [`tls::TlsArgs`]: the certificate flags of every gRPC party (mutual TLS).
+//! * [`metrics`]: Prometheus families built at scrape time, OpenMetrics or Prometheus
+//!   text, the `/metrics` server, histograms in seconds from the workers' HDR histograms.
 //! * [`testing`]: checks each daemon runs over its own configuration (every flag has an
 //!   environment variable; the example config file is complete and parses).
 
 mod layered;
 mod logging;
+pub mod metrics;
 pub mod testing;
 pub mod tls;
 pub mod token;

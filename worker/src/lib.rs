@@ -69,6 +69,10 @@ pub struct WorkerConfig {
     /// TTL of the catalog lease that keeps this worker registered.
     #[arg(long, env = "REPRISE_LEASE_TTL_SECS", default_value_t = 10)]
     pub lease_ttl_secs: u64,
+    /// Address to serve this worker's Prometheus metrics on (/metrics): its own counts
+    /// per replay [default: none].
+    #[arg(long, env = "REPRISE_METRICS")]
+    pub metrics: Option<SocketAddr>,
     #[command(flatten)]
     pub tls: reprise_process::tls::TlsArgs,
     #[command(flatten)]
@@ -113,6 +117,13 @@ impl Worker {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
+        let metrics_listener = match config.metrics {
+            Some(addr) => {
+                Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?)
+            }
+            None => None,
+        };
+        let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
         let id = config.name.clone().unwrap_or_else(|| format!("w-{:08x}", rand::random::<u32>()));
         let address = match &config.advertise {
             Some(advertise) => advertise.clone(),
@@ -159,8 +170,16 @@ impl Worker {
             })
         };
         let watchdog = tokio::spawn(service.clone().watchdog());
+        if let Some(listener) = metrics_listener {
+            let service = service.clone();
+            tokio::spawn(reprise_process::metrics::serve(
+                listener,
+                move |format| service.metrics(format),
+                shutdown.clone().cancelled_owned(),
+            ));
+        }
         let registration = tokio::spawn(keep_registered(catalog, info, lease, ttl, shutdown.clone()));
-        tracing::info!(worker = %id, addr = %local_addr, "worker started");
+        tracing::info!(worker = %id, addr = %local_addr, metrics = ?metrics_addr, "worker started");
         Ok(Worker { id, local_addr, service, shutdown, tasks: [server, watchdog], registration })
     }
 

@@ -328,6 +328,18 @@ impl Replay {
         self.reports.borrow().state()
     }
 
+    /// The counters and histograms now (for metrics).
+    pub fn snapshot(&self) -> WorkerStats {
+        let id = ReportId { worker_id: &self.worker_id, replay_id: &self.id, part: self.part };
+        self.stats.snapshot(&id, self.state())
+    }
+
+    /// When the part ended (its final report), ms since the epoch; `None` while it runs.
+    pub fn ended_at_ms(&self) -> Option<i64> {
+        let report = self.reports.borrow();
+        report.state().is_final().then_some(report.at_unix_ns / 1_000_000)
+    }
+
     pub fn pause(&self, paused: bool) {
         self.paused.send_replace(paused);
     }

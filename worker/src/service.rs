@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use reprise_process::metrics::{self, Exporter, Family, Format, ReplaySeries, Value};
 use reprise_proto::v1::worker_server::Worker as WorkerRpc;
 use reprise_proto::v1::{
     AssignRequest, AssignResponse, ControlAction, ControlRequest, ControlResponse, HeartbeatRequest, HeartbeatResponse,
@@ -67,6 +68,35 @@ impl WorkerService {
     /// Replay parts that have not ended.
     pub fn active(&self) -> Vec<Arc<Replay>> {
         self.parts().into_iter().filter(|r| !r.is_final()).collect()
+    }
+
+    /// This worker's metrics in `format`: per replay, its parts' counts added up. A
+    /// replay is exported while a part of it runs and for [`metrics::LINGER`] after its
+    /// last part ended (so a scrape sees its final counts), then no more.
+    pub fn metrics(&self, format: Format) -> String {
+        let now = reprise_store::now_ms();
+        let mut by_replay: BTreeMap<String, Vec<Arc<Replay>>> = BTreeMap::new();
+        for part in self.parts() {
+            by_replay.entry(part.id.clone()).or_default().push(part);
+        }
+        let mut series = BTreeMap::new();
+        let mut running = 0;
+        for (id, parts) in by_replay {
+            let ended: Option<Vec<i64>> = parts.iter().map(|p| p.ended_at_ms()).collect();
+            let finished_at = ended.and_then(|times| times.into_iter().max());
+            if !metrics::exported(finished_at, now, metrics::LINGER) {
+                continue;
+            }
+            running += parts.iter().filter(|p| !p.is_final()).count();
+            let replay: &mut ReplaySeries = series.entry((id, self.worker_id.clone())).or_default();
+            parts.iter().for_each(|p| replay.add(&p.snapshot()));
+        }
+        let mut families = vec![
+            Family::gauge("worker_parts_running", "Replay parts running on this worker.")
+                .single(Value::Gauge(running as f64)),
+        ];
+        families.extend(metrics::replay_families(Exporter::Worker, &series));
+        metrics::render(families, format)
     }
 
     /// Stops every active replay that no controller has named for the grace period, and

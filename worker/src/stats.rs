@@ -483,9 +483,10 @@ impl Stats {
         self.status.iter().map(load).sum::<u64>() + self.errors.iter().map(load).sum::<u64>()
     }
 
-    /// The histograms of every shard, merged, and the sends per second; the interval
-    /// starts again, and the seconds reported closed are dropped.
-    fn merged_histograms(&self) -> (Histograms, Vec<SecondSends>, Vec<EndpointStats>) {
+    /// The histograms of every shard, merged, the sends per second and the endpoints;
+    /// with `new_interval` (a report, not a scrape), the interval starts again and the
+    /// seconds reported closed are dropped.
+    fn merged_histograms(&self, new_interval: bool) -> (Histograms, Vec<SecondSends>, Vec<EndpointStats>) {
         // A second is closed once the clock is a second past its end: a send timed in it
         // may still be taking its shard's lock for a moment after.
         let open_from = reprise_store::now_ns().div_euclid(1_000_000_000) - 1;
@@ -497,9 +498,11 @@ impl Stats {
             let copy = {
                 let mut h = shard.lock().expect("stats lock");
                 let copy = h.clone();
-                h.latency_interval.reset();
-                h.lag_interval.reset();
-                h.seconds.retain(|(second, _)| *second >= open_from);
+                if new_interval {
+                    h.latency_interval.reset();
+                    h.lag_interval.reset();
+                    h.seconds.retain(|(second, _)| *second >= open_from);
+                }
                 copy
             };
             merged.add(&copy);
@@ -527,14 +530,35 @@ impl Stats {
         error: &str,
         light: bool,
     ) -> WorkerStats {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let encoded = (!light).then(|| {
-            let (merged, seconds, endpoints) = self.merged_histograms();
+            let (merged, seconds, endpoints) = self.merged_histograms(true);
             let histograms = [&merged.latency_total, &merged.lag_total, &merged.latency_interval, &merged.lag_interval];
-            (histograms.map(serialize), seconds, endpoints)
+            Detail { histograms: histograms.map(serialize), sends_per_second: seconds, endpoints }
         });
-        let ([latency_us_total, lag_us_total, latency_us_interval, lag_us_interval], sends_per_second, endpoints) =
-            encoded.unwrap_or_default();
+        self.report_with(id, seq, state, error, light, encoded.unwrap_or_default())
+    }
+
+    /// The cumulative counters, histograms and endpoints now, for a scrape: the interval
+    /// and the seconds are left to the next report (they feed the controller's timeline).
+    pub fn snapshot(&self, id: &ReportId<'_>, state: WorkerReplayState) -> WorkerStats {
+        let (merged, _, endpoints) = self.merged_histograms(false);
+        let histograms = [serialize(&merged.latency_total), serialize(&merged.lag_total), Vec::new(), Vec::new()];
+        self.report_with(id, 0, state, "", false, Detail { histograms, sends_per_second: Vec::new(), endpoints })
+    }
+
+    /// A report with the detail given.
+    fn report_with(
+        &self,
+        id: &ReportId<'_>,
+        seq: u64,
+        state: WorkerReplayState,
+        error: &str,
+        light: bool,
+        detail: Detail,
+    ) -> WorkerStats {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let Detail { histograms, sends_per_second, endpoints } = detail;
+        let [latency_us_total, lag_us_total, latency_us_interval, lag_us_interval] = histograms;
         let (checkpoints, sends_past_checkpoints) = self.share_checkpoints();
         let (first_send_unix_ns, last_send_unix_ns) = self.send_window();
         WorkerStats {
@@ -587,6 +611,15 @@ fn share_start(share: &PartitionShare) -> PassOffset {
 
 fn load32(a: &AtomicU32) -> u32 {
     a.load(Ordering::Relaxed)
+}
+
+/// What a full report carries beyond the counters: the histograms (latency and lag,
+/// total then interval), the sends per second and the endpoints.
+#[derive(Default)]
+struct Detail {
+    histograms: [Vec<u8>; 4],
+    sends_per_second: Vec<SecondSends>,
+    endpoints: Vec<EndpointStats>,
 }
 
 /// Whose report it is.
@@ -673,6 +706,21 @@ mod tests {
         let other = endpoints.iter().find(|e| e.endpoint == reprise_rules::endpoint::OTHER).unwrap();
         assert_eq!(other.sent, 5);
         assert_eq!(endpoints.iter().map(|e| e.sent).sum::<u64>(), MAX_ENDPOINTS as u64 + 5);
+    }
+
+    #[test]
+    fn a_snapshot_has_the_totals_and_leaves_the_interval_to_the_next_report() {
+        let stats = stats_with_endpoint(&[share(0, 5, 9)], 2);
+        stats.record_dispatch(0, 0, Instant::now(), 100, 10);
+        stats.record_outcome(0, 0, Outcome::Response { status: 200, body_bytes: 3 }, 2_000);
+        stats.record_dispatch(1, 0, Instant::now(), 70, 10);
+        let decode = |b: &[u8]| -> Histogram<u64> { Deserializer::new().deserialize(&mut &b[..]).unwrap() };
+        let snapshot = stats.snapshot(&ID, WorkerReplayState::Running);
+        assert_eq!((snapshot.sent, snapshot.status_2xx, snapshot.bytes_received), (2, 1, 3));
+        assert_eq!((decode(&snapshot.lag_us_total).len(), decode(&snapshot.latency_us_total).len()), (2, 1));
+        let next = report(&stats, false);
+        assert_eq!(decode(&next.lag_us_interval).len(), 2, "the scrape took nothing from the interval");
+        assert_eq!(next.sends_per_second.iter().map(|s| s.sent).sum::<u64>(), 2, "nor the seconds");
     }
 
     #[test]

@@ -37,6 +37,7 @@ fn config(catalog: &str) -> WorkerConfig {
         source_ip: None,
         dispatch_threads: 0,
         lease_ttl_secs: 2,
+        metrics: None,
         tls: Default::default(),
         logging: Default::default(),
     }

@@ -27,7 +27,9 @@ use std::time::Duration;
 use futures::future::join_all;
 use futures::stream::{BoxStream, StreamExt};
 use reprise_proto::v1::worker_client::WorkerClient;
-use reprise_proto::v1::{ControlAction, ControlRequest, ReplayEvent, ReplayState, ReplayStatus, TimelinePoint};
+use reprise_proto::v1::{
+    ControlAction, ControlRequest, ReplayEvent, ReplayState, ReplayStatus, TimelinePoint, WorkerStats,
+};
 use reprise_store::schema::Replay;
 use reprise_store::{Catalog, CatalogError, now_ms};
 use tokio::sync::watch;
@@ -142,6 +144,12 @@ impl LiveReplay {
         let replay = self.replay.lock().expect("lock").clone();
         let plan = self.plan.lock().expect("lock");
         self.tally.lock().expect("lock").status(&replay, &self.spec, &plan, now_ms())
+    }
+
+    /// Each part's latest report, with its worker's id (for metrics).
+    pub fn reports(&self) -> Vec<(String, WorkerStats)> {
+        let tally = self.tally.lock().expect("lock");
+        tally.latest_reports().map(|(worker, report)| (worker.to_string(), report.clone())).collect()
     }
 
     /// Tells every watcher the status now, with the timeline point that made it.
@@ -287,10 +295,9 @@ impl ReplayManager {
         Ok(out)
     }
 
-    /// Live replays' statuses (for metrics).
-    pub fn live_statuses(&self) -> Vec<ReplayStatus> {
-        let live: Vec<Arc<LiveReplay>> = self.live.lock().expect("lock").values().cloned().collect();
-        live.iter().map(|l| l.status()).collect()
+    /// The replays this controller follows, ended ones included (for metrics).
+    pub fn followed(&self) -> Vec<Arc<LiveReplay>> {
+        self.live.lock().expect("lock").values().cloned().collect()
     }
 
     /// The replay's status now, then each change, until (and with) the final one: the one

@@ -440,6 +440,11 @@ impl Tally {
         judge(&mut status, replay.state, spec);
         status
     }
+
+    /// Each part's latest report, with its worker's id (for metrics).
+    pub fn latest_reports(&self) -> impl Iterator<Item = (&str, &WorkerStats)> {
+        self.workers.iter().filter_map(|((id, _), w)| Some((id.as_str(), w.latest.as_ref()?)))
+    }
 }
 
 /// What a status tells beyond its counts: requests sent with a cut body, and, once the
