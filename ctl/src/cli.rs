@@ -137,7 +137,8 @@ pub struct ReplayArgs {
     #[arg(long, value_parser = parse_target)]
     pub target: String,
     /// Send every record this many times. The copies leave together, at the record's due
-    /// time (a burst of N), from the same worker.
+    /// time (a burst of N), from the same worker; with --spread, evenly over the gap to
+    /// the next record.
     #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = parse_multiple)]
     pub multiple: u32,
     /// Timeline speed factor (2 = twice as fast), or "max" for as fast as possible.
@@ -197,6 +198,10 @@ pub struct ReplayArgs {
     /// Print one JSON object at the end instead of the progress bar and table.
     #[arg(long)]
     pub json: bool,
+    /// Spread each record's --multiple copies evenly over the gap to the next record
+    /// instead of sending them together (a smoother amplified rate).
+    #[arg(long)]
+    pub spread: bool,
     #[command(flatten)]
     pub rules: RuleArgs,
     /// Session-aware: every request of one original connection goes to one worker and
@@ -260,6 +265,7 @@ impl ReplayArgs {
                 max_error_rate: self.max_error_rate,
                 rules: Some(self.rules.rules()?),
                 sessions: self.sessions,
+                spread: self.spread,
                 diff: (self.candidate.is_some() || self.compare).then(|| DiffOptions {
                     candidate: self.candidate.clone().unwrap_or_default(),
                     baseline: self.baseline.clone().unwrap_or_default(),

@@ -165,6 +165,63 @@ async fn the_per_second_series_matches_the_targets_own_counts(kind: &str) {
     cluster.stop().await;
 }
 
+/// When each copy of each request arrived at a loopback origin, by X-Request-Id.
+async fn arrival_origin() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<BTreeMap<String, Vec<i64>>>>) {
+    use http_body_util::Full;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<String, Vec<i64>>::new()));
+    let noted = arrivals.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let noted = noted.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let id = request.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_string());
+                    noted.lock().unwrap().entry(id.unwrap_or_default()).or_default().push(reprise_store::now_ns());
+                    async { Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(bytes::Bytes::new()))) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    (addr, arrivals)
+}
+
+/// `--multiple 4 --spread`: a record's copies leave over the gap to the next record
+/// (40 ms apart here, more per dispatch thread), not together as without it. The median
+/// spread of a record's copies tells them apart; the bounds are far from either.
+async fn spread_copies_go_out_over_the_gap_to_the_next_record(kind: &str) {
+    let cluster = setup(kind, "spread").await;
+    let log_url = cluster.log_url.clone();
+    let n = 50;
+    let recording = cluster.record(&log_url, &profile(n, Duration::from_secs(2))).await.unwrap();
+    let median_spread = |arrivals: &BTreeMap<String, Vec<i64>>| {
+        let mut spreads: Vec<i64> =
+            arrivals.values().map(|t| t.iter().max().unwrap() - t.iter().min().unwrap()).collect();
+        spreads.sort();
+        spreads[spreads.len() / 2] as f64 / 1e6
+    };
+    let mut spreads = Vec::new();
+    for spread in [false, true] {
+        let (addr, arrivals) = arrival_origin().await;
+        let mut request = replay_request(&recording.id, &format!("http://{addr}"), 4);
+        options(&mut request).spread = spread;
+        let id = cluster.replay(request).await.unwrap();
+        let status = cluster.wait_final(&id, LIMIT).await.unwrap();
+        assert_eq!((status.state(), status.sent, status.ok), (ReplayState::Done, 4 * n, 4 * n), "{status:?}");
+        let arrivals = arrivals.lock().unwrap().clone();
+        assert!(arrivals.len() == n as usize && arrivals.values().all(|t| t.len() == 4), "every copy of every request");
+        spreads.push(median_spread(&arrivals));
+    }
+    eprintln!("median spread of a record's copies: {:.1} ms together, {:.1} ms spread", spreads[0], spreads[1]);
+    assert!(spreads[0] < 10.0, "copies leave together: {} ms", spreads[0]);
+    assert!(spreads[1] >= 20.0, "spread copies cover most of a 40 ms gap or more: {} ms", spreads[1]);
+    cluster.stop().await;
+}
+
 /// `--speed` on the wire: a 2 s recording replayed at speed 2 reaches the target over
 /// 1 s, first arrival to last, and the summary says so, both within 2%.
 async fn speed_two_halves_the_timeline_on_the_wire(kind: &str) {
@@ -353,6 +410,7 @@ reprise_store::on_backends!(
         http2_and_constant_rate_replays,
         an_original_pace_replay_reports_its_real_duration_and_rate,
         the_per_second_series_matches_the_targets_own_counts,
+        spread_copies_go_out_over_the_gap_to_the_next_record,
         speed_two_halves_the_timeline_on_the_wire,
         a_rate_cap_holds_the_whole_cluster,
         a_loop_of_three_sends_every_request_three_times_on_shifted_passes,

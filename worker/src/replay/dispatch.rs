@@ -324,8 +324,17 @@ impl Dispatcher {
             }
             replay.stats.planned_sends.fetch_add(u64::from(multiple), Ordering::Relaxed);
             let taken = replay.stats.take(lane, pass, located.offset, multiple);
+            let timestamp = located.record.timestamp_ns;
+            // Spread copies go out evenly over the gap to this thread's next record.
+            let gap = match options.spread && multiple > 1 {
+                true => tokio::select! {
+                    next = merged.peek_timestamp() => next.map_err(|e| e.to_string())?.map_or(0, |n| (n - timestamp).max(0)),
+                    _ = replay.cancel.cancelled() => return Ok(PassEnd::Stopped),
+                },
+                false => 0,
+            };
             for copy in 0..multiple {
-                let offset = self.due_offset(located.record.timestamp_ns, origin);
+                let offset = self.due_offset(timestamp + gap * i64::from(copy) / i64::from(multiple), origin);
                 if pacing.until.is_some_and(|until| offset.unwrap_or_else(|| pacing.clock.elapsed()) > until) {
                     return Ok(PassEnd::Stopped);
                 }

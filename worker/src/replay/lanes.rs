@@ -122,13 +122,13 @@ impl Merge {
         Merge { lanes, heads: (0..n).map(|_| None).collect(), live: vec![true; n], stats }
     }
 
-    /// The earliest record across lanes, with its lane's index.
-    pub(super) async fn next(&mut self) -> Option<Result<(usize, Located), LogError>> {
+    /// Reads ahead one record in every lane that has none waiting.
+    async fn fill(&mut self) -> Result<(), LogError> {
         for i in 0..self.lanes.len() {
             if self.live[i] && self.heads[i].is_none() {
                 match self.lanes[i].records.next().await {
                     Some(Ok(located)) => self.heads[i] = Some(located),
-                    Some(Err(e)) => return Some(Err(e)),
+                    Some(Err(e)) => return Err(e),
                     None => {
                         self.live[i] = false;
                         let lane = &self.lanes[i];
@@ -137,9 +137,30 @@ impl Merge {
                 }
             }
         }
-        let earliest =
-            (0..self.heads.len()).filter_map(|i| self.heads[i].as_ref().map(|h| (h.record.timestamp_ns, i))).min()?.1;
+        Ok(())
+    }
+
+    /// The lane and timestamp of the earliest record waiting.
+    fn earliest(&self) -> Option<(usize, i64)> {
+        (0..self.heads.len())
+            .filter_map(|i| self.heads[i].as_ref().map(|h| (h.record.timestamp_ns, i)))
+            .min()
+            .map(|(timestamp, i)| (i, timestamp))
+    }
+
+    /// The earliest record across lanes, with its lane's index.
+    pub(super) async fn next(&mut self) -> Option<Result<(usize, Located), LogError>> {
+        if let Err(e) = self.fill().await {
+            return Some(Err(e));
+        }
+        let (earliest, _) = self.earliest()?;
         Some(Ok((self.lanes[earliest].lane, self.heads[earliest].take().expect("head present"))))
+    }
+
+    /// The timestamp of the record [`Merge::next`] will return, without taking it.
+    pub(super) async fn peek_timestamp(&mut self) -> Result<Option<i64>, LogError> {
+        self.fill().await?;
+        Ok(self.earliest().map(|(_, timestamp)| timestamp))
     }
 }
 
