@@ -6,7 +6,7 @@ use std::time::Duration;
 use reprise_process::token::Token;
 use reprise_proto::v1::controller_client::ControllerClient;
 use reprise_proto::v1::{HelloRequest, PacingMode, ReplayOptions, ReplayRef, ReplayStatus, StartReplayRequest};
-use reprise_proto::{PROTOCOL_VERSION, error_causes};
+use reprise_proto::{PROTOCOL_VERSION, error_causes, reads_as_certificate_refused, reads_as_hang_up};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -145,16 +145,10 @@ fn controller_url(address: &str, tls: bool) -> Result<String, UsageError> {
 /// What a TLS mismatch between ctl and the controller looks like, said plainly.
 fn tls_hint(error: &(dyn std::error::Error + 'static), tls: bool) -> &'static str {
     let text = error_causes(error);
-    // How a peer that hung up after the handshake (or at the first bytes) shows: the
-    // words vary with timing.
-    let closed = ["connection closed", "broken pipe", "connection reset", "connection was not ready"]
-        .iter()
-        .any(|sign| text.contains(sign));
+    let closed = reads_as_hang_up(&text);
     if !tls && (closed || text.contains("frame with invalid size")) {
         " (if the controller uses TLS, pass --tls-ca)"
-    } else if ["CertificateRequired", "UnknownCA", "BadCertificate"].iter().any(|alert| text.contains(alert))
-        || (tls && closed)
-    {
+    } else if reads_as_certificate_refused(&text) || (tls && closed) {
         // TLS 1.3 refuses a client certificate after the handshake: an alert or a close.
         " (the controller wants a client certificate signed by its CA: check --tls-cert and --tls-key)"
     } else if text.contains("InvalidContentType") || text.contains("corrupt message") {

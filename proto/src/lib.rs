@@ -52,6 +52,21 @@ pub fn error_causes(error: &(dyn std::error::Error + 'static)) -> String {
     if said.is_empty() { error.to_string() } else { said.join(": ") }
 }
 
+/// How a TLS refusal reads in [`error_causes`]' text: a peer that hung up at or after
+/// the handshake (the words vary with timing), or an alert about the client's
+/// certificate. Shared by every client's hints (ctl to the controller, the catalog to
+/// etcd).
+pub fn reads_as_hang_up(causes: &str) -> bool {
+    ["connection closed", "broken pipe", "connection reset", "connection was not ready"]
+        .iter()
+        .any(|s| causes.contains(s))
+}
+
+/// Whether the peer refused the client's certificate (or its lack of one) by an alert.
+pub fn reads_as_certificate_refused(causes: &str) -> bool {
+    ["CertificateRequired", "UnknownCA", "BadCertificate"].iter().any(|alert| causes.contains(alert))
+}
+
 impl ReplayState {
     /// Done, cancelled or failed: nothing will change any more.
     pub fn is_final(self) -> bool {

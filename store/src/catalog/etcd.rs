@@ -75,17 +75,7 @@ pub(super) fn describe(error: &etcd_client::Error) -> String {
         etcd_client::Error::TransportError(e) => reprise_proto::error_causes(e),
         other => other.to_string(),
     };
-    let hint = if [
-        "connection closed",
-        "connection reset",
-        "broken pipe",
-        "BadCertificate",
-        "CertificateRequired",
-        "UnknownCA",
-    ]
-    .iter()
-    .any(|sign| causes.contains(sign))
-    {
+    let hint = if reprise_proto::reads_as_hang_up(&causes) || reprise_proto::reads_as_certificate_refused(&causes) {
         " (if etcd serves TLS or wants a client certificate, name them in the catalog URL: \
          ?tls_ca=PATH&tls_cert=PATH&tls_key=PATH)"
     } else if causes.contains("InvalidContentType") || causes.contains("tls handshake eof") {
