@@ -167,6 +167,12 @@ pub struct ReplayResult {
     /// Per round: the replay's rate over its own wrk run's.
     pub round_ratios: Vec<f64>,
     pub gor_requests_per_second: Option<f64>,
+    /// Original pace: the summary's rate against the recording's (0.01 is 1% over).
+    pub reported_rate_error: Option<f64>,
+    /// Original pace with a sink: the largest difference between the replay's
+    /// per-second series and the sink's own counts over the full seconds, and how many.
+    pub series_max_deviation: Option<f64>,
+    pub series_seconds: Option<usize>,
 }
 
 /// A running bench cluster: controller and workers as processes, on file log and catalog.
@@ -174,6 +180,8 @@ pub struct BenchCluster {
     pub dir: PathBuf,
     pub log: String,
     pub controller: Proc,
+    /// The controller's HTTP API port.
+    pub http: u16,
     pub workers: Vec<Proc>,
     pub client: Client,
 }
@@ -185,7 +193,7 @@ impl BenchCluster {
         std::fs::create_dir_all(&dir)?;
         let log = format!("file://{}/log?fsync=false", dir.display());
         let catalog = format!("file://{}/catalog", dir.display());
-        let grpc = free_port()?;
+        let (grpc, http) = (free_port()?, free_port()?);
         let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let controller = spawn(
             "controller",
@@ -198,7 +206,7 @@ impl BenchCluster {
                 "--listen",
                 &format!("127.0.0.1:{grpc}"),
                 "--http",
-                "127.0.0.1:0",
+                &format!("127.0.0.1:{http}"),
                 "--partitions",
                 "16",
             ]),
@@ -239,7 +247,7 @@ impl BenchCluster {
         })
         .await?;
         client.list_workers(ListRequest {}).await?;
-        Ok(BenchCluster { dir, log, controller, workers: procs, client })
+        Ok(BenchCluster { dir, log, controller, http, workers: procs, client })
     }
 
     /// Records `profile` (written straight into the log) between record start and stop.
@@ -276,16 +284,42 @@ pub fn wrk(url: &str, connections: u32, seconds: u64) -> anyhow::Result<f64> {
         .with_context(|| format!("no Requests/sec in wrk's output: {text}"))
 }
 
-async fn sink_requests(port: u16) -> anyhow::Result<u64> {
+/// A JSON document from a loopback HTTP server (the sink's report, the controller's API).
+async fn get_json(port: u16, path: &str) -> anyhow::Result<serde_json::Value> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.write_all(b"GET /_sink/report HTTP/1.1\r\nHost: sink\r\nConnection: close\r\n\r\n").await?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes()).await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
     let text = String::from_utf8_lossy(&response);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    let report: serde_json::Value = serde_json::from_str(body)?;
-    report["requests"].as_u64().context("no request count in the sink report")
+    Ok(serde_json::from_str(body)?)
+}
+
+async fn sink_requests(port: u16) -> anyhow::Result<u64> {
+    get_json(port, "/_sink/report").await?["requests"].as_u64().context("no request count in the sink report")
+}
+
+/// How far the replay's per-second series is from the sink's own per-second counts:
+/// the largest relative difference over the full seconds (the first and last are
+/// partial), and how many seconds were compared.
+async fn series_deviation(cluster: &BenchCluster, replay_id: &str, sink_port: u16) -> anyhow::Result<(f64, usize)> {
+    let timeline = get_json(cluster.http, &format!("/api/replays/{replay_id}/timeline")).await?;
+    let points = timeline.as_array().context("no timeline")?;
+    let sink = get_json(sink_port, "/_sink/report").await?;
+    let arrived = |second: i64| -> u64 {
+        sink["per_second"][second.to_string()]
+            .as_object()
+            .map_or(0, |ips| ips.values().filter_map(|n| n.as_u64()).sum())
+    };
+    let mut worst: f64 = 0.0;
+    let full = points.get(1..points.len().saturating_sub(1)).unwrap_or_default();
+    for point in full {
+        let second = point["at_ms"].as_i64().context("a point without at_ms")? / 1000;
+        let (ours, theirs) = (point["qps"].as_f64().unwrap_or(0.0), arrived(second) as f64);
+        worst = worst.max((ours - theirs).abs() / theirs.max(1.0));
+    }
+    Ok((worst, full.len()))
 }
 
 pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
@@ -336,6 +370,9 @@ pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
         ratio_to_wrk: wrk_rps.map(|w| requests_per_second / w),
         round_ratios,
         gor_requests_per_second: gor_rps,
+        reported_rate_error: (bench.mode == Mode::Original).then(|| status.qps / bench.rate - 1.0),
+        series_max_deviation: median.series.map(|(deviation, _)| deviation),
+        series_seconds: median.series.map(|(_, seconds)| seconds),
     };
     if status.state() != ReplayState::Done {
         bail!("the replay ended {}: {:?}", status.state(), status.error);
@@ -392,6 +429,8 @@ struct Round {
     worker_cpu_seconds: f64,
     controller_cpu_seconds: f64,
     wrk_requests_per_second: Option<f64>,
+    /// See [`series_deviation`].
+    series: Option<(f64, usize)>,
 }
 
 async fn replay_round(
@@ -419,6 +458,10 @@ async fn replay_round(
     let worker_cpu_seconds = cluster.worker_cpu_seconds() - cpu_before;
     let controller_cpu_seconds = cluster.controller.cpu_seconds() - controller_cpu_before;
     let seconds = if status.duration_s > 0.0 { status.duration_s } else { wall };
+    let series = match (bench.mode, with_sink) {
+        (Mode::Original, true) => Some(series_deviation(cluster, &status.id, sink_port).await?),
+        _ => None,
+    };
     let wrk_requests_per_second = match bench.wrk_seconds {
         s if s > 0 && with_sink => Some(wrk(&format!("http://127.0.0.1:{sink_port}/"), bench.max_in_flight, s)?),
         _ => None,
@@ -430,6 +473,7 @@ async fn replay_round(
         worker_cpu_seconds,
         controller_cpu_seconds,
         wrk_requests_per_second,
+        series,
     })
 }
 
