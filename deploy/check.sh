@@ -342,8 +342,18 @@ def kustomize_objects(directory, seen=()):
                 fail(kfile, f"patch {patch['path']} does not exist")
                 continue
             for p in yaml.safe_load_all(ppath.read_text()):
-                if isinstance(p, dict) and "target" not in patch and (p.get("kind"), p.get("metadata", {}).get("name")) not in by_kind_name:
-                    fail(ppath, f"patches {p.get('kind')} {p.get('metadata', {}).get('name')}, which is not among the resources")
+                if not isinstance(p, dict) or "target" in patch:
+                    continue
+                key = (p.get("kind"), p.get("metadata", {}).get("name"))
+                if key not in by_kind_name:
+                    fail(ppath, f"patches {key[0]} {key[1]}, which is not among the resources")
+                    continue
+                # What a patch adds to a container's environment must suit its daemon too.
+                target = next(o for o in objects if (o.get("kind"), o["metadata"].get("name")) == key)
+                commands = {c.get("name"): list(c.get("command") or [])[:1] for c in containers(target)}
+                for c in containers(p):
+                    env = [e.get("name", "") for e in c.get("env") or []]
+                    check_invocation(ppath, f"{key[0]} {key[1]}, container {c.get('name')}", commands.get(c.get("name"), []), env)
     for r in k.get("replicas", []):
         if not any(kind in WORKLOADS and name == r.get("name") for kind, name in by_kind_name):
             fail(kfile, f"replicas for {r.get('name')}, which is no workload here")
