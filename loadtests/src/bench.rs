@@ -286,14 +286,7 @@ pub fn wrk(url: &str, connections: u32, seconds: u64) -> anyhow::Result<f64> {
 
 /// A JSON document from a loopback HTTP server (the sink's report, the controller's API).
 async fn get_json(port: u16, path: &str) -> anyhow::Result<serde_json::Value> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let text = String::from_utf8_lossy(&response);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-    Ok(serde_json::from_str(body)?)
+    crate::http::get(([127, 0, 0, 1], port).into(), path, &[]).await?.json()
 }
 
 async fn sink_requests(port: u16) -> anyhow::Result<u64> {

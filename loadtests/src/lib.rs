@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod http;
 pub mod pcapgen;
 pub mod pki;
 pub mod procs;

@@ -8,7 +8,6 @@ mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -132,8 +131,9 @@ async fn an_ab_replay_names_exactly_the_regressed_endpoint_and_field() {
     );
     assert!(sample["request"].as_str().unwrap().starts_with("/items/"), "{sample}");
     // The stats API serves the same document.
-    let api = http_get(cluster.controller.http_addr, &format!("/api/replays/{id}/diff")).await;
-    assert_eq!(serde_json::from_str::<Value>(&api).unwrap(), diff);
+    let path = format!("/api/replays/{id}/diff");
+    let api = reprise_loadtests::http::get(cluster.controller.http_addr, &path, &[]).await.unwrap();
+    assert_eq!(api.json().unwrap(), diff);
 
     // Without a baseline, the volatile field shows on every request...
     let summary = ctl(&cluster, &ab).await;
@@ -221,18 +221,4 @@ async fn a_compare_with_recorded_responses_names_exactly_the_regressed_endpoint_
     let sample = &diff["endpoints"][0]["samples"][0];
     assert_eq!((sample["expected"].as_str(), sample["actual"].as_str()), (Some("10"), Some("11")), "{sample}");
     cluster.stop().await;
-}
-
-/// A plain HTTP/1.1 GET on loopback; the body.
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await.unwrap().unwrap();
-    let text = String::from_utf8(response).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
 }

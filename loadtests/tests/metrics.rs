@@ -11,7 +11,6 @@ use reprise_loadtests::cluster::replay_request;
 use reprise_loadtests::procs::{self, ProcessCluster, ProcessClusterConfig};
 use reprise_loadtests::synth::Profile;
 use reprise_proto::v1::ReplayState;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIMIT: Duration = Duration::from_secs(60);
 /// The controller's `--metrics-linger-secs`.
@@ -26,19 +25,8 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
 }
 
 async fn get_accepting(addr: SocketAddr, path: &str, accept: &str) -> (u16, String, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: {accept}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(LIMIT, stream.read_to_end(&mut response)).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let content_type = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type:").map(|v| v.trim().to_string()))
-        .unwrap_or_default();
-    (status, content_type, body.to_string())
+    let got = reprise_loadtests::http::get(addr, path, &[("Accept", accept)]).await.unwrap();
+    (got.status, got.header("content-type").unwrap_or_default(), got.body)
 }
 
 /// The samples of an OpenMetrics text: `name{labels}` → value, labels as written.

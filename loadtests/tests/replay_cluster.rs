@@ -334,16 +334,8 @@ async fn an_endless_loop_stops_at_its_duration_or_when_cancelled(kind: &str) {
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(LIMIT, stream.read_to_end(&mut response)).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
+    let got = reprise_loadtests::http::get(addr, path, &[]).await.unwrap();
+    (got.status, got.body)
 }
 
 async fn stats_api_serves_json_sse_metrics_and_dashboard(kind: &str) {

@@ -148,16 +148,9 @@ async fn a_guarded_controller_needs_its_token_and_replays_only_to_allowed_target
 
 /// GET `path` from `addr` with an optional Authorization header: status and body.
 async fn http_get(addr: std::net::SocketAddr, path: &str, authorization: Option<&str>) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let header = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{header}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_string())
+    let headers: Vec<(&str, &str)> = authorization.map(|a| ("Authorization", a)).into_iter().collect();
+    let got = reprise_loadtests::http::get(addr, path, &headers).await.unwrap();
+    (got.status, got.body)
 }
 
 /// TLS everywhere but the broker (item 2): etcd asks for client certificates, and the
