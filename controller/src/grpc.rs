@@ -7,8 +7,8 @@ use futures::{Stream, StreamExt};
 use reprise_proto::v1::controller_server::Controller as ControllerRpc;
 use reprise_proto::v1::{
     CaptureList, ControlAction, ControlReplayRequest, CutRecordingRequest, HelloRequest, HelloResponse, ListRequest,
-    Recording, RecordingList, ReplayEvent, ReplayList, ReplayPlanView, ReplayRef, ReplayStatus, StartRecordingRequest,
-    StartReplayRequest, StopRecordingRequest, WorkerList,
+    Recording, RecordingList, RecordingRef, ReplayEvent, ReplayList, ReplayPlanView, ReplayRef, ReplayStatus,
+    StartRecordingRequest, StartReplayRequest, StopRecordingRequest, WorkerList,
 };
 use reprise_proto::{PROTOCOL_VERSION, check_protocol};
 use reprise_store::schema::{CaptureInfo, WorkerInfo};
@@ -62,9 +62,10 @@ impl From<RecordingError> for Status {
     fn from(e: RecordingError) -> Self {
         match e {
             RecordingError::NotFound(_) => Status::not_found(e.to_string()),
-            RecordingError::AlreadyStopped(_) | RecordingError::Conflict(_) => {
-                Status::failed_precondition(e.to_string())
-            }
+            RecordingError::AlreadyStopped(_)
+            | RecordingError::Conflict(_)
+            | RecordingError::StillRecording(_)
+            | RecordingError::InUse { .. } => Status::failed_precondition(e.to_string()),
             RecordingError::BadWindow(_) => Status::invalid_argument(e.to_string()),
             RecordingError::Log(_) | RecordingError::Catalog(_) => Status::unavailable(e.to_string()),
         }
@@ -137,6 +138,15 @@ impl ControllerRpc for ControllerService {
     async fn list_recordings(&self, _: Request<ListRequest>) -> Result<Response<RecordingList>, Status> {
         let recordings = list_all(&self.state.catalog).await.map_err(unavailable)?;
         Ok(Response::new(RecordingList { recordings }))
+    }
+
+    async fn delete_recording(&self, request: Request<RecordingRef>) -> Result<Response<Recording>, Status> {
+        self.require_leader().await?;
+        let id = request.into_inner().id;
+        let replays = self.state.replays.list().await?;
+        let using: Vec<String> =
+            replays.into_iter().filter(|r| r.recording_id == id && !r.state().is_final()).map(|r| r.id).collect();
+        Ok(Response::new(self.state.recordings.delete(&id, &using).await?))
     }
 
     async fn list_workers(&self, _: Request<ListRequest>) -> Result<Response<WorkerList>, Status> {

@@ -19,6 +19,10 @@ pub enum RecordingError {
     NotFound(String),
     #[error("recording {0} is already stopped")]
     AlreadyStopped(String),
+    #[error("recording {0} is still recording; stop it first (ctl record stop {0})")]
+    StillRecording(String),
+    #[error("recording {id} is in use by replay {replay}; cancel it or wait for its end (ctl cancel {replay})")]
+    InUse { id: String, replay: String },
     #[error("invalid time window: {0}")]
     BadWindow(String),
     #[error("recording {0} changed concurrently; try again")]
@@ -89,6 +93,25 @@ impl Recordings {
             .await?
             .ok_or_else(|| RecordingError::Conflict(id.to_string()))?;
         Ok(recording)
+    }
+
+    /// Removes a recording from the catalog; its traffic stays in the log until retention
+    /// removes it. `replays_using` are the unfinished replays of it: while there is one,
+    /// or while it records, it stays (the running replay names it, and a recording being
+    /// written is surely not done with).
+    pub async fn delete(&self, id: &str, replays_using: &[String]) -> Result<Recording, RecordingError> {
+        let stored =
+            self.catalog.get::<Recording>(id).await?.ok_or_else(|| RecordingError::NotFound(id.to_string()))?;
+        if stored.value.state() == RecordingState::Recording {
+            return Err(RecordingError::StillRecording(id.to_string()));
+        }
+        if let Some(replay) = replays_using.first() {
+            return Err(RecordingError::InUse { id: id.to_string(), replay: replay.clone() });
+        }
+        if !self.catalog.delete::<Recording>(id).await? {
+            return Err(RecordingError::NotFound(id.to_string()));
+        }
+        Ok(stored.value)
     }
 
     /// The counters of the capture nodes writing to this controller's log, once each has
