@@ -5,6 +5,7 @@ use reprise_proto::v1::{
     CaptureInfo, EndpointDiff, EndpointResult, Ledger, LedgerEntry, Recording, ReplayPlanView, ReplayStatus, WorkerInfo,
 };
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 pub fn print_json(value: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(value).expect("serialisable"));
@@ -15,6 +16,10 @@ fn span_s(recording: &Recording) -> Option<f64> {
 }
 
 pub fn recordings(list: &[Recording]) {
+    if list.is_empty() {
+        println!("no recordings (start one: ctl record start --name NAME)");
+        return;
+    }
     println!("{:<22} {:<20} {:<9} {:>10} {:>9}  MISSED", "ID", "NAME", "STATE", "RECORDS", "SPAN_S");
     for r in list {
         let span = span_s(r).map_or("-".into(), |s| format!("{s:.1}"));
@@ -66,6 +71,10 @@ pub fn ledger_summary(ledger: &Ledger) -> String {
 }
 
 pub fn workers(list: &[WorkerInfo]) {
+    if list.is_empty() {
+        println!("no live workers (start one: reprise-worker --catalog URL, the controller's catalog)");
+        return;
+    }
     println!("{:<20} {:<24} {:>5} {:<10} LABELS", "ID", "ADDRESS", "CORES", "VERSION");
     for w in list {
         let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -74,6 +83,10 @@ pub fn workers(list: &[WorkerInfo]) {
 }
 
 pub fn captures(list: &[CaptureInfo]) {
+    if list.is_empty() {
+        println!("no live capture nodes (reprise-capture --catalog URL registers one)");
+        return;
+    }
     println!("{:<20} {:<10} {:>12} {:>12} {:>10} {:>10}", "ID", "INTERFACE", "PACKETS", "RECORDS", "DROPS", "SPOOL_B");
     for c in list {
         let n = c.counters.unwrap_or_default();
@@ -87,6 +100,10 @@ pub fn captures(list: &[CaptureInfo]) {
 }
 
 pub fn replays(list: &[ReplayStatus]) {
+    if list.is_empty() {
+        println!("no replays (start one: ctl replay --recording ID|NAME --target URL)");
+        return;
+    }
     println!("{:<22} {:<22} {:<10} {:>10} {:>10} {:>8}", "ID", "RECORDING", "STATE", "SENT", "QPS", "ERRORS");
     for s in list {
         let state = s.state().to_string();
@@ -152,55 +169,100 @@ fn pass_label(s: &ReplayStatus) -> Option<String> {
 pub fn status(s: &ReplayStatus, json: bool) {
     if json {
         print_json(s);
-        return;
+    } else {
+        print!("{}", summary(s));
     }
+}
+
+/// Counts by kind in words, `2xx 10  4xx 3`, leaving out the kinds with none.
+fn counts(by_kind: &BTreeMap<String, u64>) -> String {
+    let said: Vec<String> = by_kind.iter().filter(|(_, n)| **n > 0).map(|(kind, n)| format!("{kind} {n}")).collect();
+    said.join("  ")
+}
+
+/// `total` followed by its breakdown by kind in parentheses, when there is one.
+fn with_breakdown(total: String, by_kind: &BTreeMap<String, u64>) -> String {
+    match counts(by_kind) {
+        kinds if kinds.is_empty() => total,
+        kinds => format!("{total}  ({kinds})"),
+    }
+}
+
+/// A replay's status as one table: a label column, then its values in words.
+pub fn summary(s: &ReplayStatus) -> String {
+    let mut out = String::new();
     let speed = s.speed.map_or(s.pacing().to_string(), |f| format!("x{f}"));
     let lag = s.lag();
-    println!("replay      {} ({})", s.id, s.state());
-    println!("recording   {}  ({} records, multiple {}, {speed})", s.recording_id, s.records, s.multiple);
-    println!("target      {}", s.target);
-    println!("sent        {}  in {:.1} s  ({:.0} req/s)", s.sent, s.duration_s, s.qps);
-    println!("responses   ok {}  4xx/5xx {}  {:?}", s.ok, s.http_errors, s.status);
-    println!("errors      {}  {:?}", s.errors, s.error_kinds);
-    match &s.latency_ms {
-        Some(l) => println!("latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}", l.p50, l.p90, l.p99, l.max),
-        None => println!("latency ms  - (no response)"),
-    }
-    println!("lag ms      p50 {:.2}  p99 {:.2}  max {:.2}", lag.p50, lag.p99, lag.max);
+    row(&mut out, "replay", format!("{} ({})", s.id, s.state()));
+    row(
+        &mut out,
+        "recording",
+        format!("{}  ({} records, multiple {}, {speed})", s.recording_id, s.records, s.multiple),
+    );
+    row(&mut out, "target", s.target.clone());
+    row(&mut out, "sent", format!("{}  in {:.1} s  ({:.0} req/s)", s.sent, s.duration_s, s.qps));
+    row(&mut out, "responses", with_breakdown(format!("ok {}  4xx/5xx {}", s.ok, s.http_errors), &s.status));
+    row(&mut out, "errors", with_breakdown(s.errors.to_string(), &s.error_kinds));
+    row(
+        &mut out,
+        "latency ms",
+        s.latency_ms.as_ref().map_or("- (no response)".into(), |l| {
+            format!("p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}", l.p50, l.p90, l.p99, l.max)
+        }),
+    );
+    row(&mut out, "lag ms", format!("p50 {:.2}  p99 {:.2}  max {:.2}", lag.p50, lag.p99, lag.max));
     if let Some(pass) = pass_label(s) {
-        println!("loop        {pass}");
+        row(&mut out, "loop", pass);
     }
     if s.skipped > 0 {
-        println!("skipped     {} records (undecodable or not a request)", s.skipped);
+        row(&mut out, "skipped", format!("{} records (undecodable or not a request)", s.skipped));
     }
     if s.filtered > 0 {
-        println!("left out    {} requests (the replay's --method, --allow-url, --deny-url, --sample)", s.filtered);
+        row(
+            &mut out,
+            "left out",
+            format!("{} requests (the replay's --method, --allow-url, --deny-url, --sample)", s.filtered),
+        );
     }
     if s.reassigned > 0 {
         let bound = s.duplicates_bound;
-        println!("reassigned  {} records from lost or stopped workers (at most {bound} sent twice)", s.reassigned);
+        row(
+            &mut out,
+            "reassigned",
+            format!("{} records from lost or stopped workers (at most {bound} sent twice)", s.reassigned),
+        );
     }
     if !s.endpoints.is_empty() {
-        println!("{}", endpoint_table(&s.endpoints));
+        out.push_str(&format!("{}\n", endpoint_table(&s.endpoints)));
     }
     if !s.diffs.is_empty() {
-        println!("{}", diff_table(&s.diffs));
+        out.push_str(&format!("{}\n", diff_table(&s.diffs)));
     }
     for w in &s.workers {
         let name = if w.part == 0 { w.id.clone() } else { format!("{}#{}", w.id, w.part) };
         let handed = if w.handed_to.is_empty() { String::new() } else { format!("  -> {}", w.handed_to.join(", ")) };
         let error = w.error.as_deref().map(|e| format!("  {e}")).unwrap_or_default();
-        println!("worker      {name:<16} {:<10} read {:>9} sent {:>9}{handed}{error}", w.state, w.read, w.sent);
+        row(
+            &mut out,
+            "worker",
+            format!("{name:<16} {:<10} read {:>9} sent {:>9}{handed}{error}", w.state, w.read, w.sent),
+        );
     }
     if let Some(error) = &s.error {
-        println!("error       {error}");
+        row(&mut out, "error", error.clone());
     }
     if let Some(breach) = &s.breach {
-        println!("BREACHED    {breach}");
+        row(&mut out, "BREACHED", breach.clone());
     }
     for warning in &s.warnings {
-        println!("warning     {warning}");
+        row(&mut out, "warning", warning.clone());
     }
+    out
+}
+
+/// One line of the summary: the label in its column, then the value.
+fn row(out: &mut String, label: &str, value: String) {
+    out.push_str(&format!("{label:<11} {value}\n"));
 }
 
 /// `ctl diff`: an A/B replay's comparisons per endpoint; JSON as `{"endpoints": [...]}`.
@@ -288,6 +350,35 @@ mod tests {
         let cells = |line: &str| line.split_whitespace().map(str::to_string).collect::<Vec<_>>();
         assert_eq!(cells(lines[1]), ["GET", "/items/{id}", "40", "39", "0", "0", "0", "1", "1.50/12.25"]);
         assert_eq!(cells(lines[2]), ["POST", "/v2/search", "1", "0", "0", "1", "0", "0", "1.50/12.25"]);
+    }
+
+    #[test]
+    fn the_summary_is_one_table_of_words_without_zero_counts_or_json() {
+        let by_kind = |pairs: &[(&str, u64)]| pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        let status = ReplayStatus {
+            id: "rep-1".into(),
+            recording_id: "rec-1".into(),
+            target: "http://127.0.0.1:8080".into(),
+            ok: 10,
+            http_errors: 2,
+            errors: 3,
+            status: by_kind(&[("2xx", 10), ("3xx", 0), ("5xx", 2)]),
+            error_kinds: by_kind(&[("connect", 0), ("timeout", 3)]),
+            latency_ms: Some(Percentiles { p50: 1.0, p90: 2.0, p99: 3.0, max: 4.0, ..Default::default() }),
+            ..Default::default()
+        };
+        let table = summary(&status);
+        let line = |label: &str| table.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("{table}"));
+        assert_eq!(line("responses"), "responses   ok 10  4xx/5xx 2  (2xx 10  5xx 2)");
+        assert_eq!(line("errors"), "errors      3  (timeout 3)");
+        assert_eq!(line("latency ms"), "latency ms  p50 1.00  p90 2.00  p99 3.00  max 4.00");
+        for l in table.lines() {
+            // Every value starts in the same column, after a label of at most 11 characters.
+            assert!(l.len() > 12 && l.as_bytes()[11] == b' ' && l.as_bytes()[12] != b' ', "{l:?}");
+            assert!(!l.contains(['{', '}', '"']), "a JSON fragment in {l:?}");
+        }
+        let none = ReplayStatus { error_kinds: by_kind(&[("connect", 0)]), ..status };
+        assert_eq!(summary(&none).lines().find(|l| l.starts_with("errors")), Some("errors      3"));
     }
 
     #[test]
