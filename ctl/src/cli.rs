@@ -46,8 +46,8 @@ pub enum Command {
     /// Start, stop or cut recordings.
     #[command(subcommand)]
     Record(RecordCommand),
-    /// List recordings.
-    Recordings(JsonFlag),
+    /// List recordings (without a subcommand too), or delete one.
+    Recordings(RecordingsArgs),
     /// List live workers.
     Workers(JsonFlag),
     /// List live capture nodes and their counters.
@@ -72,12 +72,52 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Write a recording to a GoReplay file (read straight from the traffic log).
     Export {
-        #[arg(long)]
+        /// The recording's id or name.
+        #[arg(long, value_name = "ID|NAME")]
         recording: String,
         /// The GoReplay file to write.
         #[arg(long)]
         gor: std::path::PathBuf,
     },
+    /// Print a shell completion script, e.g. `ctl completion bash > /etc/bash_completion.d/ctl`
+    /// or `ctl completion zsh > "${fpath[1]}/_ctl"`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `ctl recordings [list|delete]`: listing is what it does without a subcommand, so
+/// `ctl recordings --json` keeps working.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RecordingsArgs {
+    #[command(subcommand)]
+    pub command: Option<RecordingsCommand>,
+    #[command(flatten)]
+    pub list: JsonFlag,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RecordingsCommand {
+    /// List recordings.
+    List(JsonFlag),
+    /// Delete a recording from the catalog (its traffic stays in the log).
+    ///
+    /// Only the catalog entry goes: the traffic stays in the log until the log's retention
+    /// removes it. A recording still recording (stop it first) or used by an unfinished
+    /// replay is kept.
+    Delete(RecordingRef),
+}
+
+#[derive(Args, Debug)]
+pub struct RecordingRef {
+    /// The recording's id or name (a name must belong to one recording only).
+    #[arg(value_name = "ID|NAME")]
+    pub recording: String,
+    /// Print the deleted recording as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,6 +134,8 @@ pub enum RecordCommand {
     },
     /// Stop a recording at the current end of the traffic log.
     Stop {
+        /// The recording's id or name.
+        #[arg(value_name = "ID|NAME")]
         id: String,
         #[arg(long)]
         json: bool,
@@ -131,7 +173,8 @@ pub struct IdArgs {
 
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
-    #[arg(long)]
+    /// The recording's id, or its name if no other recording has that name.
+    #[arg(long, value_name = "ID|NAME")]
     pub recording: String,
     /// Where to send: scheme, host and port replace the recorded ones; a path is a prefix.
     #[arg(long, value_parser = parse_target)]
@@ -365,12 +408,9 @@ mod tests {
         let ctl = super::Cli::command();
         for sub in ctl.get_subcommands() {
             let name = sub.get_name().to_string();
-            if sub.has_subcommands() {
-                for nested in sub.get_subcommands() {
-                    section(&format!("ctl {name} {}", nested.get_name()), nested.clone());
-                }
-            } else {
-                section(&format!("ctl {name}"), sub.clone());
+            section(&format!("ctl {name}"), sub.clone());
+            for nested in sub.get_subcommands() {
+                section(&format!("ctl {name} {}", nested.get_name()), nested.clone());
             }
         }
         section("reprise-controller", reprise_controller::ControllerConfig::command());

@@ -8,18 +8,24 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use reprise_proto::PROTOCOL_VERSION;
 use reprise_proto::v1::{
-    ControlAction, ControlReplayRequest, CutRecordingRequest, ListRequest, Recording, ReplayRef, ReplayState,
+    ControlAction, ControlReplayRequest, CutRecordingRequest, ListRequest, RecordingRef, ReplayRef, ReplayState,
     ReplayStatus, StartRecordingRequest, StopRecordingRequest,
 };
 
-use crate::cli::{Cli, Command, IdArgs, JsonFlag, RecordCommand, ReplayArgs};
+use crate::cli::{Cli, Command, IdArgs, JsonFlag, RecordCommand, RecordingsArgs, RecordingsCommand, ReplayArgs};
 use crate::client::{self, Client, Target, status_error};
-use crate::{demo, output};
+use crate::{demo, output, recordings};
 
 /// Runs one command; the exit status says whether it did what was asked.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Demo(args) = cli.command {
-        return demo::run(args).await;
+    match cli.command {
+        Command::Demo(args) => return demo::run(args).await,
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "ctl", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
     }
     let target = Target {
         addresses: cli.controller.clone(),
@@ -30,7 +36,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut client = target.connect().await?;
     match cli.command {
         Command::Record(command) => record(&mut client, command).await?,
-        Command::Recordings(JsonFlag { json }) => {
+        Command::Recordings(RecordingsArgs { command: Some(RecordingsCommand::Delete(args)), .. }) => {
+            let id = recordings::lookup(&mut client, &args.recording).await?.id;
+            let deleted = client.delete_recording(RecordingRef { id }).await.map_err(status_error)?.into_inner();
+            match args.json {
+                true => output::print_json(&deleted),
+                false => println!(
+                    "deleted recording {} ({}) from the catalog; its traffic stays in the log until retention \
+                     removes it",
+                    deleted.id, deleted.name
+                ),
+            }
+        }
+        Command::Recordings(RecordingsArgs { command, list }) => {
+            let JsonFlag { json } = match command {
+                Some(RecordingsCommand::List(flag)) => flag,
+                _ => list,
+            };
             let list = client.list_recordings(ListRequest {}).await.map_err(status_error)?.into_inner().recordings;
             if json { output::print_json(&list) } else { output::recordings(&list) }
         }
@@ -56,7 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(args) => control(&target, &mut client, args, ControlAction::Pause).await?,
         Command::Resume(args) => control(&target, &mut client, args, ControlAction::Resume).await?,
         Command::Cancel(args) => control(&target, &mut client, args, ControlAction::Cancel).await?,
-        Command::Demo(_) => unreachable!("handled before connecting"),
+        Command::Demo(_) | Command::Completion { .. } => unreachable!("handled before connecting"),
         Command::Export { recording, gor } => export(&mut client, &recording, &gor).await?,
     }
     Ok(ExitCode::SUCCESS)
@@ -79,6 +101,7 @@ async fn record(client: &mut Client, command: RecordCommand) -> anyhow::Result<(
             return Ok(());
         }
         RecordCommand::Stop { id, json } => {
+            let id = recordings::lookup(client, &id).await?.id;
             (client.stop_recording(StopRecordingRequest { id }).await.map_err(status_error)?.into_inner(), json)
         }
         RecordCommand::Cut { name, from, to, labels, json } => {
@@ -117,7 +140,8 @@ async fn control(target: &Target, client: &mut Client, args: IdArgs, action: Con
 
 /// Starts a replay and (unless detached) follows it to its end: exit status 0 only if
 /// it ran to its end within its thresholds. Ctrl-C cancels it and prints its summary.
-async fn replay(target: &Target, client: &mut Client, args: ReplayArgs) -> anyhow::Result<ExitCode> {
+async fn replay(target: &Target, client: &mut Client, mut args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    args.recording = recordings::lookup(client, &args.recording).await?.id;
     if args.dry_run {
         let plan = client.plan_replay(args.request()?).await.map_err(status_error)?.into_inner();
         output::plan(&plan, args.json);
@@ -133,6 +157,11 @@ async fn replay(target: &Target, client: &mut Client, args: ReplayArgs) -> anyho
             false => println!("{}", started.id),
         }
         return Ok(ExitCode::SUCCESS);
+    }
+    if !args.json {
+        // The id, before the wait: to check on it or cancel it from another shell.
+        let id = &started.id;
+        eprintln!("replay {id} started (ctl status {id}, ctl cancel {id})");
     }
     let followed = tokio::select! {
         last = follow_with_progress(target, client, &started.id, !args.json) => Some(last?),
@@ -208,10 +237,8 @@ pub async fn follow_with_progress(
     result
 }
 
-async fn export(client: &mut Client, id: &str, gor: &std::path::Path) -> anyhow::Result<()> {
-    let recordings = client.list_recordings(ListRequest {}).await.map_err(status_error)?.into_inner().recordings;
-    let recording: Recording =
-        recordings.into_iter().find(|r| r.id == id).ok_or_else(|| anyhow::anyhow!("no recording {id}"))?;
+async fn export(client: &mut Client, key: &str, gor: &std::path::Path) -> anyhow::Result<()> {
+    let recording = recordings::lookup(client, key).await?;
     let log = reprise_store::open_log(&recording.log_url).await.with_context(|| {
         format!("cannot open the recording's traffic log {}", reprise_store::redact_url(&recording.log_url))
     })?;

@@ -9,4 +9,5 @@ pub mod demo;
 mod demo_service;
 pub mod local;
 pub mod output;
+pub mod recordings;
 pub mod rules;
