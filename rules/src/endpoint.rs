@@ -8,13 +8,21 @@ pub const OTHER: &str = "other";
 
 /// `"METHOD /normalised/path"`.
 pub fn endpoint(method: &str, path_and_query: &str) -> String {
+    let mut name = String::new();
+    write_endpoint(&mut name, method, path_and_query);
+    name
+}
+
+/// [`endpoint`] into `name` (cleared first): a dispatch thread reuses one buffer
+/// instead of allocating a name per record.
+pub fn write_endpoint(name: &mut String, method: &str, path_and_query: &str) {
+    name.clear();
     let path = path_and_query.split(['?', '#']).next().unwrap_or("");
     // An absolute-form target (`http://host/x`): its path only.
     let path = match path.split_once("://") {
         Some((_, rest)) => rest.find('/').map_or("/", |slash| &rest[slash..]),
         None => path,
     };
-    let mut name = String::with_capacity(method.len() + 1 + path.len());
     name.push_str(method);
     name.push(' ');
     if path.is_empty() || !path.starts_with('/') {
@@ -26,7 +34,6 @@ pub fn endpoint(method: &str, path_and_query: &str) -> String {
         }
         name.push_str(if is_id(segment) { "{id}" } else { segment });
     }
-    name
 }
 
 /// Whether a path segment names one item rather than a kind of thing: a number, a UUID,

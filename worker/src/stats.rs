@@ -158,15 +158,12 @@ impl Histograms {
         }
     }
 
-    fn endpoint_slot(&mut self, endpoint: String) -> usize {
-        if let Some(&slot) = self.endpoint_slots.get(&endpoint) {
+    fn endpoint_slot(&mut self, endpoint: &str) -> usize {
+        if let Some(&slot) = self.endpoint_slots.get(endpoint) {
             return slot;
         }
-        let name = if self.endpoint_slots.len() < MAX_ENDPOINTS {
-            endpoint
-        } else {
-            reprise_rules::endpoint::OTHER.to_string()
-        };
+        let name = if self.endpoint_slots.len() < MAX_ENDPOINTS { endpoint } else { reprise_rules::endpoint::OTHER };
+        let name = name.to_string();
         let slot = *self.endpoint_slots.entry(name.clone()).or_insert(self.endpoints.len());
         if slot == self.endpoints.len() {
             self.endpoints.push(EndpointTally::new(name));
@@ -360,7 +357,7 @@ impl Stats {
     }
 
     /// The slot that dispatch thread `shard` counts `endpoint`'s results in.
-    pub fn endpoint_slot(&self, shard: usize, endpoint: String) -> usize {
+    pub fn endpoint_slot(&self, shard: usize, endpoint: &str) -> usize {
         self.hists[shard].lock().expect("stats lock").endpoint_slot(endpoint)
     }
 
@@ -643,7 +640,7 @@ mod tests {
     /// Stats of one lane whose shards each count one endpoint, "GET /a", in slot 0.
     fn stats_with_endpoint(shares: &[PartitionShare], shards: usize) -> Stats {
         let stats = Stats::new(shares, &[0], shards);
-        (0..shards).for_each(|shard| assert_eq!(stats.endpoint_slot(shard, "GET /a".into()), 0));
+        (0..shards).for_each(|shard| assert_eq!(stats.endpoint_slot(shard, "GET /a"), 0));
         stats
     }
 
@@ -698,7 +695,7 @@ mod tests {
     fn endpoints_past_the_cap_count_as_other() {
         let stats = Stats::new(&[share(0, 0, 9)], &[0], 1);
         for i in 0..MAX_ENDPOINTS + 5 {
-            let slot = stats.endpoint_slot(0, format!("GET /p{i}"));
+            let slot = stats.endpoint_slot(0, &format!("GET /p{i}"));
             stats.record_dispatch(0, slot, Instant::now(), 1, 1);
         }
         let endpoints = report(&stats, false).endpoints;

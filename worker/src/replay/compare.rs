@@ -175,7 +175,7 @@ mod tests {
     fn either_side_may_come_first_and_the_rest_is_given_up() {
         let compare = Compare::compile(Some(&DiffOptions { recorded: true, ..Default::default() })).unwrap().unwrap();
         let stats = Arc::new(Stats::new(&[], &[], 1));
-        let slot = stats.endpoint_slot(0, "GET /a".into());
+        let slot = stats.endpoint_slot(0, "GET /a");
         let pending = Pending::new(compare, stats.clone(), 0);
         let key = |s: u64| ("c1".to_string(), s);
         // Recorded first, then two copies replayed: one the same, one not.

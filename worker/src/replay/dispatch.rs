@@ -22,7 +22,7 @@ use super::compare::{Key, Pending};
 use super::lanes::{LaneStream, Merge, open_lane};
 use super::sessions::{Sessions, Turn};
 use super::shadow::{Shadow, ShadowSends};
-use reprise_rules::endpoint::endpoint;
+use reprise_rules::endpoint::write_endpoint;
 
 use crate::request::{self, RecordedRequest};
 use crate::sender::{HttpSender, Outcome, Sender, SenderConfig, SimulatedSender};
@@ -44,10 +44,10 @@ impl Replay {
         }
     }
 
-    /// The request to send for a record (the replay's rules applied), where, and the
-    /// endpoint it counts under; or none: a response, a record that is no replayable
-    /// request, or a request the rules leave out (both counted).
-    fn request_for(&self, record: &TrafficRecord) -> Option<(RecordedRequest, http::Uri, String)> {
+    /// The request to send for a record (the replay's rules applied) and where; or none:
+    /// a response, a record that is no replayable request, or a request the rules leave
+    /// out (both counted).
+    fn request_for(&self, record: &TrafficRecord) -> Option<(RecordedRequest, http::Uri)> {
         if record.kind() != MessageKind::Request {
             return None;
         }
@@ -69,8 +69,7 @@ impl Replay {
             recorded.host = None;
         }
         let uri = self.target.uri_for(&recorded).map_err(|e| unreplayable(e.to_string())).ok()?;
-        let endpoint = endpoint(recorded.method.as_str(), &recorded.path_and_query);
-        Some((recorded, uri, endpoint))
+        Some((recorded, uri))
     }
 
     /// Waits until `offset` past the (pause-shifted) start; `None` offset means now.
@@ -291,6 +290,8 @@ impl Dispatcher {
         let options = replay.options();
         let multiple = options.multiple.max(1);
         let mut merged = Merge::new(lanes, replay.stats.clone());
+        // Reused for every record's endpoint name.
+        let mut endpoint_name = String::new();
         let origin = replay.assignment.origin_ns - i64::from(pass) * replay.assignment.pass_period_ns;
         replay.stats.in_pass(pass);
         loop {
@@ -313,15 +314,17 @@ impl Dispatcher {
             {
                 pending.recorded(&(record.connection_id.clone(), record.sequence), response);
             }
-            let Some((recorded, uri, endpoint)) = replay.request_for(record) else {
+            let Some((recorded, uri)) = replay.request_for(record) else {
                 replay.stats.take(lane, pass, located.offset, 0);
                 continue;
             };
-            let slot = replay.stats.endpoint_slot(self.shard, endpoint);
-            let key = (record.connection_id.clone(), record.sequence);
-            if let Some(pending) = pending {
+            write_endpoint(&mut endpoint_name, recorded.method.as_str(), &recorded.path_and_query);
+            let slot = replay.stats.endpoint_slot(self.shard, &endpoint_name);
+            let key = pending.map(|pending| {
+                let key = (record.connection_id.clone(), record.sequence);
                 pending.expect(key.clone(), multiple, slot, recorded.path_and_query.clone());
-            }
+                key
+            });
             replay.stats.planned_sends.fetch_add(u64::from(multiple), Ordering::Relaxed);
             let taken = replay.stats.take(lane, pass, located.offset, multiple);
             let timestamp = located.record.timestamp_ns;
@@ -358,7 +361,7 @@ impl Dispatcher {
                     (_, _, true) => Route::Session(sends.sessions.turn(&record.connection_id, copy)),
                     (_, Some(pending), false) => Route::Compare(Box::new(Comparing {
                         pending: pending.clone(),
-                        key: key.clone(),
+                        key: key.clone().expect("a compared request is noted"),
                         baseline: pending.compare().baseline_request(&recorded, options.keep_host),
                     })),
                     (Some(shadow), None, false) => match shadow.sends(&recorded, options.keep_host) {
