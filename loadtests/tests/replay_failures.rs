@@ -168,7 +168,15 @@ async fn workers_stop_when_no_controller_is_heard(kind: &str) {
         let mut client = WorkerClient::connect(format!("http://{}", worker.local_addr)).await.unwrap();
         let mut stats =
             client.stats(StatsRequest { replay_id: id.clone(), ..Default::default() }).await.unwrap().into_inner();
-        let last = stats.message().await.unwrap().unwrap();
+        // The stream ends with the final report, which follows the last in-flight send's
+        // end: on a loaded machine that can come a while after sending stopped.
+        let mut last = stats.message().await.unwrap().unwrap();
+        while !last.state().is_final() {
+            match tokio::time::timeout(Duration::from_secs(20), stats.message()).await {
+                Ok(Ok(Some(report))) => last = report,
+                other => panic!("no final report after {:?}: {other:?}", last.state()),
+            }
+        }
         assert_eq!(last.state(), WorkerReplayState::Failed);
         assert!(last.error.contains("no controller heard"), "{}", last.error);
     }

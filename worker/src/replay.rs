@@ -43,10 +43,6 @@ use crate::stats::{ReportId, Stats};
 
 /// A full report (with histograms) this often.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
-/// Between full reports, a light one (counters and checkpoints) as soon as
-/// `max_in_flight` sends went out since the last report, checked this often: it keeps
-/// what a takeover may send twice near the in-flight bound.
-const LIGHT_REPORT_CHECK: Duration = Duration::from_millis(100);
 
 /// When a controller last named a replay, shared by the replay's parts: a replay that no
 /// controller has named for the grace period stops sending.
@@ -61,12 +57,13 @@ impl Liveness {
         Arc::new(Liveness { last_heard_ms: AtomicI64::new(reprise_store::now_ms()), grace_ms })
     }
 
-    /// A controller named the replay in a call it sent at `sent_at_ms` (0: unknown, now).
-    /// The grace counts from the sending, never from a late arrival.
+    /// A controller named the replay in a call it sent at `sent_at_ms`. The grace counts
+    /// from the sending, never from a late arrival; a call that does not say when it was
+    /// sent (0: not a controller's, e.g. someone reading the stats) keeps nothing alive.
     pub fn heard(&self, sent_at_ms: i64) {
-        let now = reprise_store::now_ms();
-        let at = if sent_at_ms > 0 { sent_at_ms.min(now) } else { now };
-        self.last_heard_ms.fetch_max(at, Ordering::Relaxed);
+        if sent_at_ms > 0 {
+            self.last_heard_ms.fetch_max(sent_at_ms.min(reprise_store::now_ms()), Ordering::Relaxed);
+        }
     }
 
     /// How long no controller has named the replay, if longer than the grace.
@@ -181,7 +178,12 @@ impl Replay {
         let lanes = plan_lanes(&assignment.shares, if whole { 1 } else { host.threads() });
         let lane_shares: Vec<usize> = lanes.iter().map(|l| l.share).collect();
         let threads = host.threads().min(lanes.len()).max(1);
-        let stats = Arc::new(Stats::new(&assignment.shares, &lane_shares, threads));
+        // A light report (counters and checkpoints) every half `max_in_flight` sends, the
+        // other half left for its way to the controller: what a takeover may send twice
+        // past the last report the controller holds stays within `max_in_flight`.
+        let light_every = u64::from(options.max_in_flight.max(2) / 2);
+        let stats =
+            Arc::new(Stats::new(&assignment.shares, &lane_shares, threads).with_light_reports_every(light_every));
         let mut opened = Vec::new();
         for (index, lane) in lanes.iter().enumerate() {
             let stream = open_lane(&*log, index, lane, lane.first_pass, &stats).await?;
@@ -285,26 +287,16 @@ impl Replay {
     }
 
     fn spawn_reporter(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let light_after = u64::from(self.options().max_in_flight.max(1));
-        let checks_per_report = (REPORT_EVERY.as_millis() / LIGHT_REPORT_CHECK.as_millis()) as u32;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(LIGHT_REPORT_CHECK);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let (mut checks, mut sent_at_report) = (0, 0);
+            let mut full_tick = tokio::time::interval(REPORT_EVERY);
+            full_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                checks += 1;
-                let sent = self.stats.sent.load(Ordering::Relaxed);
-                let full = checks >= checks_per_report;
-                if !full && sent - sent_at_report < light_after {
-                    continue;
-                }
+                let light = tokio::select! {
+                    _ = full_tick.tick() => false,
+                    _ = self.stats.report_due.notified() => true,
+                };
                 let state = if *self.paused.borrow() { WorkerReplayState::Paused } else { WorkerReplayState::Running };
-                self.publish_with(state, "", !full);
-                sent_at_report = sent;
-                if full {
-                    checks = 0;
-                }
+                self.publish_with(state, "", light);
             }
         })
     }
@@ -386,5 +378,22 @@ impl Replay {
 
     pub fn is_final(&self) -> bool {
         self.state().is_final()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_call_that_says_when_it_was_sent_keeps_a_replay_alive() {
+        let liveness = Liveness::new(Duration::from_secs(1));
+        let created = reprise_store::now_ms();
+        liveness.heard(0);
+        assert!(liveness.expired(created + 1_500).is_some(), "a call without a sending time kept it alive");
+        liveness.heard(created + 60_000);
+        let now = reprise_store::now_ms();
+        assert!(liveness.expired(now + 500).is_none(), "heard: alive for its grace");
+        assert!(liveness.expired(now + 1_500).is_some(), "counted from now, not from a sending time to come");
     }
 }

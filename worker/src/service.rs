@@ -134,7 +134,8 @@ impl WorkerService {
     /// Prepares a new part of a replay, or returns the one held: a retried Assign.
     async fn prepare(&self, assignment: AssignRequest) -> Result<Arc<Replay>, Status> {
         let (id, part) = (assignment.replay_id.clone(), assignment.part);
-        let existing = self.heard(&id, 0).ok();
+        // An Assign comes from a controller and carries no sending time: it counts as now.
+        let existing = self.heard(&id, reprise_store::now_ms()).ok();
         if let Some(held) = existing.iter().flatten().find(|r| r.part == part) {
             return if held.assignment.shares == assignment.shares {
                 Ok(held.clone())

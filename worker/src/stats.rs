@@ -16,6 +16,7 @@ use reprise_proto::v1::{
     Checkpoint, DiffSample, EndpointStats, PartitionShare, SecondSends, WorkerReplayState, WorkerStats,
 };
 use reprise_rules::diff::Difference;
+use tokio::sync::Notify;
 
 use crate::sender::{ErrorKind, Outcome};
 
@@ -192,6 +193,10 @@ pub struct Stats {
     /// `--compare`: comparisons given up for want of a counterpart.
     pub uncompared: AtomicU64,
     pub sent: AtomicU64,
+    /// Signalled every `light_report_every` sends: the reporter then sends a light report
+    /// at once (a permit is kept if it is busy, so none is missed).
+    pub report_due: Notify,
+    light_report_every: u64,
     pub bytes_sent: AtomicU64,
     pub in_flight: AtomicU64,
     pub planned_sends: AtomicU64,
@@ -305,6 +310,8 @@ impl Stats {
             records_filtered: AtomicU64::new(0),
             uncompared: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            report_due: Notify::new(),
+            light_report_every: u64::MAX,
             bytes_sent: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             planned_sends: AtomicU64::new(0),
@@ -322,6 +329,11 @@ impl Stats {
                 .map(|&s| Mutex::new(LaneProgress { finished_below: share_start(&shares[s]), ..Default::default() }))
                 .collect(),
         }
+    }
+
+    /// Asks for a light report every `sends` sends (at least 1).
+    pub fn with_light_reports_every(self, sends: u64) -> Self {
+        Stats { light_report_every: sends.max(1), ..self }
     }
 
     fn lane(&self, lane: usize) -> std::sync::MutexGuard<'_, LaneProgress> {
@@ -364,7 +376,9 @@ impl Stats {
     /// A send to the endpoint in `slot` left dispatch thread `shard` at `dispatched`,
     /// `lag_us` after it was due.
     pub fn record_dispatch(&self, shard: usize, slot: usize, dispatched: Instant, lag_us: u64, request_bytes: u64) {
-        self.sent.fetch_add(1, Ordering::Relaxed);
+        if (self.sent.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(self.light_report_every) {
+            self.report_due.notify_one();
+        }
         self.bytes_sent.fetch_add(request_bytes, Ordering::Relaxed);
         let unix_ns = match dispatched.checked_duration_since(self.epoch.0) {
             Some(after) => self.epoch.1 + after.as_nanos() as i64,
@@ -664,6 +678,18 @@ mod tests {
         let second = seconds(report(&stats, false));
         assert_eq!(second.len(), 1, "the closed second went once: {second:?}");
         assert_eq!((second[0].1, second[0].0 >= now_s - 1), (1, true));
+    }
+
+    #[tokio::test]
+    async fn every_nth_send_wakes_the_reporter_once() {
+        let stats = Stats::new(&[share(0, 0, 9)], &[0], 1).with_light_reports_every(3);
+        let (slot, now) = (stats.endpoint_slot(0, "GET /a"), Instant::now());
+        let asked = |stats: &Stats| futures::FutureExt::now_or_never(stats.report_due.notified()).is_some();
+        (0..2).for_each(|_| stats.record_dispatch(0, slot, now, 1, 1));
+        assert!(!asked(&stats), "not before the third send");
+        (0..4).for_each(|_| stats.record_dispatch(0, slot, now, 1, 1));
+        assert!(asked(&stats), "the third and the sixth send asked");
+        assert!(!asked(&stats), "one permit is kept, not one per ask");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! no call names the replay to it. So its ranges move only after that grace (plus a
 //! margin for clocks), and what can be sent twice is what it sent past its last
 //! checkpoints: the sends past them at its last report, plus what it sent after that
-//! report (reports come at least every `max_in_flight` sends). A released part's final
+//! report (a report leaves every half `max_in_flight` sends; the other half covers its
+//! way here: one `max_in_flight` in all). A released part's final
 //! report is exact: it moves at once, and only its sends past the checkpoints may repeat.
 //!
 //! Order: the new parts are stored in the plan before they are assigned, so a controller
