@@ -73,6 +73,21 @@ impl Election {
         Ok(leader.and_then(|(value, _epoch)| serde_json::from_str(&value).ok()))
     }
 
+    /// Why this controller may not act on replays (it does not lead), naming the leader
+    /// if there is one; `None` when it leads.
+    pub async fn standby_refusal(&self) -> Result<Option<String>, CatalogError> {
+        if self.is_leader() {
+            return Ok(None);
+        }
+        Ok(Some(match self.leader().await? {
+            Some(leader) => format!(
+                "controller {} is a standby; the leader is {} at {}, stats API http://{} (give ctl both: --controller a,b)",
+                self.me.id, leader.id, leader.grpc, leader.http
+            ),
+            None => format!("controller {} is a standby and no controller leads right now; try again", self.me.id),
+        }))
+    }
+
     /// Campaigns until this controller leads, then leads (taking over the unfinished
     /// replays, heartbeating their workers) until `shutdown` (it resigns, so a standby
     /// takes over at once) or until its lease is lost (it is deposed).

@@ -38,18 +38,10 @@ fn check_ctl(version: u32) -> Result<(), Status> {
 impl ControllerService {
     /// Changes are the leader's: a standby refuses them and says who leads.
     async fn require_leader(&self) -> Result<(), Status> {
-        let election = &self.state.election;
-        if election.is_leader() {
-            return Ok(());
+        match self.state.election.standby_refusal().await.map_err(unavailable)? {
+            None => Ok(()),
+            Some(refusal) => Err(Status::failed_precondition(refusal)),
         }
-        let leader = election.leader().await.map_err(unavailable)?;
-        Err(Status::failed_precondition(match leader {
-            Some(leader) => format!(
-                "controller {} is a standby; the leader is {} at {} (give ctl both: --controller a,b)",
-                election.me.id, leader.id, leader.grpc
-            ),
-            None => format!("controller {} is a standby and no controller leads right now; try again", election.me.id),
-        }))
     }
 }
 

@@ -9,8 +9,9 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use futures::{Stream, StreamExt};
+use reprise_proto::v1::ControlAction;
 use reprise_store::schema::{CaptureInfo, Recording, WorkerInfo};
 
 use crate::grpc::list_all;
@@ -28,6 +29,7 @@ pub fn router(state: Arc<ControllerState>) -> Router {
         .route("/api/replays/{id}/timeline", get(timeline))
         .route("/api/replays/{id}/diff", get(diff))
         .route("/api/replays/{id}/events", get(events))
+        .route("/api/replays/{id}/{action}", post(control))
         .route("/api/workers", get(workers))
         .route("/api/recordings", get(recordings))
         .route("/api/captures", get(captures))
@@ -67,6 +69,7 @@ impl From<ReplayError> for ApiError {
     fn from(e: ReplayError) -> Self {
         let code = match e {
             ReplayError::UnknownReplay(_) | ReplayError::UnknownRecording(_) => StatusCode::NOT_FOUND,
+            ReplayError::Ended(_) => StatusCode::CONFLICT,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(code, e.to_string())
@@ -97,6 +100,36 @@ async fn replay(State(state): State<Arc<ControllerState>>, Path(id): Path<String
 async fn diff(State(state): State<Arc<ControllerState>>, Path(id): Path<String>) -> ApiResult {
     let status = state.replays.status(&id).await?;
     Ok(json(&serde_json::json!({ "replay": status.id, "endpoints": status.diffs })))
+}
+
+/// `POST /api/replays/{id}/pause|resume|cancel`, as `ctl pause|resume|cancel` does; only
+/// the leader acts (a standby answers 503 naming it).
+async fn control(
+    State(state): State<Arc<ControllerState>>,
+    Path((id, action)): Path<(String, String)>,
+    headers: http::HeaderMap,
+) -> ApiResult {
+    // Without a token, a page elsewhere could post here from a user's browser: a browser
+    // names the page's origin, which must then be this controller.
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
+        && origin.split_once("://").map(|(_, rest)| rest) != host
+    {
+        return Err(ApiError(StatusCode::FORBIDDEN, format!("a page from {origin} may not control replays")));
+    }
+    let action = match action.as_str() {
+        "pause" => ControlAction::Pause,
+        "resume" => ControlAction::Resume,
+        "cancel" => ControlAction::Cancel,
+        other => {
+            let message = format!("unknown action {other:?}: pause, resume or cancel");
+            return Err(ApiError(StatusCode::NOT_FOUND, message));
+        }
+    };
+    if let Some(refusal) = state.election.standby_refusal().await? {
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, refusal));
+    }
+    Ok(json(&state.replays.control(&id, action).await?))
 }
 
 async fn timeline(State(state): State<Arc<ControllerState>>, Path(id): Path<String>) -> ApiResult {

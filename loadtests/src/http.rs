@@ -1,6 +1,7 @@
-//! A plain HTTP/1.1 GET on loopback, read to the server's close, for tests and benchmarks
-//! that look at the daemons' HTTP endpoints (the API, an SSE stream to its end, /metrics,
-//! the sink's report) as raw text, with no client library in between.
+//! A plain HTTP/1.1 request on loopback, read to the server's close, for tests and
+//! benchmarks that look at the daemons' HTTP endpoints (the API and its controls, an SSE
+//! stream to its end, /metrics, the sink's report) as raw text, with no client library in
+//! between.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,9 +33,15 @@ impl Got {
 
 /// `GET path` with `headers` (name, value).
 pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<Got> {
+    request(addr, "GET", path, headers).await
+}
+
+/// `method path` with `headers` (name, value) and no body, as from host `test`.
+pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<Got> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
     let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{extra}Connection: close\r\n\r\n");
+    let length = if method == "GET" { "" } else { "Content-Length: 0\r\n" };
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}{length}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     tokio::time::timeout(LIMIT, stream.read_to_end(&mut response)).await.context("no answer in time")??;

@@ -4,6 +4,7 @@
 //! processes for fault tests ([`procs`]).
 
 pub mod bench;
+pub mod browser;
 pub mod cluster;
 pub mod http;
 pub mod pcapgen;

@@ -131,13 +131,17 @@ async fn a_guarded_controller_needs_its_token_and_replays_only_to_allowed_target
 
     let http = cluster.controllers[0].http_addr().unwrap();
     let bearer = format!("Bearer {token}");
-    assert_eq!(http_get(http, "/api/replays", None).await.0, 401);
-    assert_eq!(http_get(http, "/api/replays", Some("Bearer nope")).await.0, 401);
-    let (code, body) = http_get(http, "/api/replays", Some(&bearer)).await;
+    assert_eq!(http_call(http, "GET", "/api/replays", None).await.0, 401);
+    assert_eq!(http_call(http, "GET", "/api/replays", Some("Bearer nope")).await.0, 401);
+    let (code, body) = http_call(http, "GET", "/api/replays", Some(&bearer)).await;
     assert_eq!(code, 200);
     assert!(body.contains(&recording.id), "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let cancel = format!("/api/replays/{}/cancel", listed[0]["id"].as_str().unwrap());
+    assert_eq!(http_call(http, "POST", &cancel, None).await.0, 401, "the dashboard's controls need the token too");
+    assert_eq!(http_call(http, "POST", &cancel, Some(&bearer)).await.0, 409, "with it: the ended replay stays ended");
     for open in ["/metrics", "/healthz", "/"] {
-        assert_eq!(http_get(http, open, None).await.0, 200, "{open}");
+        assert_eq!(http_call(http, "GET", open, None).await.0, 200, "{open}");
     }
     let daemons = cluster.controllers.iter().chain(&cluster.workers);
     for daemon in daemons {
@@ -146,10 +150,10 @@ async fn a_guarded_controller_needs_its_token_and_replays_only_to_allowed_target
     }
 }
 
-/// GET `path` from `addr` with an optional Authorization header: status and body.
-async fn http_get(addr: std::net::SocketAddr, path: &str, authorization: Option<&str>) -> (u16, String) {
+/// `method path` to `addr` with an optional Authorization header: status and body.
+async fn http_call(addr: std::net::SocketAddr, method: &str, path: &str, authorization: Option<&str>) -> (u16, String) {
     let headers: Vec<(&str, &str)> = authorization.map(|a| ("Authorization", a)).into_iter().collect();
-    let got = reprise_loadtests::http::get(addr, path, &headers).await.unwrap();
+    let got = reprise_loadtests::http::request(addr, method, path, &headers).await.unwrap();
     (got.status, got.body)
 }
 
