@@ -22,6 +22,7 @@ mod dispatch;
 mod lanes;
 mod sessions;
 mod shadow;
+mod sides;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -45,9 +45,8 @@ struct Histograms {
     /// This shard's sends per Unix second, oldest first, until a full report has carried
     /// the second closed.
     seconds: VecDeque<(i64, u64)>,
-    /// This shard's results per endpoint, and each endpoint's slot in them.
+    /// This shard's results per endpoint; [`EndpointSlots`] knows which is which.
     endpoints: Vec<EndpointTally>,
-    endpoint_slots: HashMap<String, usize>,
 }
 
 /// Distinct endpoints a dispatch thread counts on their own; later ones count as
@@ -155,21 +154,7 @@ impl Histograms {
             last_send: None,
             seconds: VecDeque::new(),
             endpoints: Vec::new(),
-            endpoint_slots: HashMap::new(),
         }
-    }
-
-    fn endpoint_slot(&mut self, endpoint: &str) -> usize {
-        if let Some(&slot) = self.endpoint_slots.get(endpoint) {
-            return slot;
-        }
-        let name = if self.endpoint_slots.len() < MAX_ENDPOINTS { endpoint } else { reprise_rules::endpoint::OTHER };
-        let name = name.to_string();
-        let slot = *self.endpoint_slots.entry(name.clone()).or_insert(self.endpoints.len());
-        if slot == self.endpoints.len() {
-            self.endpoints.push(EndpointTally::new(name));
-        }
-        slot
     }
 
     fn add(&mut self, other: &Histograms) {
@@ -178,6 +163,30 @@ impl Histograms {
         let _ = self.lag_total.add(&other.lag_total);
         let _ = self.latency_interval.add(&other.latency_interval);
         let _ = self.lag_interval.add(&other.lag_interval);
+    }
+}
+
+/// A dispatch thread's endpoints and their slots in its shard, kept by the thread itself:
+/// the shard is locked to add an endpoint, not for every record.
+#[derive(Debug, Default)]
+pub struct EndpointSlots {
+    slots: HashMap<String, usize>,
+    /// Where the endpoints past [`MAX_ENDPOINTS`] count, once there are some.
+    other: Option<usize>,
+}
+
+impl EndpointSlots {
+    /// The slot that dispatch thread `shard` counts `endpoint`'s results in.
+    pub fn slot(&mut self, stats: &Stats, shard: usize, endpoint: &str) -> usize {
+        if let Some(&slot) = self.slots.get(endpoint) {
+            return slot;
+        }
+        if self.slots.len() < MAX_ENDPOINTS {
+            let slot = stats.add_endpoint(shard, endpoint);
+            self.slots.insert(endpoint.to_string(), slot);
+            return slot;
+        }
+        *self.other.get_or_insert_with(|| stats.add_endpoint(shard, reprise_rules::endpoint::OTHER))
     }
 }
 
@@ -368,9 +377,11 @@ impl Stats {
         self.lane(record.lane).finished(record.seq);
     }
 
-    /// The slot that dispatch thread `shard` counts `endpoint`'s results in.
-    pub fn endpoint_slot(&self, shard: usize, endpoint: &str) -> usize {
-        self.hists[shard].lock().expect("stats lock").endpoint_slot(endpoint)
+    /// A new endpoint in shard `shard`: its slot.
+    fn add_endpoint(&self, shard: usize, endpoint: &str) -> usize {
+        let mut h = self.hists[shard].lock().expect("stats lock");
+        h.endpoints.push(EndpointTally::new(endpoint.to_string()));
+        h.endpoints.len() - 1
     }
 
     /// A send to the endpoint in `slot` left dispatch thread `shard` at `dispatched`,
@@ -654,7 +665,7 @@ mod tests {
     /// Stats of one lane whose shards each count one endpoint, "GET /a", in slot 0.
     fn stats_with_endpoint(shares: &[PartitionShare], shards: usize) -> Stats {
         let stats = Stats::new(shares, &[0], shards);
-        (0..shards).for_each(|shard| assert_eq!(stats.endpoint_slot(shard, "GET /a"), 0));
+        (0..shards).for_each(|shard| assert_eq!(EndpointSlots::default().slot(&stats, shard, "GET /a"), 0));
         stats
     }
 
@@ -683,7 +694,7 @@ mod tests {
     #[tokio::test]
     async fn every_nth_send_wakes_the_reporter_once() {
         let stats = Stats::new(&[share(0, 0, 9)], &[0], 1).with_light_reports_every(3);
-        let (slot, now) = (stats.endpoint_slot(0, "GET /a"), Instant::now());
+        let (slot, now) = (EndpointSlots::default().slot(&stats, 0, "GET /a"), Instant::now());
         let asked = |stats: &Stats| futures::FutureExt::now_or_never(stats.report_due.notified()).is_some();
         (0..2).for_each(|_| stats.record_dispatch(0, slot, now, 1, 1));
         assert!(!asked(&stats), "not before the third send");
@@ -719,9 +730,9 @@ mod tests {
 
     #[test]
     fn endpoints_past_the_cap_count_as_other() {
-        let stats = Stats::new(&[share(0, 0, 9)], &[0], 1);
+        let (stats, mut slots) = (Stats::new(&[share(0, 0, 9)], &[0], 1), EndpointSlots::default());
         for i in 0..MAX_ENDPOINTS + 5 {
-            let slot = stats.endpoint_slot(0, &format!("GET /p{i}"));
+            let slot = slots.slot(&stats, 0, &format!("GET /p{i}"));
             stats.record_dispatch(0, slot, Instant::now(), 1, 1);
         }
         let endpoints = report(&stats, false).endpoints;

@@ -11,14 +11,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 use reprise_proto::v1::DiffOptions;
-use reprise_rules::diff::{DiffRules, Response};
+use reprise_rules::diff::Response;
 use tokio::time::Instant;
 
-use crate::request::{RecordedRequest, Target};
+use super::sides::DiffSides;
 use crate::stats::Stats;
 
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
@@ -27,26 +24,14 @@ const SWEEP_EVERY: usize = 1024;
 
 /// A replay's comparison settings.
 pub(crate) struct Compare {
-    rules: DiffRules,
-    baseline: Option<Target>,
+    pub(super) sides: DiffSides,
 }
 
 impl Compare {
     /// `None` unless the options ask to compare with the recording.
     pub(crate) fn compile(options: Option<&DiffOptions>) -> Result<Option<Arc<Compare>>, String> {
         let Some(options) = options.filter(|o| o.recorded) else { return Ok(None) };
-        let baseline = match options.baseline.as_str() {
-            "" => None,
-            url => Some(Target::parse(url).map_err(|e| format!("baseline: {e}"))?),
-        };
-        let rules = DiffRules::new(&options.ignore).map_err(|e| e.to_string())?;
-        Ok(Some(Arc::new(Compare { rules, baseline })))
-    }
-
-    /// The baseline's copy of a request, if there is a baseline.
-    pub(super) fn baseline_request(&self, recorded: &RecordedRequest, keep_host: bool) -> Option<Request<Full<Bytes>>> {
-        let uri = self.baseline.as_ref()?.uri_for(recorded).ok()?;
-        Some(super::dispatch::build_request(recorded, uri, keep_host))
+        Ok(Some(Arc::new(Compare { sides: DiffSides::compile(options)? })))
     }
 }
 
@@ -138,10 +123,7 @@ impl Pending {
     }
 
     fn count(&self, entry: &mut Entry, recorded: &Response, actual: &Response, baseline: Option<&Response>) {
-        let rules = &self.compare.rules;
-        let differences = rules.compare(recorded, actual);
-        let noise: Vec<String> =
-            baseline.map(|b| rules.compare(recorded, b).into_iter().map(|d| d.field).collect()).unwrap_or_default();
+        let (differences, noise) = self.compare.sides.judge(recorded, actual, baseline);
         self.stats.record_diff(self.shard, entry.slot, &entry.request, &differences, &noise);
         entry.copies_left = entry.copies_left.saturating_sub(1);
     }
@@ -168,14 +150,14 @@ mod tests {
     fn answered(status: u16, body: &'static str) -> Response {
         let mut headers = http::HeaderMap::new();
         headers.insert("content-type", "application/json".parse().unwrap());
-        Response::Answered { status, headers, body: Bytes::from_static(body.as_bytes()) }
+        Response::Answered { status, headers, body: bytes::Bytes::from_static(body.as_bytes()) }
     }
 
     #[test]
     fn either_side_may_come_first_and_the_rest_is_given_up() {
         let compare = Compare::compile(Some(&DiffOptions { recorded: true, ..Default::default() })).unwrap().unwrap();
         let stats = Arc::new(Stats::new(&[], &[], 1));
-        let slot = stats.endpoint_slot(0, "GET /a");
+        let slot = crate::stats::EndpointSlots::default().slot(&stats, 0, "GET /a");
         let pending = Pending::new(compare, stats.clone(), 0);
         let key = |s: u64| ("c1".to_string(), s);
         // Recorded first, then two copies replayed: one the same, one not.

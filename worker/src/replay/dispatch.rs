@@ -22,11 +22,12 @@ use super::compare::{Key, Pending};
 use super::lanes::{LaneStream, Merge, open_lane};
 use super::sessions::{Sessions, Turn};
 use super::shadow::{Shadow, ShadowSends};
+use super::sides::send_all;
 use reprise_rules::endpoint::write_endpoint;
 
 use crate::request::{self, RecordedRequest};
 use crate::sender::{HttpSender, Outcome, Sender, SenderConfig, SimulatedSender};
-use crate::stats::Stats;
+use crate::stats::{EndpointSlots, Stats};
 use crate::timer::PreciseTimer;
 
 /// A record due this close is sent now rather than slept for.
@@ -148,6 +149,7 @@ struct ThreadSends<C> {
     sessions: Sessions<C>,
     /// `--compare`: the sends awaiting their recorded response, or the other way round.
     pending: Option<Arc<Pending>>,
+    endpoints: EndpointSlots,
 }
 
 /// How one send goes out.
@@ -173,16 +175,9 @@ impl Comparing {
     /// Sends to the target and the baseline at once; hands both responses to the
     /// comparison. The target's outcome and when it ended.
     async fn exchange<S: Sender>(self, sender: &S, request: Request<Full<Bytes>>) -> (Outcome, Instant) {
-        let target = async { (sender.send_keeping(request).await, Instant::now()) };
-        let baseline = async {
-            match self.baseline {
-                Some(request) => Some(sender.send_keeping(request).await.1),
-                None => None,
-            }
-        };
-        let (((outcome, actual), ended), baseline) = tokio::join!(target, baseline);
-        self.pending.replayed(&self.key, actual, baseline);
-        (outcome, ended)
+        let answers = send_all(sender, request, None, self.baseline).await;
+        self.pending.replayed(&self.key, answers.target, answers.baseline);
+        (answers.outcome, answers.ended)
     }
 }
 
@@ -224,6 +219,7 @@ impl Dispatcher {
             in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
             sessions: Sessions::new(),
             pending: replay.compare.clone().map(|c| Pending::new(c, replay.stats.clone(), self.shard)),
+            endpoints: EndpointSlots::default(),
         };
         let mut pacing = Pacing {
             clock: Clock { start, paused_for: Duration::ZERO },
@@ -319,7 +315,7 @@ impl Dispatcher {
                 continue;
             };
             write_endpoint(&mut endpoint_name, recorded.method.as_str(), &recorded.path_and_query);
-            let slot = replay.stats.endpoint_slot(self.shard, &endpoint_name);
+            let slot = sends.endpoints.slot(&replay.stats, self.shard, &endpoint_name);
             let key = pending.map(|pending| {
                 let key = (record.connection_id.clone(), record.sequence);
                 pending.expect(key.clone(), multiple, slot, recorded.path_and_query.clone());
@@ -362,7 +358,7 @@ impl Dispatcher {
                     (_, Some(pending), false) => Route::Compare(Box::new(Comparing {
                         pending: pending.clone(),
                         key: key.clone().expect("a compared request is noted"),
-                        baseline: pending.compare().baseline_request(&recorded, options.keep_host),
+                        baseline: pending.compare().sides.baseline_request(&recorded, options.keep_host),
                     })),
                     (Some(shadow), None, false) => match shadow.sends(&recorded, options.keep_host) {
                         Some(sends) => Route::Shadow(Box::new(sends), shadow.clone()),

@@ -1,6 +1,6 @@
-//! An A/B replay (`ReplayOptions.diff`): each request also goes to the candidate (and to
-//! the baseline, if there is one); the responses are diffed against the target's and the
-//! differing fields counted per endpoint.
+//! An A/B replay (`ReplayOptions.diff` with a candidate): each request also goes to the
+//! candidate (and to the baseline, if there is one); the candidate's responses are diffed
+//! against the target's and the differing fields counted per endpoint.
 
 use std::sync::Arc;
 
@@ -8,19 +8,18 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use reprise_proto::v1::DiffOptions;
-use reprise_rules::diff::DiffRules;
 
+use super::sides::{DiffSides, copy_for, send_all};
 use crate::request::{RecordedRequest, Target};
 use crate::sender::{Outcome, Sender};
 use crate::stats::Stats;
 
 pub(crate) struct Shadow {
     candidate: Target,
-    baseline: Option<Target>,
-    rules: DiffRules,
+    sides: DiffSides,
 }
 
-/// The other sides of one send.
+/// The other sides' copies of one send.
 pub(super) struct ShadowSends {
     candidate: Request<Full<Bytes>>,
     baseline: Option<Request<Full<Bytes>>>,
@@ -33,23 +32,17 @@ impl Shadow {
     pub(crate) fn compile(options: Option<&DiffOptions>) -> Result<Option<Arc<Shadow>>, String> {
         let Some(options) = options.filter(|o| !o.candidate.is_empty()) else { return Ok(None) };
         let candidate = Target::parse(&options.candidate).map_err(|e| format!("candidate: {e}"))?;
-        let baseline = match options.baseline.as_str() {
-            "" => None,
-            url => Some(Target::parse(url).map_err(|e| format!("baseline: {e}"))?),
-        };
-        let rules = DiffRules::new(&options.ignore).map_err(|e| e.to_string())?;
-        Ok(Some(Arc::new(Shadow { candidate, baseline, rules })))
+        Ok(Some(Arc::new(Shadow { candidate, sides: DiffSides::compile(options)? })))
     }
 
     /// The candidate's and baseline's copies of a request (`None` if the recorded path
-    /// makes no URI there, which the target's would not either).
+    /// makes no URI at the candidate, which the target's would not either).
     pub(super) fn sends(&self, recorded: &RecordedRequest, keep_host: bool) -> Option<ShadowSends> {
-        let candidate = super::dispatch::build_request(recorded, self.candidate.uri_for(recorded).ok()?, keep_host);
-        let baseline = match &self.baseline {
-            Some(target) => Some(super::dispatch::build_request(recorded, target.uri_for(recorded).ok()?, keep_host)),
-            None => None,
-        };
-        Some(ShadowSends { candidate, baseline, request: recorded.path_and_query.clone() })
+        Some(ShadowSends {
+            candidate: copy_for(&self.candidate, recorded, keep_host)?,
+            baseline: self.sides.baseline_request(recorded, keep_host),
+            request: recorded.path_and_query.clone(),
+        })
     }
 
     /// Sends `request` to the target and its copies to the other sides at once; counts
@@ -62,23 +55,10 @@ impl Shadow {
         stats: &Stats,
         (shard, slot): (usize, usize),
     ) -> (Outcome, tokio::time::Instant) {
-        let target = async {
-            let answer = sender.send_keeping(request).await;
-            (answer, tokio::time::Instant::now())
-        };
-        let baseline = async {
-            match sends.baseline {
-                Some(request) => Some(sender.send_keeping(request).await.1),
-                None => None,
-            }
-        };
-        let (((outcome, target), ended), (_, candidate), baseline) =
-            tokio::join!(target, sender.send_keeping(sends.candidate), baseline);
-        let differences = self.rules.compare(&target, &candidate);
-        let noise: Vec<String> = baseline
-            .map(|baseline| self.rules.compare(&target, &baseline).into_iter().map(|d| d.field).collect())
-            .unwrap_or_default();
+        let answers = send_all(sender, request, Some(sends.candidate), sends.baseline).await;
+        let candidate = answers.candidate.as_ref().expect("a candidate copy was sent");
+        let (differences, noise) = self.sides.judge(&answers.target, candidate, answers.baseline.as_ref());
         stats.record_diff(shard, slot, &sends.request, &differences, &noise);
-        (outcome, ended)
+        (answers.outcome, answers.ended)
     }
 }
