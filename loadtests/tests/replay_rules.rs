@@ -7,93 +7,27 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use reprise_capture::CaptureConfig;
 use reprise_loadtests::cluster::TestCluster;
 use reprise_loadtests::procs::binary;
 use tokio_util::sync::CancellationToken;
 
-/// A request as a server saw it.
-#[derive(Debug, Clone, PartialEq)]
-struct Seen {
-    method: String,
-    target: String,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
+use crate::common::{Origin, Seen};
+
+/// The test's server: every request whole, answering 200 (404 under /v2/search, for the
+/// per-endpoint results).
+async fn inspector() -> Origin {
+    Origin::answering(|target| if target.starts_with("/v2/search") { 404 } else { 200 }).await
 }
 
-/// An HTTP/1.1 server that keeps every request whole, answering `200 ok` (404 under
-/// /v2/search).
-struct Inspector {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Inspector {
-    async fn start() -> Inspector {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let log = log.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        let log = log.clone();
-                        async move {
-                            let (parts, body) = request.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
-                            let headers = parts
-                                .headers
-                                .iter()
-                                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                                .collect();
-                            let target = parts.uri.path_and_query().map_or("/".into(), |p| p.to_string());
-                            // One endpoint fails, for the per-endpoint results.
-                            let status = if target.starts_with("/v2/search") { 404 } else { 200 };
-                            log.lock().unwrap().push(Seen { method: parts.method.to_string(), target, headers, body });
-                            let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
-                            *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            Ok::<_, Infallible>(response)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Inspector { addr, seen, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        let mut seen = self.seen.lock().unwrap().clone();
-        seen.sort_by(|a, b| (&a.target, &a.method).cmp(&(&b.target, &b.method)));
-        seen
-    }
-}
-
-impl Drop for Inspector {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// What `origin` saw, ordered by target and method (the replay's order is not the clients').
+fn sorted(seen: Vec<Seen>) -> Vec<Seen> {
+    let mut seen = seen;
+    seen.sort_by(|a, b| (&a.target, &a.method).cmp(&(&b.target, &b.method)));
+    seen
 }
 
 fn curl(args: &[&str]) {
@@ -125,11 +59,9 @@ fn clients(base: &str) {
 
 /// Captures the production server's port with tcpdump while the clients run; how many
 /// requests it answered.
-async fn capture_clients(production: &Inspector, pcap: &Path) -> usize {
+async fn capture_clients(production: &Origin, pcap: &Path) -> usize {
     let base = production.url();
-    let seen = production.seen.clone();
-    common::tcpdump_while(production.addr.port(), pcap, move || clients(&base), move || seen.lock().unwrap().len())
-        .await;
+    common::tcpdump_while(production.addr.port(), pcap, move || clients(&base), production.counter()).await;
     production.seen().len()
 }
 
@@ -152,7 +84,7 @@ async fn replay(cluster: &TestCluster, args: &[&str]) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replay_rules_change_on_the_wire_exactly_what_they_say() {
     let dir = tempfile::tempdir().unwrap();
-    let production = Inspector::start().await;
+    let production = inspector().await;
     let pcap = dir.path().join("clients.pcap");
     let answered = capture_clients(&production, &pcap).await;
     assert_eq!(answered, 7 + ITEMS);
@@ -172,7 +104,7 @@ async fn replay_rules_change_on_the_wire_exactly_what_they_say() {
     // The rules, half in a file and half as flags.
     let rules = dir.path().join("rules.toml");
     std::fs::write(&rules, "remove-header = [\"Cookie\"]\nmethod = [\"GET\", \"POST\"]\n").unwrap();
-    let target = Inspector::start().await;
+    let target = inspector().await;
     let summary = replay(
         &cluster,
         &[
@@ -223,7 +155,7 @@ async fn replay_rules_change_on_the_wire_exactly_what_they_say() {
         list
     };
     // Authorization was masked at capture, so the recorded value is never what arrives.
-    let arrived = target.seen();
+    let arrived = sorted(target.seen());
     assert_eq!(arrived.len(), kept);
     assert!(arrived.iter().all(|s| !s.headers.contains_key("cookie")));
     assert!(arrived.iter().any(|s| s.target == "/v2/profiles/41?view=full"), "{arrived:#?}");
@@ -260,15 +192,15 @@ async fn replay_rules_change_on_the_wire_exactly_what_they_say() {
             (summary["sent"].as_u64().unwrap(), summary["filtered"].as_u64().unwrap())
         }
     };
-    let before = target.seen.lock().unwrap().len();
+    let before = target.seen().len();
     let (sent, filtered) = sampled_run("--no-marker").await;
     assert_eq!(sent + filtered, answered as u64);
     assert!(sent > 0 && sent < ITEMS as u64, "{sent} of {ITEMS} items in a 0.5 sample");
-    let first: Vec<Seen> = target.seen.lock().unwrap()[before..].to_vec();
+    let first: Vec<Seen> = target.seen()[before..].to_vec();
     assert!(first.iter().all(|s| s.target.starts_with("/items/") && !s.headers.contains_key("x-reprise-replay")));
-    let before = target.seen.lock().unwrap().len();
+    let before = target.seen().len();
     assert_eq!(sampled_run("--no-marker").await, (sent, filtered));
-    let mut again: Vec<String> = target.seen.lock().unwrap()[before..].iter().map(|s| s.target.clone()).collect();
+    let mut again: Vec<String> = target.seen()[before..].iter().map(|s| s.target.clone()).collect();
     let mut first: Vec<String> = first.into_iter().map(|s| s.target).collect();
     first.sort();
     again.sort();
@@ -276,7 +208,7 @@ async fn replay_rules_change_on_the_wire_exactly_what_they_say() {
 
     // A rule that does not compile stops ctl before anything starts, and the controller
     // refuses it from any client.
-    let before = target.seen.lock().unwrap().len();
+    let before = target.seen().len();
     let (code, _, stderr) =
         ctl(&cluster, &["replay", "--recording", &recording, "--target", &target.url(), "--rewrite-url", "([:x"]).await;
     assert_eq!(code, 2, "{stderr}");
@@ -287,6 +219,6 @@ async fn replay_rules_change_on_the_wire_exactly_what_they_say() {
     let refused = cluster.replay(request).await.unwrap_err().to_string();
     assert!(refused.contains("invalid argument") && refused.contains("bad --method"), "{refused}");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(target.seen.lock().unwrap().len(), before, "nothing sent");
+    assert_eq!(target.seen().len(), before, "nothing sent");
     cluster.stop().await;
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use reprise_proto::v1::TrafficRecord;
@@ -97,16 +98,29 @@ impl Drop for Nginx {
     }
 }
 
-/// An HTTP/1.1 origin answering `200 ok` that notes (method, target) of every request
-/// in arrival order.
+/// A request as an [`Origin`] saw it, whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// An HTTP/1.1 origin that keeps every request whole, in arrival order, and answers `ok`
+/// with the status its `status_for(target)` gives (200 from [`Origin::start`]).
 pub struct Origin {
     pub addr: SocketAddr,
-    seen: Arc<Mutex<Vec<(String, String)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Origin {
     pub async fn start() -> Origin {
+        Origin::answering(|_| 200).await
+    }
+
+    pub async fn answering(status_for: fn(&str) -> u16) -> Origin {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -117,9 +131,22 @@ impl Origin {
                 let log = log.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        let target = request.uri().path_and_query().map_or("/".into(), |p| p.as_str().to_string());
-                        log.lock().unwrap().push((request.method().to_string(), target));
-                        async { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok")))) }
+                        let log = log.clone();
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+                            let headers = parts
+                                .headers
+                                .iter()
+                                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                                .collect();
+                            let target = parts.uri.path_and_query().map_or("/".into(), |p| p.to_string());
+                            let status = hyper::StatusCode::from_u16(status_for(&target)).unwrap();
+                            log.lock().unwrap().push(Seen { method: parts.method.to_string(), target, headers, body });
+                            let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+                            *response.status_mut() = status;
+                            Ok::<_, Infallible>(response)
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -135,8 +162,14 @@ impl Origin {
     }
 
     /// What arrived so far, in order.
-    pub fn seen(&self) -> Vec<(String, String)> {
+    pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// How many requests arrived so far, as a function another thread may call.
+    pub fn counter(&self) -> impl Fn() -> usize + Send + 'static {
+        let seen = self.seen.clone();
+        move || seen.lock().unwrap().len()
     }
 }
 
