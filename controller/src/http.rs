@@ -11,7 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::{Stream, StreamExt};
-use reprise_proto::v1::ControlAction;
+use reprise_proto::v1::{ControlAction, Ledger};
 use reprise_store::schema::{CaptureInfo, Recording, WorkerInfo};
 
 use crate::grpc::list_all;
@@ -153,8 +153,18 @@ async fn workers(State(state): State<Arc<ControllerState>>) -> ApiResult {
     Ok(json(&list_all::<WorkerInfo>(&state.catalog).await?))
 }
 
+/// The catalog's recordings, each with `missed`: what its capture missed, in ctl's words.
 async fn recordings(State(state): State<Arc<ControllerState>>) -> ApiResult {
-    Ok(json(&list_all::<Recording>(&state.catalog).await?))
+    let listed = list_all::<Recording>(&state.catalog).await?;
+    let with_missed: Vec<serde_json::Value> = listed
+        .iter()
+        .map(|recording| {
+            let mut value = serde_json::to_value(recording).expect("a recording is JSON");
+            value["missed"] = recording.ledger.as_ref().map(Ledger::summary).into();
+            value
+        })
+        .collect();
+    Ok(json(&with_missed))
 }
 
 /// Which controller leads, and whether it is this one.

@@ -2,7 +2,7 @@
 //! replay summary.
 
 use reprise_proto::v1::{
-    CaptureInfo, EndpointDiff, EndpointResult, Ledger, LedgerEntry, Recording, ReplayPlanView, ReplayStatus, WorkerInfo,
+    CaptureInfo, EndpointDiff, EndpointResult, Ledger, Recording, ReplayPlanView, ReplayStatus, WorkerInfo,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ pub fn recordings(list: &[Recording]) {
     println!("{:<22} {:<20} {:<9} {:>10} {:>9}  MISSED", "ID", "NAME", "STATE", "RECORDS", "SPAN_S");
     for r in list {
         let span = span_s(r).map_or("-".into(), |s| format!("{s:.1}"));
-        let missed = r.ledger.as_ref().map_or("-".into(), ledger_summary);
+        let missed = r.ledger.as_ref().map_or("-".into(), Ledger::summary);
         println!(
             "{:<22} {:<20} {:<9} {:>10} {:>9}  {missed}",
             r.id,
@@ -42,32 +42,8 @@ pub fn recording(recording: &Recording) {
         println!("warning: {} records are already gone from the log (retention)", recording.missing_records);
     }
     if let Some(ledger) = &recording.ledger {
-        println!("missed by the capture: {}", ledger_summary(ledger));
+        println!("missed by the capture: {}", ledger.summary());
     }
-}
-
-/// What a recording's capture missed, in one line: `none`, or the counts that are not
-/// zero; `(lower bound: NODE ...)` when a node did not report at both ends.
-pub fn ledger_summary(ledger: &Ledger) -> String {
-    let sum = |count: fn(&LedgerEntry) -> u64| ledger.nodes.iter().map(count).sum::<u64>();
-    let counts = [
-        ("kernel drops", sum(|e| e.kernel_drops)),
-        ("dropped records", sum(|e| e.own_drops)),
-        ("gaps", sum(|e| e.gaps)),
-        ("resyncs", sum(|e| e.resyncs)),
-        ("cut bodies", sum(|e| e.truncated_bodies)),
-        ("malformed", sum(|e| e.malformed)),
-    ];
-    let said: Vec<String> = counts.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{n} {what}")).collect();
-    let mut summary = if said.is_empty() { "none".to_string() } else { said.join(", ") };
-    let partial: Vec<&str> = ledger.nodes.iter().filter(|e| !e.whole_window).map(|e| e.node.as_str()).collect();
-    if !partial.is_empty() {
-        summary.push_str(&format!(" (lower bound: {} did not report at both ends)", partial.join(", ")));
-    }
-    if ledger.nodes.is_empty() {
-        summary = "not counted (no capture node reported)".into();
-    }
-    summary
 }
 
 pub fn workers(list: &[WorkerInfo]) {
@@ -379,19 +355,5 @@ mod tests {
         }
         let none = ReplayStatus { error_kinds: by_kind(&[("connect", 0)]), ..status };
         assert_eq!(summary(&none).lines().find(|l| l.starts_with("errors")), Some("errors      3"));
-    }
-
-    #[test]
-    fn a_ledger_says_none_or_what_was_missed_and_whether_it_is_a_lower_bound() {
-        let node = |node: &str, kernel_drops: u64, whole_window: bool| LedgerEntry {
-            node: node.into(),
-            kernel_drops,
-            whole_window,
-            ..Default::default()
-        };
-        assert_eq!(ledger_summary(&Ledger { nodes: vec![node("a", 0, true)] }), "none");
-        let missed = Ledger { nodes: vec![node("a", 18423, true), LedgerEntry { gaps: 2, ..node("b", 0, false) }] };
-        assert_eq!(ledger_summary(&missed), "18423 kernel drops, 2 gaps (lower bound: b did not report at both ends)");
-        assert_eq!(ledger_summary(&Ledger::default()), "not counted (no capture node reported)");
     }
 }

@@ -90,4 +90,10 @@ async fn a_recording_s_ledger_shows_what_the_capture_missed() {
     let line = listed.lines().find(|l| l.starts_with(&recording.id)).unwrap_or_default();
     assert!(line.contains(&format!("{} kernel drops", node.kernel_drops)), "{listed}");
     assert!(line.contains(&format!("{} cut bodies", node.truncated_bodies)), "{listed}");
+    // The stats API (and the dashboard) says it in the same words.
+    let api = reprise_loadtests::http::get(cluster.controller.http_addr, "/api/recordings", &[]).await.unwrap();
+    let listed = api.json().unwrap();
+    let entry = listed.as_array().unwrap().iter().find(|r| r["id"] == recording.id.as_str()).expect("listed");
+    assert_eq!(entry["missed"].as_str(), Some(ledger.summary().as_str()), "{entry}");
+    assert!(line.ends_with(&ledger.summary()), "{listed}");
 }

@@ -19,7 +19,10 @@ pub mod v1 {
     tonic::include_proto!("reprise.v1");
 }
 
-use v1::{PacingMode, PartitionRange, Percentiles, RecordingState, ReplayState, ReplayStatus, WorkerReplayState};
+use v1::{
+    Ledger, LedgerEntry, PacingMode, PartitionRange, Percentiles, RecordingState, ReplayState, ReplayStatus,
+    WorkerReplayState,
+};
 
 /// Refuses a peer that speaks another protocol version. `peer` and `this` name the two
 /// sides for the message ("ctl", "controller", "worker").
@@ -98,6 +101,33 @@ impl ReplayStatus {
     /// Schedule lag: how late each send left against its due time (zeros if unset).
     pub fn lag(&self) -> &Percentiles {
         self.lag_ms.as_ref().unwrap_or(&NO_PERCENTILES)
+    }
+}
+
+impl Ledger {
+    /// What a recording's capture missed, in one line (ctl and the stats API say it so):
+    /// `none`, or the counts that are not zero; `(lower bound: NODE ...)` when a node did
+    /// not report at both ends of the recording's window.
+    pub fn summary(&self) -> String {
+        if self.nodes.is_empty() {
+            return "not counted (no capture node reported)".into();
+        }
+        let sum = |count: fn(&LedgerEntry) -> u64| self.nodes.iter().map(count).sum::<u64>();
+        let counts = [
+            ("kernel drops", sum(|e| e.kernel_drops)),
+            ("dropped records", sum(|e| e.own_drops)),
+            ("gaps", sum(|e| e.gaps)),
+            ("resyncs", sum(|e| e.resyncs)),
+            ("cut bodies", sum(|e| e.truncated_bodies)),
+            ("malformed", sum(|e| e.malformed)),
+        ];
+        let said: Vec<String> = counts.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{n} {what}")).collect();
+        let mut summary = if said.is_empty() { "none".to_string() } else { said.join(", ") };
+        let partial: Vec<&str> = self.nodes.iter().filter(|e| !e.whole_window).map(|e| e.node.as_str()).collect();
+        if !partial.is_empty() {
+            summary.push_str(&format!(" (lower bound: {} did not report at both ends)", partial.join(", ")));
+        }
+        summary
     }
 }
 
@@ -195,7 +225,21 @@ pub mod names {
 
 #[cfg(test)]
 mod tests {
-    use super::v1::{PacingMode, Percentiles, ReplayState, ReplayStatus};
+    use super::v1::{Ledger, LedgerEntry, PacingMode, Percentiles, ReplayState, ReplayStatus};
+
+    #[test]
+    fn a_ledger_says_none_or_what_was_missed_and_whether_it_is_a_lower_bound() {
+        let node = |node: &str, kernel_drops: u64, whole_window: bool| LedgerEntry {
+            node: node.into(),
+            kernel_drops,
+            whole_window,
+            ..Default::default()
+        };
+        assert_eq!(Ledger { nodes: vec![node("a", 0, true)] }.summary(), "none");
+        let missed = Ledger { nodes: vec![node("a", 18423, true), LedgerEntry { gaps: 2, ..node("b", 0, false) }] };
+        assert_eq!(missed.summary(), "18423 kernel drops, 2 gaps (lower bound: b did not report at both ends)");
+        assert_eq!(Ledger::default().summary(), "not counted (no capture node reported)");
+    }
 
     #[test]
     fn enums_travel_as_lower_case_names() {
