@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reprise local backing services: a real etcd 3.4 and a Kafka-wire-compatible
-# broker (noida-db), both bound to 127.0.0.1 only, for the test suite and for
-# local use.
+# broker (noida-db), both bound to 127.0.0.1 only (or to REPRISE_SERVICES_HOST),
+# for the test suite and for local use.
 #
 # Usage: services.sh up|down|status|env
 #        services.sh stop|start etcd|kafka
@@ -24,6 +24,8 @@
 #
 # Environment:
 #   REPRISE_SERVICES_DIR    state dir (default /tmp/reprise-services)
+#   REPRISE_SERVICES_HOST   address both servers bind and advertise (default
+#                           127.0.0.1; netns-cluster.sh gives a namespace's own)
 #   REPRISE_ETCD_PORT       etcd client port (default 12379)
 #   REPRISE_ETCD_PEER_PORT  etcd peer port (default 12380)
 #   REPRISE_KAFKA_PORT      Kafka port (default 19092)
@@ -42,7 +44,7 @@
 set -euo pipefail
 
 STATE_DIR="${REPRISE_SERVICES_DIR:-/tmp/reprise-services}"
-HOST=127.0.0.1
+HOST="${REPRISE_SERVICES_HOST:-127.0.0.1}"
 ETCD_PORT="${REPRISE_ETCD_PORT:-12379}"
 ETCD_PEER_PORT="${REPRISE_ETCD_PEER_PORT:-12380}"
 KAFKA_PORT="${REPRISE_KAFKA_PORT:-19092}"
@@ -571,6 +573,6 @@ case "$1" in
     down) cmd_down ;;
     status) cmd_status ;;
     env) env_lines ;;
-    -h | --help | help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h | --help | help) sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) usage ;;
 esac

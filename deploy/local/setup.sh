@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # prometheus (promtool) and systemd (systemd-analyze): deploy/check.sh. chromium: the
-# dashboard test renders the page in a real browser.
-packages=(protobuf-compiler libprotobuf-dev libpcap-dev libssl-dev pkg-config python3 python3-pip python3-yaml curl tcpdump wrk nginx apache2-utils prometheus systemd chromium)
+# dashboard test renders the page in a real browser. iproute2 (ip netns):
+# deploy/local/netns-cluster.sh.
+packages=(protobuf-compiler libprotobuf-dev libpcap-dev libssl-dev pkg-config python3 python3-pip python3-yaml curl tcpdump wrk nginx apache2-utils prometheus systemd chromium iproute2)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
