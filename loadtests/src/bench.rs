@@ -1,6 +1,7 @@
-//! The cluster benchmark: real processes (sink, controller, workers) on loopback, a
-//! synthetic recording in a file log, one replay, and the resources each process used;
-//! with wrk (and GoReplay, when a binary is given) against the same sink for ratios.
+//! The cluster benchmark: real processes (controller, workers, a target: the project's
+//! counting sink or a real nginx) on loopback, a synthetic recording in a file log, one
+//! replay, and the resources each process used; with wrk (and GoReplay, when a binary is
+//! given) against the same target for ratios.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +13,7 @@ use reprise_proto::v1::{ListRequest, PacingMode, Recording, ReplayRef, ReplaySta
 use serde::Serialize;
 
 use crate::cluster::replay_request;
+use crate::nginx::{AccessLogs, Nginx};
 use crate::procstat;
 use crate::synth::{Profile, Shape};
 
@@ -99,8 +101,22 @@ pub enum Mode {
     Original,
 }
 
+/// What the bench replays to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    /// `reprise-sink`: counts every request (loss, duplicates, per-second arrivals), at
+    /// a CPU cost that competes with the sender on a small machine.
+    Sink,
+    /// Debian's nginx, one process, `return 200`, no access log: a real target.
+    Nginx,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayBench {
+    /// What to replay to (and run wrk against).
+    #[arg(long, value_enum, default_value = "sink")]
+    pub target: TargetKind,
     /// Worker processes.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -143,6 +159,8 @@ pub struct ReplayBench {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayResult {
+    /// `None`: a dry run, sent nowhere.
+    pub target: Option<TargetKind>,
     pub workers: usize,
     pub mode: Mode,
     pub dry_run: bool,
@@ -159,6 +177,8 @@ pub struct ReplayResult {
     pub lag_p99_ms: f64,
     pub worker_cpu_seconds: f64,
     pub cpu_seconds_per_1k_requests: f64,
+    /// The target's CPU during the replay, per 1,000 requests it was sent.
+    pub target_cpu_seconds_per_1k_requests: Option<f64>,
     pub worker_peak_rss_mib: f64,
     pub controller_cpu_seconds: f64,
     pub controller_peak_rss_mib: f64,
@@ -317,29 +337,33 @@ async fn series_deviation(cluster: &BenchCluster, replay_id: &str, sink_port: u1
 
 pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
     let mut cluster = BenchCluster::start(&bench.work_dir, bench.workers, bench.dispatch_threads).await?;
-    let sink_port = free_port()?;
-    let sink = if bench.dry_run { None } else { Some(start_sink(sink_port, &cluster.dir).await?) };
+    let target = match bench.dry_run {
+        true => None,
+        false => Some(Target::start(bench.target, &cluster.dir).await?),
+    };
     let profile = bench_profile(bench);
     let gor_file = bench.gor.as_ref().map(|_| cluster.dir.join("traffic.gor"));
     let recording = cluster.record(&profile, gor_file.as_deref()).await?;
 
     let mut rounds = Vec::new();
     for _ in 0..bench.rounds {
-        rounds.push(replay_round(&mut cluster, bench, &recording.id, sink_port, sink.is_some()).await?);
+        rounds.push(replay_round(&mut cluster, bench, &recording.id, target.as_ref()).await?);
     }
     let (median, wrk_rps, round_ratios) = median_round(rounds);
     let (status, seconds, worker_cpu, controller_cpu) =
         (median.status, median.seconds, median.worker_cpu_seconds, median.controller_cpu_seconds);
-    let sink_count = match sink {
-        Some(_) => Some(sink_requests(sink_port).await?),
+    let sink_port = target.as_ref().and_then(Target::sink_port);
+    let sink_count = match sink_port {
+        Some(port) => Some(sink_requests(port).await?),
         None => None,
     };
-    let gor_rps = match (&bench.gor, &gor_file, &sink) {
-        (Some(gor), Some(file), Some(_)) => Some(run_gor(gor, file, sink_port, bench.requests).await?),
+    let gor_rps = match (&bench.gor, &gor_file, sink_port) {
+        (Some(gor), Some(file), Some(port)) => Some(run_gor(gor, file, port, bench.requests).await?),
         _ => None,
     };
     let requests_per_second = median.requests_per_second;
     let result = ReplayResult {
+        target: target.as_ref().map(|_| bench.target),
         workers: bench.workers,
         mode: bench.mode,
         dry_run: bench.dry_run,
@@ -356,6 +380,9 @@ pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
         lag_p99_ms: status.lag().p99,
         worker_cpu_seconds: worker_cpu,
         cpu_seconds_per_1k_requests: worker_cpu / (status.sent.max(1) as f64 / 1000.0),
+        target_cpu_seconds_per_1k_requests: median
+            .target_cpu_seconds
+            .map(|cpu| cpu / (status.sent.max(1) as f64 / 1000.0)),
         worker_peak_rss_mib: cluster.workers.iter().map(Proc::peak_rss_mib).fold(0.0, f64::max),
         controller_cpu_seconds: controller_cpu,
         controller_peak_rss_mib: cluster.controller.peak_rss_mib(),
@@ -370,9 +397,49 @@ pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
     if status.state() != ReplayState::Done {
         bail!("the replay ended {}: {:?}", status.state(), status.error);
     }
-    drop(sink);
+    drop(target);
     cluster.cleanup();
     Ok(result)
+}
+
+/// The bench's target process.
+enum Target {
+    Sink { process: Proc, port: u16 },
+    Nginx(Nginx),
+}
+
+impl Target {
+    async fn start(kind: TargetKind, dir: &Path) -> anyhow::Result<Target> {
+        Ok(match kind {
+            TargetKind::Sink => {
+                let port = free_port()?;
+                Target::Sink { process: start_sink(port, dir).await?, port }
+            }
+            TargetKind::Nginx => Target::Nginx(Nginx::start(&dir.join("nginx"), AccessLogs::Off)?),
+        })
+    }
+
+    fn port(&self) -> u16 {
+        match self {
+            Target::Sink { port, .. } => *port,
+            Target::Nginx(nginx) => nginx.port(),
+        }
+    }
+
+    /// The sink's port: only the sink counts what arrives.
+    fn sink_port(&self) -> Option<u16> {
+        match self {
+            Target::Sink { port, .. } => Some(*port),
+            Target::Nginx(_) => None,
+        }
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        match self {
+            Target::Sink { process, .. } => process.cpu_seconds(),
+            Target::Nginx(nginx) => nginx.cpu_seconds(),
+        }
+    }
 }
 
 /// Starts `reprise-sink` on `port` and waits until it accepts connections.
@@ -424,19 +491,23 @@ struct Round {
     wrk_requests_per_second: Option<f64>,
     /// See [`series_deviation`].
     series: Option<(f64, usize)>,
+    /// The target's CPU during the replay.
+    target_cpu_seconds: Option<f64>,
 }
 
 async fn replay_round(
     cluster: &mut BenchCluster,
     bench: &ReplayBench,
     recording_id: &str,
-    sink_port: u16,
-    with_sink: bool,
+    target: Option<&Target>,
 ) -> anyhow::Result<Round> {
     let cpu_before = cluster.worker_cpu_seconds();
     let controller_cpu_before = cluster.controller.cpu_seconds();
+    let target_cpu_before = target.map(Target::cpu_seconds);
     let started = Instant::now();
-    let mut request = replay_request(recording_id, &format!("http://127.0.0.1:{sink_port}"), bench.multiple);
+    // A dry run sends nowhere: the discard port stands in.
+    let port = target.map_or(9, Target::port);
+    let mut request = replay_request(recording_id, &format!("http://127.0.0.1:{port}"), bench.multiple);
     let options = crate::cluster::options(&mut request);
     options.pacing = match bench.mode {
         Mode::Original => PacingMode::Original,
@@ -450,13 +521,16 @@ async fn replay_round(
     let wall = started.elapsed().as_secs_f64();
     let worker_cpu_seconds = cluster.worker_cpu_seconds() - cpu_before;
     let controller_cpu_seconds = cluster.controller.cpu_seconds() - controller_cpu_before;
+    let target_cpu_seconds = target.zip(target_cpu_before).map(|(t, before)| t.cpu_seconds() - before);
     let seconds = if status.duration_s > 0.0 { status.duration_s } else { wall };
-    let series = match (bench.mode, with_sink) {
-        (Mode::Original, true) => Some(series_deviation(cluster, &status.id, sink_port).await?),
+    let series = match (bench.mode, target.and_then(Target::sink_port)) {
+        (Mode::Original, Some(sink_port)) => Some(series_deviation(cluster, &status.id, sink_port).await?),
         _ => None,
     };
-    let wrk_requests_per_second = match bench.wrk_seconds {
-        s if s > 0 && with_sink => Some(wrk(&format!("http://127.0.0.1:{sink_port}/"), bench.max_in_flight, s)?),
+    let wrk_requests_per_second = match (bench.wrk_seconds, target) {
+        (s, Some(target)) if s > 0 => {
+            Some(wrk(&format!("http://127.0.0.1:{}/", target.port()), bench.max_in_flight, s)?)
+        }
         _ => None,
     };
     Ok(Round {
@@ -467,6 +541,7 @@ async fn replay_round(
         controller_cpu_seconds,
         wrk_requests_per_second,
         series,
+        target_cpu_seconds,
     })
 }
 

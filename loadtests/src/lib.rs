@@ -7,6 +7,7 @@ pub mod bench;
 pub mod browser;
 pub mod cluster;
 pub mod http;
+pub mod nginx;
 pub mod pcapgen;
 pub mod pki;
 pub mod procs;

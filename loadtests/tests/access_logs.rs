@@ -16,7 +16,8 @@ use reprise_loadtests::cluster::{TestCluster, replay_request};
 use reprise_proto::v1::ReplayState;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Nginx, Origin, read_log};
+use crate::common::{Origin, read_log};
+use reprise_loadtests::nginx::{AccessLogs, Nginx};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -120,7 +121,8 @@ fn in_second_order(arrivals: &[(String, String)], expected: &[(i64, String, Stri
 
 async fn two_nginx_logs_replay_in_timestamp_order(kind: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (Nginx::start(&dir.path().join("a")), Nginx::start(&dir.path().join("b")));
+    let start = |name: &str| Nginx::start(&dir.path().join(name), AccessLogs::AllFormats).unwrap();
+    let (a, b) = (start("a"), start("b"));
     let (url_a, url_b) = (a.url(), b.url());
     tokio::task::spawn_blocking(move || traffic(&url_a, &url_b)).await.unwrap();
     let logs = [a.stop(), b.stop()];

@@ -5,13 +5,14 @@
 //! * `replay`: a cluster of real processes (controller, workers, sink) replays a
 //!   synthetic recording; wrk (and GoReplay, if given) against the same sink.
 //! * `stats-plane`: the controller's CPU while following many workers at 1 Hz.
+//! * `pacing-curve`: original pace against nginx, offered rate against schedule lag.
 //! * `all`: every figure of docs/BENCHMARKS.md, as a markdown table.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use reprise_loadtests::bench::{self, Mode, ReplayBench};
+use reprise_loadtests::bench::{self, Mode, ReplayBench, TargetKind};
 use reprise_loadtests::pcapgen::{self, PcapProfile};
 use reprise_loadtests::procstat;
 use serde_json::json;
@@ -53,6 +54,17 @@ enum Command {
         #[arg(long, default_value = "target/bench")]
         work_dir: PathBuf,
     },
+    /// Original pace against nginx at several rates: offered rate against lag.
+    PacingCurve {
+        /// Recorded rates, requests per second.
+        #[arg(long, value_delimiter = ',', default_value = "10000,20000,40000,60000,80000,100000,120000,150000")]
+        rates: Vec<f64>,
+        /// Seconds of traffic per rate.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value = "target/bench")]
+        work_dir: PathBuf,
+    },
     /// Every benchmark of docs/BENCHMARKS.md.
     All {
         #[arg(long, default_value = "target/bench")]
@@ -75,6 +87,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&bench::run_stats_plane(workers, seconds, &work_dir).await?)?)
         }
         Command::All { work_dir, gor } => all(&work_dir, gor).await?,
+        Command::PacingCurve { rates, seconds, work_dir } => {
+            println!("| offered | measured |\n|---|---|");
+            for (what, figure, _) in pacing_curve(&work_dir, &rates, seconds).await? {
+                println!("| {what} | {figure} |");
+            }
+        }
         Command::Capture { connections, requests_per_connection, body_bytes, work_dir, json } => {
             let result = capture(&work_dir, PcapProfile { connections, requests_per_connection, body_bytes }).await?;
             if json {
@@ -139,6 +157,7 @@ fn capture_line(r: &serde_json::Value) -> String {
 
 fn replay_bench(work_dir: &std::path::Path, workers: usize, requests: u64, mode: Mode, dry_run: bool) -> ReplayBench {
     ReplayBench {
+        target: TargetKind::Sink,
         workers,
         requests,
         mode,
@@ -159,12 +178,21 @@ fn replay_bench(work_dir: &std::path::Path, workers: usize, requests: u64, mode:
 fn against_wrk(r: &bench::ReplayResult) -> String {
     let rounds = r.round_ratios.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
     format!(
-        "{:.0} req/s vs wrk {:.0} req/s: ratio {:.2} (rounds {rounds}); {:.3} CPU s per 1k requests",
+        "{:.0} req/s vs wrk {:.0} req/s: ratio {:.2} (rounds {rounds}); {}",
         r.requests_per_second,
         r.wrk_requests_per_second.unwrap_or(0.0),
         r.ratio_to_wrk.unwrap_or(0.0),
-        r.cpu_seconds_per_1k_requests
+        cpu_costs(r)
     )
+}
+
+/// CPU per request, the sender's and the target's apart.
+fn cpu_costs(r: &bench::ReplayResult) -> String {
+    let target = match r.target_cpu_seconds_per_1k_requests {
+        Some(cpu) => format!(", target {:.1} µs", cpu * 1000.0),
+        None => String::new(),
+    };
+    format!("CPU per request: worker {:.1} µs{target}", r.cpu_seconds_per_1k_requests * 1000.0)
 }
 
 /// Every figure, printed as the rows of docs/BENCHMARKS.md.
@@ -199,6 +227,10 @@ async fn throughput_rows(work_dir: &std::path::Path, gor: Option<PathBuf>) -> an
     let mut single = replay_bench(work_dir, 1, 400_000, Mode::Max, false);
     (single.dispatch_threads, single.wrk_seconds, single.rounds) = (1, 8, 3);
     let s1 = bench::run_replay(&single).await?;
+    // The same against nginx: a target that leaves the sender its share of the CPU.
+    let mut on_nginx = replay_bench(work_dir, 1, 400_000, Mode::Max, false);
+    (on_nginx.target, on_nginx.wrk_seconds, on_nginx.rounds) = (TargetKind::Nginx, 8, 3);
+    let n = bench::run_replay(&on_nginx).await?;
     let gor_figure = match t.gor_requests_per_second {
         Some(g) => format!("{g:.0} req/s: Reprise {:.1}x", t.requests_per_second / g),
         None => "not run (no --gor binary on this machine)".into(),
@@ -210,6 +242,11 @@ async fn throughput_rows(work_dir: &std::path::Path, gor: Option<PathBuf>) -> an
             ">= 0.7x wrk",
         ),
         ("the same, 1 dispatch thread".into(), against_wrk(&s1), "-"),
+        (
+            "1 worker, max pace, 64 in flight, vs `wrk -t1 -c64`, against nginx".into(),
+            format!("median of 3 alternating rounds: {}; p99 latency {:.2} ms", against_wrk(&n), n.latency_p99_ms),
+            ">= 0.95x wrk",
+        ),
         ("the same recording with GoReplay".into(), gor_figure, ">= 5x GoReplay"),
     ])
 }
@@ -226,12 +263,37 @@ async fn pacing_rows(work_dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
         rows.push((
             format!("1 worker, original pace at 20k req/s (30 s), {max_in_flight} in flight"),
             format!(
-                "{:.0} req/s; lag p50 {:.3} ms, p99 {:.3} ms; latency p99 {:.2} ms; {:.3} CPU s per 1k requests",
+                "{:.0} req/s; lag p50 {:.3} ms, p99 {:.3} ms; latency p99 {:.2} ms; {}",
                 lag.requests_per_second,
                 lag.lag_p50_ms,
                 lag.lag_p99_ms,
                 lag.latency_p99_ms,
-                lag.cpu_seconds_per_1k_requests
+                cpu_costs(&lag)
+            ),
+            "p99 lag < 1 ms",
+        ));
+    }
+    rows.extend(pacing_curve(work_dir, &[20_000.0, 60_000.0, 100_000.0], 30).await?);
+    Ok(rows)
+}
+
+/// Original pace against nginx at each of `rates` for `seconds`: offered rate against
+/// what was sent and the lag (past its capacity a worker should degrade in proportion).
+async fn pacing_curve(work_dir: &std::path::Path, rates: &[f64], seconds: u64) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for &rate in rates {
+        let mut run = replay_bench(work_dir, 1, (rate * seconds as f64) as u64, Mode::Original, false);
+        (run.target, run.rate, run.max_in_flight) = (TargetKind::Nginx, rate, 256);
+        let r = bench::run_replay(&run).await?;
+        rows.push((
+            format!("1 worker, original pace at {:.0}k req/s ({seconds} s), 256 in flight, against nginx", rate / 1e3),
+            format!(
+                "{:.0} req/s; lag p50 {:.3} ms, p99 {:.3} ms; latency p99 {:.2} ms; {}",
+                r.requests_per_second,
+                r.lag_p50_ms,
+                r.lag_p99_ms,
+                r.latency_p99_ms,
+                cpu_costs(&r)
             ),
             "p99 lag < 1 ms",
         ));

@@ -1,13 +1,13 @@
-//! Shared by the import tests: a real nginx on a loopback port with its own prefix, an
-//! origin that notes what it receives in arrival order, and reading a log back.
+//! Shared by the import and replay tests: an origin that keeps what it receives in
+//! arrival order, tcpdump around real clients, and reading a log back.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,85 +18,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use reprise_proto::v1::TrafficRecord;
 use reprise_store::log::RangeSpec;
-
-/// A real nginx (Debian's), one process, logging every request in the combined format
-/// (`combined.log`), the common format (`common.log`) and JSON lines (`json.log`).
-pub struct Nginx {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-/// A free loopback port (nginx cannot be told to pick one).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-impl Nginx {
-    pub fn start(dir: &Path) -> Nginx {
-        std::fs::create_dir_all(dir.join("tmp")).unwrap();
-        let port = free_port();
-        let d = dir.display();
-        let config = format!(
-            r#"daemon off;
-master_process off;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 256; }}
-http {{
-    client_body_temp_path {d}/tmp/body;
-    proxy_temp_path {d}/tmp/proxy;
-    fastcgi_temp_path {d}/tmp/fastcgi;
-    uwsgi_temp_path {d}/tmp/uwsgi;
-    scgi_temp_path {d}/tmp/scgi;
-    log_format common_format '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent';
-    log_format json_lines escape=json '{{"msec":"$msec","method":"$request_method","url":"$request_uri","host":"$host","user_agent":"$http_user_agent","referer":"$http_referer"}}';
-    access_log {d}/combined.log combined;
-    access_log {d}/common.log common_format;
-    access_log {d}/json.log json_lines;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ return 200 "ok\n"; }}
-    }}
-}}
-"#
-        );
-        std::fs::write(dir.join("nginx.conf"), config).unwrap();
-        let child = Command::new("nginx")
-            .args(["-p", &d.to_string(), "-c", &format!("{d}/nginx.conf"), "-e", &format!("{d}/error.log")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx is installed (deploy/local/setup.sh)");
-        let nginx = Nginx { child, dir: dir.to_path_buf(), port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return nginx;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("nginx did not start: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Stops nginx; returns the directory of its logs.
-    pub fn stop(mut self) -> PathBuf {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.dir.clone()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A request as an [`Origin`] saw it, whole.
 #[derive(Debug, Clone, PartialEq)]
