@@ -276,7 +276,9 @@ impl Replay {
                 this.cancel(Some(error.clone()));
                 failure.get_or_insert(error);
             }
+            // Stopped for good before the final report, so that none comes after it.
             reporter.abort();
+            let _ = reporter.await;
             let (state, error) = this.final_state();
             let error = failure.unwrap_or(error);
             if !error.is_empty() {
@@ -309,7 +311,16 @@ impl Replay {
     fn publish_with(&self, state: WorkerReplayState, error: &str, light: bool) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let id = ReportId { worker_id: &self.worker_id, replay_id: &self.id, part: self.part };
-        self.reports.send_replace(self.stats.report(&id, seq, state, error, light));
+        let report = self.stats.report(&id, seq, state, error, light);
+        // A report never replaces a newer one, and nothing replaces the final one: a
+        // stream that missed the final report would wait for it for ever.
+        self.reports.send_if_modified(|latest| {
+            let newer = !latest.state().is_final() && latest.seq < report.seq;
+            if newer {
+                *latest = report;
+            }
+            newer
+        });
     }
 
     /// The latest report, then every new one.
