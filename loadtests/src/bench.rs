@@ -155,12 +155,18 @@ pub struct ReplayBench {
     /// Where the log, catalog and process logs go.
     #[arg(long, default_value = "target/bench")]
     pub work_dir: PathBuf,
+    /// Keep the recording in this Kafka broker (HOST:PORT, a topic of the run's own)
+    /// instead of the file log: the workers read it from there.
+    #[arg(long)]
+    pub kafka: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayResult {
     /// `None`: a dry run, sent nowhere.
     pub target: Option<TargetKind>,
+    /// Where the recording was read from: `file` or `kafka`.
+    pub log: &'static str,
     pub workers: usize,
     pub mode: Mode,
     pub dry_run: bool,
@@ -207,11 +213,20 @@ pub struct BenchCluster {
 }
 
 impl BenchCluster {
-    /// A controller and `workers` workers (each with `dispatch_threads`, 0 for the default).
-    pub async fn start(work_dir: &Path, workers: usize, dispatch_threads: usize) -> anyhow::Result<BenchCluster> {
+    /// A controller and `workers` workers (each with `dispatch_threads`, 0 for the
+    /// default), on a file catalog and a file log (or a topic of `kafka`, HOST:PORT).
+    pub async fn start(
+        work_dir: &Path,
+        workers: usize,
+        dispatch_threads: usize,
+        kafka: Option<&str>,
+    ) -> anyhow::Result<BenchCluster> {
         let dir = work_dir.join(format!("run-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let log = format!("file://{}/log?fsync=false", dir.display());
+        let log = match kafka {
+            Some(broker) => format!("kafka://{broker}/bench-{}-{}", std::process::id(), reprise_store::now_ms()),
+            None => format!("file://{}/log?fsync=false", dir.display()),
+        };
         let catalog = format!("file://{}/catalog", dir.display());
         let (grpc, http) = (free_port()?, free_port()?);
         let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -336,7 +351,8 @@ async fn series_deviation(cluster: &BenchCluster, replay_id: &str, sink_port: u1
 }
 
 pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
-    let mut cluster = BenchCluster::start(&bench.work_dir, bench.workers, bench.dispatch_threads).await?;
+    let mut cluster =
+        BenchCluster::start(&bench.work_dir, bench.workers, bench.dispatch_threads, bench.kafka.as_deref()).await?;
     let target = match bench.dry_run {
         true => None,
         false => Some(Target::start(bench.target, &cluster.dir).await?),
@@ -364,6 +380,7 @@ pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
     let requests_per_second = median.requests_per_second;
     let result = ReplayResult {
         target: target.as_ref().map(|_| bench.target),
+        log: if bench.kafka.is_some() { "kafka" } else { "file" },
         workers: bench.workers,
         mode: bench.mode,
         dry_run: bench.dry_run,
@@ -583,7 +600,7 @@ pub struct StatsPlaneResult {
 
 /// The controller following `workers` workers' stats at 1 Hz: its CPU share.
 pub async fn run_stats_plane(workers: usize, seconds: u64, work_dir: &Path) -> anyhow::Result<StatsPlaneResult> {
-    let mut cluster = BenchCluster::start(work_dir, workers, 0).await?;
+    let mut cluster = BenchCluster::start(work_dir, workers, 0, None).await?;
     // A slow, long recording: every worker keeps reporting for the whole window.
     let span = Duration::from_secs(seconds + 30);
     let profile = Profile::constant(

@@ -171,6 +171,7 @@ fn replay_bench(work_dir: &std::path::Path, workers: usize, requests: u64, mode:
         rounds: 1,
         gor: None,
         work_dir: work_dir.to_path_buf(),
+        kafka: None,
     }
 }
 

@@ -20,22 +20,17 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::url::StoreUrl;
 
 use super::{
-    LogError, LogRecord, NewRecord, Position, RangeSpec, RecordStream, TrafficLog, Watermarks, check_range,
-    partition_for_key,
+    BatchSender, LogError, LogRecord, NewRecord, Position, READ_BATCH, RangeSpec, RecordStream, TrafficLog, Watermarks,
+    batch_channel, check_range, partition_for_key, unbatched,
 };
 
 const INDEX_ENTRY: u64 = 16;
 const FRAME_HEADER: usize = 20;
-/// Records handed from the reader thread to the consumer at once.
-const READ_BATCH: usize = 256;
 
 /// A traffic log kept in a local directory (`file://PATH[?fsync=false]`).
 #[derive(Clone)]
@@ -267,7 +262,7 @@ fn read_range_blocking(
     data_path: PathBuf,
     index_path: PathBuf,
     range: RangeSpec,
-    tx: mpsc::Sender<Result<Vec<LogRecord>, LogError>>,
+    tx: BatchSender,
 ) -> Result<(), LogError> {
     let mut index = BufReader::with_capacity(1 << 16, File::open(&index_path).map_err(io_err(&index_path))?);
     let mut data = BufReader::with_capacity(1 << 16, File::open(&data_path).map_err(io_err(&data_path))?);
@@ -375,9 +370,7 @@ impl TrafficLog for FileLog {
             check_range(&range, marks)
         })
         .await?;
-        // Records travel in batches: one hand-off between the reader thread and the
-        // consumer per batch, not per record.
-        let (tx, rx) = mpsc::channel(read_ahead.div_ceil(READ_BATCH).max(1));
+        let (tx, rx) = batch_channel(read_ahead);
         if !range.is_empty() {
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = read_range_blocking(data_path, index_path, range, tx.clone()) {
@@ -385,13 +378,6 @@ impl TrafficLog for FileLog {
                 }
             });
         }
-        let records = ReceiverStream::new(rx).flat_map(|batch| {
-            let items: Vec<Result<LogRecord, LogError>> = match batch {
-                Ok(records) => records.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e)],
-            };
-            futures::stream::iter(items)
-        });
-        Ok(Box::pin(records))
+        Ok(unbatched(rx))
     }
 }

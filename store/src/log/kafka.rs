@@ -22,11 +22,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::OnceCell;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 
-use super::{LogError, LogRecord, NewRecord, Position, RangeSpec, RecordStream, TrafficLog, Watermarks, check_range};
+use super::{
+    BatchSender, LogError, LogRecord, NewRecord, Position, READ_BATCH, RangeSpec, RecordStream, TrafficLog, Watermarks,
+    batch_channel, check_range, unbatched,
+};
 use crate::url::StoreUrl;
 
 /// How long a range reader waits out a broker it cannot reach, or that sends nothing,
@@ -361,9 +363,9 @@ impl TrafficLog for KafkaLog {
     async fn read_range(&self, range: RangeSpec, read_ahead: usize) -> Result<RecordStream, LogError> {
         let partition = range.partition;
         check_range(&range, self.reader_watermarks(partition).await?)?;
-        let (tx, rx) = mpsc::channel(read_ahead.max(1));
+        let (tx, rx) = batch_channel(read_ahead);
         if range.is_empty() {
-            return Ok(Box::pin(ReceiverStream::new(rx)));
+            return Ok(unbatched(rx));
         }
         let consumer: Arc<StreamConsumer> = Arc::new(reader_config(&self.config).create()?);
         let mut assignment = TopicPartitionList::new();
@@ -387,11 +389,12 @@ impl TrafficLog for KafkaLog {
             };
             let _ = tx.send(Err(error)).await;
         });
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Ok(unbatched(rx))
     }
 }
 
-/// Moves the selected records of `range` from the consumer into `tx`, in offset order,
+/// Moves the selected records of `range` from the consumer into `tx`, in offset order
+/// and in batches (what the consumer already holds goes at once, up to [`READ_BATCH`]),
 /// until the range is done or the receiver is dropped. While the broker cannot be reached
 /// the consumer reconnects by itself; the read fails once nothing has arrived for
 /// `read_timeout`.
@@ -399,7 +402,7 @@ async fn pump_range(
     consumer: &StreamConsumer,
     range: RangeSpec,
     read_timeout: Duration,
-    tx: &mpsc::Sender<Result<LogRecord, LogError>>,
+    tx: &BatchSender,
 ) -> Result<(), LogError> {
     let what = || format!("reading partition {} at offsets [{}, {})", range.partition, range.start, range.end);
     loop {
@@ -412,18 +415,45 @@ async fn pump_range(
                 Ok(received) => break received?,
             }
         };
-        let offset = message.offset();
-        if offset >= range.end {
+        let mut batch = Vec::new();
+        let mut done = take(&message, &range, &mut batch);
+        drop(message);
+        let mut failure = None;
+        while !done && batch.len() < READ_BATCH {
+            match futures::FutureExt::now_or_never(consumer.recv()) {
+                Some(Ok(message)) => done = take(&message, &range, &mut batch),
+                // Waited out above, after what was read goes.
+                Some(Err(e)) if is_unreachable(&e) => break,
+                Some(Err(e)) => {
+                    failure = Some(e);
+                    break;
+                }
+                None => break,
+            }
+        }
+        if !batch.is_empty() && tx.send(Ok(batch)).await.is_err() {
             return Ok(());
         }
-        if range.selects(offset) && tx.send(Ok(to_log_record(&message))).await.is_err() {
-            return Ok(());
+        if let Some(e) = failure {
+            return Err(e.into());
         }
-        // Offsets can have gaps (transaction markers), so the end is detected by offset.
-        if offset + 1 >= range.end {
+        if done {
             return Ok(());
         }
     }
+}
+
+/// Adds `message` to `batch` if `range` selects it; whether the range is done.
+fn take(message: &impl Message, range: &RangeSpec, batch: &mut Vec<LogRecord>) -> bool {
+    let offset = message.offset();
+    if offset >= range.end {
+        return true;
+    }
+    if range.selects(offset) {
+        batch.push(to_log_record(message));
+    }
+    // Offsets can have gaps (transaction markers), so the end is detected by offset.
+    offset + 1 >= range.end
 }
 
 #[cfg(test)]
