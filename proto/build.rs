@@ -35,7 +35,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("ReplayOptions.pacing", "pacing_mode"),
     ];
 
-    let mut builder = tonic_prost_build::configure().btree_map(".");
+    // A record's HTTP bytes decode as a slice of the log message they came in: no copy
+    // per record on the replay path.
+    let mut builder = tonic_prost_build::configure().btree_map(".").bytes(".reprise.v1.TrafficRecord.http");
     for message in JSON_MESSAGES {
         builder = builder.message_attribute(
             format!(".reprise.v1.{message}"),

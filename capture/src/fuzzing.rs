@@ -132,7 +132,7 @@ pub fn parse_access_log(data: &[u8]) {
 fn check_stored_request(line: &LogLine, filter: &mut RecordFilter) {
     let record = TrafficRecord {
         kind: MessageKind::Request as i32,
-        http: parse::to_http(line, "fuzz.example"),
+        http: parse::to_http(line, "fuzz.example").into(),
         ..TrafficRecord::default()
     };
     let stored = filter.apply(record).expect("the fuzz policy keeps every request");

@@ -225,7 +225,7 @@ impl HttpConnection {
             timestamp_ns: framer.started_ns,
             source,
             destination,
-            http: bytes,
+            http: bytes.into(),
             latency_ns,
             sequence,
             body_truncated: truncated,
@@ -238,7 +238,7 @@ impl HttpConnection {
         }
         let http = config.redaction.apply(&record.http, head_len, plain_body && !truncated);
         if kind == MessageKind::Request || config.track_responses {
-            out.records.push(TrafficRecord { http, ..record });
+            out.records.push(TrafficRecord { http: http.into(), ..record });
         }
     }
 
@@ -455,7 +455,7 @@ mod tests {
         assert!(requests[0].body_truncated);
         assert_eq!(requests[0].original_body_len, 100_000);
         assert!(String::from_utf8_lossy(&requests[0].http).ends_with("\r\n\r\nxxxxxxxxxx"));
-        assert_eq!(requests[1].http, b"GET /after HTTP/1.1\r\n\r\n");
+        assert_eq!(requests[1].http, &b"GET /after HTTP/1.1\r\n\r\n"[..]);
         assert_eq!(out.stats.truncated_bodies, 1);
     }
 

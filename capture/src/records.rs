@@ -95,7 +95,7 @@ impl RecordFilter {
         self.stats.truncated_bodies += u64::from(record.body_truncated);
         let plain_body = !record.body_truncated && !is_chunked(head);
         let http = self.config.redaction.apply(&record.http, head_len, plain_body);
-        Some(TrafficRecord { http, ..record })
+        Some(TrafficRecord { http: http.into(), ..record })
     }
 }
 
@@ -125,14 +125,19 @@ mod tests {
     }
 
     fn record(kind: MessageKind, connection: &str, http: &str) -> TrafficRecord {
-        TrafficRecord { kind: kind as i32, connection_id: connection.into(), http: http.into(), ..Default::default() }
+        TrafficRecord {
+            kind: kind as i32,
+            connection_id: connection.into(),
+            http: http.as_bytes().to_vec().into(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn selects_redacts_and_drops_the_responses_of_dropped_requests() {
         let mut f = filter();
         let kept = f.apply(record(MessageKind::Request, "a", "GET / HTTP/1.1\r\nCookie: s=1\r\n\r\n")).unwrap();
-        assert_eq!(kept.http, b"GET / HTTP/1.1\r\nCookie: ***\r\n\r\n");
+        assert_eq!(kept.http, &b"GET / HTTP/1.1\r\nCookie: ***\r\n\r\n"[..]);
         assert!(f.apply(record(MessageKind::Response, "a", "HTTP/1.1 200 OK\r\n\r\n")).is_some());
         assert!(f.apply(record(MessageKind::Request, "b", "DELETE /x HTTP/1.1\r\n\r\n")).is_none());
         assert!(f.apply(record(MessageKind::Response, "b", "HTTP/1.1 200 OK\r\n\r\n")).is_none());

@@ -37,7 +37,7 @@ async fn import(
 
 /// What must survive a round trip: kind, capture time, bytes, latency.
 fn essence(records: &[TrafficRecord]) -> Vec<(i32, i64, Vec<u8>, i64)> {
-    let mut out: Vec<_> = records.iter().map(|r| (r.kind, r.timestamp_ns, r.http.clone(), r.latency_ns)).collect();
+    let mut out: Vec<_> = records.iter().map(|r| (r.kind, r.timestamp_ns, r.http.to_vec(), r.latency_ns)).collect();
     out.sort();
     out
 }
@@ -52,7 +52,7 @@ async fn import_then_export_then_import_keeps_every_record(kind: &str) {
     let imported = common::read_log(&log_a).await;
     assert_eq!(imported.len(), 3, "requests and responses; replayed responses are not traffic");
     let post = imported.iter().find(|r| r.http.starts_with(b"POST")).unwrap();
-    assert_eq!(post.http, b"POST /two HTTP/1.1\r\nContent-Length: 11\r\n\r\nline1\nline2");
+    assert_eq!(post.http, &b"POST /two HTTP/1.1\r\nContent-Length: 11\r\n\r\nline1\nline2"[..]);
     assert_eq!(post.timestamp_ns, base_ns + 10_000_001);
     let response = imported.iter().find(|r| r.http.starts_with(b"HTTP")).unwrap();
     assert_eq!(response.latency_ns, 5_000_000);

@@ -37,7 +37,7 @@ fn record_at(i: usize, timestamp_ms: i64) -> NewRecord {
         connection_id: format!("c{i}"),
         kind: MessageKind::Request as i32,
         timestamp_ns: timestamp_ms * 1_000_000,
-        http: format!("GET /{i} HTTP/1.1\r\n\r\n").into_bytes(),
+        http: format!("GET /{i} HTTP/1.1\r\n\r\n").into_bytes().into(),
         ..Default::default()
     };
     NewRecord {

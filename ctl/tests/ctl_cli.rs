@@ -69,7 +69,7 @@ async fn ctl_manages_recordings_and_explains_every_error() {
         connection_id: "c1".into(),
         kind: MessageKind::Request as i32,
         timestamp_ns: reprise_store::now_ns(),
-        http: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        http: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec().into(),
         ..Default::default()
     };
     let payload = Bytes::from(prost::Message::encode_to_vec(&record));

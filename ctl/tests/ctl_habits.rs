@@ -84,7 +84,7 @@ async fn write_traffic(log_url: &str, n: usize) {
                 connection_id: format!("c{i}"),
                 kind: MessageKind::Request as i32,
                 timestamp_ns: base + i as i64 * 10_000_000,
-                http: format!("GET /items/{i} HTTP/1.1\r\nHost: shop\r\n\r\n").into_bytes(),
+                http: format!("GET /items/{i} HTTP/1.1\r\nHost: shop\r\n\r\n").into_bytes().into(),
                 ..Default::default()
             };
             NewRecord {

@@ -137,7 +137,7 @@ pub fn request(profile: &Profile, i: u64, timestamp_ns: i64) -> TrafficRecord {
         timestamp_ns,
         source: format!("10.0.0.{}:{}", connection % 250 + 1, 40000 + connection % 20000),
         destination: "10.0.1.1:80".into(),
-        http: http.into_bytes(),
+        http: http.into_bytes().into(),
         latency_ns: 0,
         sequence: i / profile.connections.max(1),
         body_truncated: false,

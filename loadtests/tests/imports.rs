@@ -81,7 +81,7 @@ async fn a_week_old_gor_file_replays_from_the_broker() {
     let mut stream = log.read_range(RangeSpec::whole(range.partition, range.start, range.end), 16).await.unwrap();
     let raw = stream.next().await.unwrap().unwrap();
     assert!(raw.timestamp_ms >= imported_at_ms - 1000, "message time {} is the import's", raw.timestamp_ms);
-    let record = reprise_store::traffic::decode(&raw.payload).unwrap();
+    let record = reprise_store::traffic::decode(&raw.payload[..]).unwrap();
     assert!(record.timestamp_ns < week_ago + 3_000_000_000, "capture time {} kept", record.timestamp_ns);
 
     // The broker enforces a 7-day retention within seconds (records stamped a week ago

@@ -56,7 +56,7 @@ async fn garbage_and_a_dead_target_are_counted_not_fatal(kind: &str) {
         .collect();
     for http in [&b"\x16\x03\x01 TLS hello"[..], b"GET / HTTP/1.1\r\nHost: cut-short"] {
         let mut record = synth::request(&profile, 0, profile.start_ns);
-        record.http = http.to_vec();
+        record.http = Bytes::copy_from_slice(http);
         let payload = Bytes::from(reprise_store::traffic::encode(&record));
         junk.push(NewRecord { key: Bytes::from_static(b"junk"), timestamp_ms: ts, payload });
     }

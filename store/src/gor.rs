@@ -50,7 +50,7 @@ impl GorMessage {
             connection_id: self.id.clone(),
             kind: kind as i32,
             timestamp_ns: self.timestamp_ns,
-            http: self.http.clone(),
+            http: self.http.clone().into(),
             latency_ns: if kind == MessageKind::Response { self.latency_ns } else { 0 },
             ..Default::default()
         })
@@ -168,14 +168,14 @@ mod tests {
             connection_id: "c1".into(),
             kind: MessageKind::Request as i32,
             timestamp_ns: 1_700_000_000_000_000_001,
-            http: b"POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\na\nb".to_vec(),
+            http: b"POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\na\nb".to_vec().into(),
             sequence: 4,
             ..Default::default()
         };
         let response = TrafficRecord {
             kind: MessageKind::Response as i32,
             latency_ns: 1234,
-            http: b"HTTP/1.1 200 OK\r\n\r\n".to_vec(),
+            http: b"HTTP/1.1 200 OK\r\n\r\n".to_vec().into(),
             ..request.clone()
         };
         let mut file = Vec::new();

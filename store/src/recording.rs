@@ -155,7 +155,7 @@ pub async fn describe(log: &dyn TrafficLog, recording: &mut Recording, marks: &[
 pub async fn capture_time_at(log: &dyn TrafficLog, partition: i32, offset: i64) -> Result<Option<i64>, LogError> {
     let mut stream = log.read_range(RangeSpec::whole(partition, offset, offset + 1), 1).await?;
     Ok(match stream.next().await.transpose()? {
-        Some(raw) => Some(match crate::traffic::decode(&raw.payload) {
+        Some(raw) => Some(match crate::traffic::decode(&raw.payload[..]) {
             Ok(record) => record.timestamp_ns,
             Err(_) => raw.timestamp_ms * 1_000_000,
         }),

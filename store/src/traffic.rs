@@ -28,8 +28,9 @@ pub fn encode(record: &TrafficRecord) -> Vec<u8> {
     record.encode_to_vec()
 }
 
-/// Decodes one stored message.
-pub fn decode(payload: &[u8]) -> Result<TrafficRecord, DecodeError> {
+/// Decodes one stored message. From a `Bytes` payload the record's HTTP bytes are a
+/// slice of it, not a copy.
+pub fn decode(payload: impl bytes::Buf) -> Result<TrafficRecord, DecodeError> {
     let record = TrafficRecord::decode(payload)?;
     if record.format_version > TRAFFIC_FORMAT_VERSION {
         return Err(DecodeError::NewerFormat(record.format_version));
@@ -57,7 +58,7 @@ pub fn decode_stream(
     records.filter_map(move |item| {
         let out = match item {
             Err(e) => Some(Err(e)),
-            Ok(raw) => match decode(&raw.payload) {
+            Ok(raw) => match decode(raw.payload) {
                 Ok(record) => Some(Ok(Located { partition: raw.partition, offset: raw.offset, record })),
                 Err(e) => {
                     skipped.fetch_add(1, Ordering::Relaxed);
@@ -76,11 +77,11 @@ mod tests {
 
     #[test]
     fn garbage_and_future_formats_are_refused() {
-        assert!(matches!(decode(b"\xff\xff\xff garbage"), Err(DecodeError::Protobuf(_))));
+        assert!(matches!(decode(&b"\xff\xff\xff garbage"[..]), Err(DecodeError::Protobuf(_))));
         let mut record = TrafficRecord { format_version: 1, kind: MessageKind::Request as i32, ..Default::default() };
-        assert!(decode(&encode(&record)).is_ok());
+        assert!(decode(&encode(&record)[..]).is_ok());
         record.format_version = TRAFFIC_FORMAT_VERSION + 1;
-        assert_eq!(decode(&encode(&record)).unwrap_err(), DecodeError::NewerFormat(TRAFFIC_FORMAT_VERSION + 1));
-        assert_eq!(decode(b"").unwrap_err(), DecodeError::NoKind);
+        assert_eq!(decode(&encode(&record)[..]).unwrap_err(), DecodeError::NewerFormat(TRAFFIC_FORMAT_VERSION + 1));
+        assert_eq!(decode(&b""[..]).unwrap_err(), DecodeError::NoKind);
     }
 }

@@ -166,7 +166,7 @@ async fn garbage_is_skipped_and_counted(kind: &str) {
         connection_id: "c".into(),
         kind: MessageKind::Request as i32,
         timestamp_ns: i * 1_000_000,
-        http: format!("GET /{i} HTTP/1.1\r\n\r\n").into_bytes(),
+        http: format!("GET /{i} HTTP/1.1\r\n\r\n").into_bytes().into(),
         ..Default::default()
     };
     let payloads = vec![
@@ -190,7 +190,7 @@ async fn garbage_is_skipped_and_counted(kind: &str) {
     let raw = f.log.read_range(RangeSpec::whole(0, 0, 5), 2).await.unwrap();
     let decoded: Vec<_> = traffic::decode_stream(raw, skipped.clone()).map(|r| r.unwrap()).collect().await;
     assert_eq!(decoded.iter().map(|d| d.offset).collect::<Vec<_>>(), vec![0, 2, 4]);
-    assert_eq!(decoded[1].record.http, b"GET /2 HTTP/1.1\r\n\r\n");
+    assert_eq!(decoded[1].record.http, &b"GET /2 HTTP/1.1\r\n\r\n"[..]);
     assert_eq!(skipped.load(Ordering::Relaxed), 2);
 }
 

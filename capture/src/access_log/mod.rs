@@ -111,7 +111,7 @@ impl Lines {
             source: line.client,
             destination: String::from_utf8_lossy(line.host.as_deref().unwrap_or(self.default_host.as_bytes()))
                 .into_owned(),
-            http,
+            http: http.into(),
             body_truncated: truncated,
             original_body_len: body_len as u64,
             ..TrafficRecord::default()
@@ -195,7 +195,7 @@ pub(crate) fn import(
     let mut batch = Vec::with_capacity(BATCH);
     for entry in sorted {
         let (_, payload) = entry.context("reading sorted access-log lines back")?;
-        batch.push(reprise_store::traffic::decode(&payload).context("a sorted access-log line is corrupt")?);
+        batch.push(reprise_store::traffic::decode(&payload[..]).context("a sorted access-log line is corrupt")?);
         if batch.len() == BATCH {
             send_all(tx, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))?;
         }

@@ -136,7 +136,7 @@ pub async fn read_log(url: &str) -> Vec<TrafficRecord> {
         let stream = log.read_range(RangeSpec::whole(marks.partition, marks.low, marks.high), 64).await.unwrap();
         let raw: Vec<_> = stream.collect().await;
         for r in raw {
-            records.push(reprise_store::traffic::decode(&r.unwrap().payload).unwrap());
+            records.push(reprise_store::traffic::decode(&r.unwrap().payload[..]).unwrap());
         }
     }
     records

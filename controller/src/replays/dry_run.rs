@@ -74,7 +74,7 @@ async fn requests_per_second(recording: &Recording, speed: f64) -> Result<HashMa
         let whole = RangeSpec::whole(range.partition, range.start, range.end);
         let mut records = log.read_range(whole, READ_AHEAD).await.map_err(ReplayError::Log)?;
         while let Some(record) = records.try_next().await.map_err(ReplayError::Log)? {
-            let Ok(traffic) = reprise_store::traffic::decode(&record.payload) else { continue };
+            let Ok(traffic) = reprise_store::traffic::decode(&record.payload[..]) else { continue };
             if traffic.kind() == MessageKind::Request {
                 let second = ((traffic.timestamp_ns - origin) as f64 / speed / 1e9).floor() as i64;
                 *counts.entry(second).or_insert(0) += 1;

@@ -146,7 +146,7 @@ pub async fn read_log(url: &str) -> Vec<TrafficRecord> {
     for marks in log.watermarks().await.unwrap() {
         let mut stream = log.read_range(RangeSpec::whole(marks.partition, marks.low, marks.high), 256).await.unwrap();
         while let Some(raw) = stream.next().await {
-            records.push(reprise_store::traffic::decode(&raw.unwrap().payload).unwrap());
+            records.push(reprise_store::traffic::decode(&raw.unwrap().payload[..]).unwrap());
         }
     }
     records
