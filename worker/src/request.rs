@@ -45,7 +45,7 @@ const HOP_BY_HOP: &[&str] = &[
 const MAX_HEADERS: usize = 128;
 
 /// Parses the raw bytes of a recorded request.
-pub fn parse(raw: &[u8]) -> Result<RecordedRequest, RequestError> {
+pub fn parse(raw: &Bytes) -> Result<RecordedRequest, RequestError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut slots);
     let header_len = match parsed.parse(raw) {
@@ -80,14 +80,14 @@ pub fn parse(raw: &[u8]) -> Result<RecordedRequest, RequestError> {
     } else {
         // A truncated capture keeps what it has; the sender frames what is there.
         let len = content_length.map_or(rest.len(), |n| n.min(rest.len()));
-        Bytes::copy_from_slice(&rest[..len])
+        raw.slice(header_len..header_len + len)
     };
     Ok(RecordedRequest { method, path_and_query, headers, host, body })
 }
 
 /// Parses a recorded HTTP/1.x response (for `--compare`): status, headers, body
 /// (de-chunked, cut to its Content-Length).
-pub fn parse_response(raw: &[u8]) -> Result<reprise_rules::diff::Response, RequestError> {
+pub fn parse_response(raw: &Bytes) -> Result<reprise_rules::diff::Response, RequestError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut slots);
     let header_len = match parsed.parse(raw) {
@@ -112,7 +112,7 @@ pub fn parse_response(raw: &[u8]) -> Result<reprise_rules::diff::Response, Reque
         Bytes::from(dechunk(rest)?)
     } else {
         let declared = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse().ok());
-        Bytes::copy_from_slice(&rest[..declared.map_or(rest.len(), |n: usize| n.min(rest.len()))])
+        raw.slice(header_len..header_len + declared.map_or(rest.len(), |n: usize| n.min(rest.len())))
     };
     Ok(reprise_rules::diff::Response::Answered { status, headers, body })
 }
@@ -183,7 +183,7 @@ mod tests {
     #[test]
     fn parses_method_path_headers_and_body() {
         let raw = b"POST /api/items?x=1 HTTP/1.1\r\nHost: shop.example\r\nContent-Type: application/json\r\nContent-Length: 7\r\nConnection: keep-alive\r\nX-Id: 42\r\n\r\n{\"a\":1}";
-        let r = parse(raw).unwrap();
+        let r = parse(&Bytes::from_static(raw)).unwrap();
         assert_eq!(r.method, Method::POST);
         assert_eq!(r.path_and_query, "/api/items?x=1");
         assert_eq!(r.host.as_ref().unwrap(), "shop.example");
@@ -196,7 +196,7 @@ mod tests {
     #[test]
     fn dechunks_bodies() {
         let raw = b"PUT /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n";
-        let r = parse(raw).unwrap();
+        let r = parse(&Bytes::from_static(raw)).unwrap();
         assert_eq!(&r.body[..], b"hello world");
         assert!(r.headers.get("transfer-encoding").is_none());
     }
@@ -204,26 +204,28 @@ mod tests {
     #[test]
     fn parses_recorded_responses_for_a_compare() {
         let raw = b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
-        let reprise_rules::diff::Response::Answered { status, headers, body } = parse_response(raw).unwrap() else {
+        let reprise_rules::diff::Response::Answered { status, headers, body } =
+            parse_response(&Bytes::from_static(raw)).unwrap()
+        else {
             panic!("answered")
         };
         assert_eq!((status, &body[..]), (201, &b"{\"a\":1}"[..]));
         assert_eq!(headers["content-type"], "application/json");
-        assert!(parse_response(b"GET / HTTP/1.1\r\n\r\n").is_err(), "a request is no response");
+        assert!(parse_response(&Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n")).is_err(), "a request is no response");
     }
 
     #[test]
     fn refuses_garbage_and_incomplete_requests() {
-        assert!(matches!(parse(b"\x00\x01garbage\r\n\r\n"), Err(RequestError::Parse(_))));
-        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap_err(), RequestError::Incomplete);
+        assert!(matches!(parse(&Bytes::from_static(b"\x00\x01garbage\r\n\r\n")), Err(RequestError::Parse(_))));
+        assert_eq!(parse(&Bytes::from_static(b"GET / HTTP/1.1\r\nHost: x\r\n")).unwrap_err(), RequestError::Incomplete);
     }
 
     #[test]
     fn target_replaces_scheme_and_authority_and_prefixes_the_path() {
         let t = Target::parse("http://127.0.0.1:8080/staging/").unwrap();
-        let r = parse(b"GET /a?b=c HTTP/1.1\r\nHost: prod\r\n\r\n").unwrap();
+        let r = parse(&Bytes::from_static(b"GET /a?b=c HTTP/1.1\r\nHost: prod\r\n\r\n")).unwrap();
         assert_eq!(t.uri_for(&r).unwrap().to_string(), "http://127.0.0.1:8080/staging/a?b=c");
-        let proxy_form = parse(b"GET http://prod/x?y HTTP/1.1\r\n\r\n").unwrap();
+        let proxy_form = parse(&Bytes::from_static(b"GET http://prod/x?y HTTP/1.1\r\n\r\n")).unwrap();
         assert_eq!(t.uri_for(&proxy_form).unwrap().to_string(), "http://127.0.0.1:8080/staging/x?y");
         assert!(Target::parse("ftp://x").is_err());
         assert!(Target::parse("127.0.0.1:80").is_err());
