@@ -48,6 +48,24 @@ fn shown_in_state(page: &mut Page, id: &str, state: &str) -> f64 {
     count(sent.as_str().unwrap())
 }
 
+/// An in-process cluster of `workers` on the file log replaying `requests` recorded over
+/// `span` to `target` (the cluster's sink if `None`): the cluster and the replay's id.
+async fn replaying(
+    name: &str,
+    workers: usize,
+    requests: u64,
+    span: Duration,
+    target: Option<String>,
+) -> (TestCluster, String) {
+    let cluster = TestCluster::start("file", name, workers, |_| {}).await.unwrap();
+    let log_url = cluster.log_url.clone();
+    let profile = Profile::constant(requests, reprise_store::now_ns() - 60_000_000_000, span.as_nanos() as i64, 8, 16);
+    let recording = cluster.record(&log_url, &profile).await.unwrap();
+    let target = target.unwrap_or_else(|| cluster.sink_url());
+    let id = cluster.replay(replay_request(&recording.id, &target, 1)).await.unwrap();
+    (cluster, id)
+}
+
 /// Runs `steps` with the controller's page open in a new headless Chromium.
 async fn with_page<T: Send + 'static>(http: SocketAddr, steps: impl FnOnce(&mut Page) -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(move || {
@@ -61,11 +79,7 @@ async fn with_page<T: Send + 'static>(http: SocketAddr, steps: impl FnOnce(&mut 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dashboard_renders_a_finished_replay_in_headless_chromium() {
-    let cluster = TestCluster::start("file", "dashboard", 2, |_| {}).await.unwrap();
-    let log_url = cluster.log_url.clone();
-    let profile = Profile::constant(400, reprise_store::now_ns() - 60_000_000_000, 1_000_000_000, 8, 16);
-    let recording = cluster.record(&log_url, &profile).await.unwrap();
-    let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
+    let (cluster, id) = replaying("dashboard", 2, 400, Duration::from_secs(1), None).await;
     let status = cluster.wait_final(&id, Duration::from_secs(60)).await.unwrap();
     assert_eq!(status.state(), ReplayState::Done);
     let workers: Vec<String> = status.workers.iter().map(|w| w.id.clone()).collect();
@@ -112,11 +126,7 @@ async fn the_dashboard_renders_a_finished_replay_in_headless_chromium() {
 /// it, and the page shows each state and the controls it allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_running_replay_is_shown_live_and_controlled_from_the_dashboard() {
-    let cluster = TestCluster::start("file", "controls", 2, |_| {}).await.unwrap();
-    let log_url = cluster.log_url.clone();
-    let profile = Profile::constant(3_000, reprise_store::now_ns() - 60_000_000_000, 30_000_000_000, 8, 16);
-    let recording = cluster.record(&log_url, &profile).await.unwrap();
-    let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
+    let (cluster, id) = replaying("controls", 2, 3_000, Duration::from_secs(30), None).await;
     let sink = cluster.sink.counts.clone();
     let shown = id.clone();
     let heard_while_paused = with_page(cluster.controller.http_addr, move |page| {
@@ -163,12 +173,9 @@ async fn a_running_replay_is_shown_live_and_controlled_from_the_dashboard() {
 /// no latency, there being none to measure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replay_where_every_request_failed_is_shown_breached_without_a_latency() {
-    let cluster = TestCluster::start("file", "dash-failed", 1, |_| {}).await.unwrap();
-    let log_url = cluster.log_url.clone();
-    let profile = Profile::constant(50, reprise_store::now_ns() - 60_000_000_000, 500_000_000, 8, 16);
-    let recording = cluster.record(&log_url, &profile).await.unwrap();
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let id = cluster.replay(replay_request(&recording.id, &format!("http://{closed}"), 1)).await.unwrap();
+    let (cluster, id) =
+        replaying("dash-failed", 1, 50, Duration::from_millis(500), Some(format!("http://{closed}"))).await;
     let status = cluster.wait_final(&id, Duration::from_secs(60)).await.unwrap();
     assert_eq!((status.state(), status.ok), (ReplayState::Done, 0), "{status:?}");
     let (shown, problem) = with_page(cluster.controller.http_addr, move |page| {
@@ -229,11 +236,7 @@ async fn an_open_page_follows_a_replay_across_a_controller_restart() {
 /// is refused, an unknown action is not found, an ended replay stays ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_controls_api_refuses_other_origins_unknown_actions_and_ended_replays() {
-    let cluster = TestCluster::start("file", "controls-api", 1, |_| {}).await.unwrap();
-    let log_url = cluster.log_url.clone();
-    let profile = Profile::constant(100, reprise_store::now_ns() - 60_000_000_000, 500_000_000, 8, 16);
-    let recording = cluster.record(&log_url, &profile).await.unwrap();
-    let id = cluster.replay(replay_request(&recording.id, &cluster.sink_url(), 1)).await.unwrap();
+    let (cluster, id) = replaying("controls-api", 1, 100, Duration::from_millis(500), None).await;
     let http = cluster.controller.http_addr;
     let control = async |action: &str, origin: &str| {
         let path = format!("/api/replays/{id}/{action}");

@@ -44,6 +44,9 @@ use crate::stats::{ReportId, Stats};
 
 /// A full report (with histograms) this often.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// Light reports no closer than this: at high rates one per half `max_in_flight` sends
+/// would be thousands a second for the controller to take in.
+const LIGHT_REPORT_SPACING: Duration = Duration::from_millis(20);
 
 /// When a controller last named a replay, shared by the replay's parts: a replay that no
 /// controller has named for the grace period stops sending.
@@ -179,9 +182,9 @@ impl Replay {
         let lanes = plan_lanes(&assignment.shares, if whole { 1 } else { host.threads() });
         let lane_shares: Vec<usize> = lanes.iter().map(|l| l.share).collect();
         let threads = host.threads().min(lanes.len()).max(1);
-        // A light report (counters and checkpoints) every half `max_in_flight` sends, the
-        // other half left for its way to the controller: what a takeover may send twice
-        // past the last report the controller holds stays within `max_in_flight`.
+        // A light report (counters and checkpoints) every half `max_in_flight` sends (at
+        // most every LIGHT_REPORT_SPACING): what a takeover may send twice past the last
+        // report the controller holds stays near the sends between two reports.
         let light_every = u64::from(options.max_in_flight.max(2) / 2);
         let stats =
             Arc::new(Stats::new(&assignment.shares, &lane_shares, threads).with_light_reports_every(light_every));
@@ -293,13 +296,18 @@ impl Replay {
         tokio::spawn(async move {
             let mut full_tick = tokio::time::interval(REPORT_EVERY);
             full_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last = tokio::time::Instant::now();
             loop {
                 let light = tokio::select! {
                     _ = full_tick.tick() => false,
                     _ = self.stats.report_due.notified() => true,
                 };
+                if light {
+                    tokio::time::sleep_until(last + LIGHT_REPORT_SPACING).await;
+                }
                 let state = if *self.paused.borrow() { WorkerReplayState::Paused } else { WorkerReplayState::Running };
                 self.publish_with(state, "", light);
+                last = tokio::time::Instant::now();
             }
         })
     }

@@ -7,9 +7,11 @@
 //! no call names the replay to it. So its ranges move only after that grace (plus a
 //! margin for clocks), and what can be sent twice is what it sent past its last
 //! checkpoints: the sends past them at its last report, plus what it sent after that
-//! report (a report leaves every half `max_in_flight` sends; the other half covers its
-//! way here: one `max_in_flight` in all). A released part's final
-//! report is exact: it moves at once, and only its sends past the checkpoints may repeat.
+//! report. A worker reports once half `max_in_flight` sends went out, but not more often
+//! than every 20 ms: so what follows a report is about the most sends seen between two
+//! of its reports (at least half `max_in_flight`), plus half `max_in_flight` for the next
+//! report's way here. A released part's final report is exact: it moves at once, and
+//! only its sends past the checkpoints may repeat.
 //!
 //! Order: the new parts are stored in the plan before they are assigned, so a controller
 //! that takes over mid-way follows them (and a part never assigned is soon lost and
@@ -43,9 +45,9 @@ impl ReplayManager {
     async fn hand_over(self: &Arc<Self>, live: &Arc<LiveReplay>, key: &PartKey) -> Result<(), String> {
         let lost = live.plan.lock().expect("lock").workers.iter().find(|p| p.key() == *key).cloned();
         let lost = lost.ok_or("the part is not in the plan")?;
-        let (fresh, released, departed) = {
+        let (fresh, released, departed, between_reports) = {
             let tally = live.tally.lock().expect("lock");
-            (tally.progress(key), tally.is_released(key), tally.departed())
+            (tally.progress(key), tally.is_released(key), tally.departed(), tally.most_sends_between_reports(key))
         };
         // The freshest checkpoints: the part's last report here, else the stored ones.
         let progress = fresh.or_else(|| lost.progress.clone()).unwrap_or_default();
@@ -68,7 +70,7 @@ impl ReplayManager {
         let handover = Handover {
             to: parts.iter().map(WorkerPlan::name).collect(),
             records: parts.iter().map(|p| p.records).sum(),
-            duplicates_bound: duplicates_bound(&progress, released, live.spec.options.max_in_flight),
+            duplicates_bound: duplicates_bound(&progress, released, live.spec.options.max_in_flight, between_reports),
         };
         self.store_handover(live, key, &parts, &handover).await?;
         tracing::info!(
@@ -152,7 +154,24 @@ impl ReplayManager {
 }
 
 /// What a takeover from `progress` may send a second time: the sends past the
-/// checkpoints, plus, for a lost worker, what it may have sent after its last report.
-fn duplicates_bound(progress: &PartProgress, released: bool, max_in_flight: u32) -> u64 {
-    progress.sends_past + if released { 0 } else { u64::from(max_in_flight) }
+/// checkpoints, plus, for a lost worker, what it may have sent after its last report
+/// (see the module's doc).
+fn duplicates_bound(progress: &PartProgress, released: bool, max_in_flight: u32, between_reports: u64) -> u64 {
+    let half = u64::from(max_in_flight).div_ceil(2);
+    progress.sends_past + if released { 0 } else { half + between_reports.max(half) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_part_may_repeat_what_followed_its_last_report_and_a_released_one_does_not() {
+        let progress = PartProgress { sends_past: 40, ..Default::default() };
+        // Slow: reports every half max_in_flight, so one max_in_flight in all.
+        assert_eq!(duplicates_bound(&progress, false, 256, 100), 40 + 128 + 128);
+        // Fast: 5,000 sends between two reports spaced by time.
+        assert_eq!(duplicates_bound(&progress, false, 256, 5_000), 40 + 128 + 5_000);
+        assert_eq!(duplicates_bound(&progress, true, 256, 5_000), 40, "a released part's last report is exact");
+    }
 }

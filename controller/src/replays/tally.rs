@@ -33,6 +33,9 @@ pub struct WorkerTally {
     planned_records: u64,
     grace: Duration,
     latest: Option<WorkerStats>,
+    /// The most sends between two of the part's reports that reached here: about what a
+    /// lost worker may have sent past its last report.
+    most_sends_between_reports: u64,
     /// Why and since when the worker is out of reach.
     lost: Option<(String, Instant)>,
     handover: Option<Handover>,
@@ -124,6 +127,7 @@ impl Tally {
             planned_records: part.records,
             grace: Duration::from_millis(part.grace_ms),
             latest: None,
+            most_sends_between_reports: 0,
             lost: None,
             handover: part.handed_over.clone(),
             abandoned: None,
@@ -142,6 +146,10 @@ impl Tally {
         // A re-attached stream starts with the latest report, which may be known already.
         if worker.latest.as_ref().is_some_and(|l| l.seq >= report.seq) {
             return worker.is_final();
+        }
+        if let Some(previous) = &worker.latest {
+            let between = report.sent.saturating_sub(previous.sent);
+            worker.most_sends_between_reports = worker.most_sends_between_reports.max(between);
         }
         match (worker.latest.take(), report.light) {
             // A light report leaves the histograms and endpoints as they were.
@@ -193,6 +201,11 @@ impl Tally {
         let checkpoints = report.checkpoints.iter().map(|c| c.next_offset).collect();
         let passes = report.checkpoints.iter().map(|c| c.pass).collect();
         Some(PartProgress { checkpoints, passes, sends_past: report.sends_past_checkpoints })
+    }
+
+    /// The most sends seen between two of the part's reports.
+    pub fn most_sends_between_reports(&self, key: &PartKey) -> u64 {
+        self.workers.get(key).map_or(0, |w| w.most_sends_between_reports)
     }
 
     /// Whether the part stopped early and gave its ranges back (its last report is exact).
@@ -638,6 +651,18 @@ mod tests {
         let running =
             tally.status(&replay(ReplayState::Running, Some(1_000), None), &spec(PacingMode::Original), &plan, 9_000);
         assert_eq!(running.duration_s, 8.0, "while it runs: since the start");
+    }
+
+    #[test]
+    fn the_most_sends_between_two_reports_is_kept_per_part() {
+        let plan = plan(&["a", "b"]);
+        let mut tally = Tally::new(&plan);
+        for (seq, sent) in [(1, 100), (2, 400), (3, 450), (4, 450)] {
+            tally.on_report(&key("a"), report(seq, WorkerReplayState::Running, sent, sent, &[1000]));
+        }
+        tally.on_report(&key("b"), report(1, WorkerReplayState::Running, 900, 900, &[1000]));
+        assert_eq!(tally.most_sends_between_reports(&key("a")), 300, "the sends before the first report are not a gap");
+        assert_eq!(tally.most_sends_between_reports(&key("b")), 0);
     }
 
     #[test]
