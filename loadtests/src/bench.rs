@@ -199,6 +199,10 @@ pub struct ReplayResult {
     /// per-second series and the sink's own counts over the full seconds, and how many.
     pub series_max_deviation: Option<f64>,
     pub series_seconds: Option<usize>,
+    /// `--kafka`: what the broker itself serves, the recording read back by a plain
+    /// consumer (no decoding, no hand-off), records per second: the reference for the
+    /// replay's reads.
+    pub broker_read_records_per_second: Option<f64>,
 }
 
 /// A running bench cluster: controller and workers as processes, on file log and catalog.
@@ -360,6 +364,14 @@ pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
     let profile = bench_profile(bench);
     let gor_file = bench.gor.as_ref().map(|_| cluster.dir.join("traffic.gor"));
     let recording = cluster.record(&profile, gor_file.as_deref()).await?;
+    let broker_read = match &bench.kafka {
+        Some(broker) => {
+            let (broker, topic) = (broker.clone(), cluster.log.rsplit('/').next().unwrap_or_default().to_string());
+            let records = recording.record_count;
+            Some(tokio::task::spawn_blocking(move || broker_read_rate(&broker, &topic, records)).await??)
+        }
+        None => None,
+    };
 
     let mut rounds = Vec::new();
     for _ in 0..bench.rounds {
@@ -410,6 +422,7 @@ pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
         reported_rate_error: (bench.mode == Mode::Original).then(|| status.qps / bench.rate - 1.0),
         series_max_deviation: median.series.map(|(deviation, _)| deviation),
         series_seconds: median.series.map(|(_, seconds)| seconds),
+        broker_read_records_per_second: broker_read,
     };
     if status.state() != ReplayState::Done {
         bail!("the replay ended {}: {:?}", status.state(), status.error);
@@ -457,6 +470,32 @@ impl Target {
             Target::Nginx(nginx) => nginx.cpu_seconds(),
         }
     }
+}
+
+/// Every record of `topic` read back by a plain consumer: records per second.
+fn broker_read_rate(broker: &str, topic: &str, records: u64) -> anyhow::Result<f64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", "reprise-bench-ceiling")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        assignment.add_partition_offset(topic, partition.id(), rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let started = Instant::now();
+    let mut read = 0;
+    while read < records {
+        match consumer.poll(Duration::from_secs(10)) {
+            Some(Ok(_)) => read += 1,
+            Some(Err(e)) => bail!("reading {topic}: {e}"),
+            None => bail!("{topic}: nothing more after {read} of {records} records"),
+        }
+    }
+    Ok(read as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Starts `reprise-sink` on `port` and waits until it accepts connections.
