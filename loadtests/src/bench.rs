@@ -159,6 +159,10 @@ pub struct ReplayBench {
     /// instead of the file log: the workers read it from there.
     #[arg(long)]
     pub kafka: Option<String>,
+    /// Partitions of the recording: with `--kafka`, each is read by a librdkafka client
+    /// of its own (docs/BENCHMARKS.md shows what that costs).
+    #[arg(long, default_value_t = 16)]
+    pub partitions: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -218,12 +222,14 @@ pub struct BenchCluster {
 
 impl BenchCluster {
     /// A controller and `workers` workers (each with `dispatch_threads`, 0 for the
-    /// default), on a file catalog and a file log (or a topic of `kafka`, HOST:PORT).
+    /// default), on a file catalog and a file log (or a topic of `kafka`, HOST:PORT),
+    /// recordings cut into `partitions`.
     pub async fn start(
         work_dir: &Path,
         workers: usize,
         dispatch_threads: usize,
         kafka: Option<&str>,
+        partitions: u32,
     ) -> anyhow::Result<BenchCluster> {
         let dir = work_dir.join(format!("run-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -247,7 +253,7 @@ impl BenchCluster {
                 "--http",
                 &format!("127.0.0.1:{http}"),
                 "--partitions",
-                "16",
+                &partitions.to_string(),
             ]),
             &dir,
         )?;
@@ -355,8 +361,14 @@ async fn series_deviation(cluster: &BenchCluster, replay_id: &str, sink_port: u1
 }
 
 pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
-    let mut cluster =
-        BenchCluster::start(&bench.work_dir, bench.workers, bench.dispatch_threads, bench.kafka.as_deref()).await?;
+    let mut cluster = BenchCluster::start(
+        &bench.work_dir,
+        bench.workers,
+        bench.dispatch_threads,
+        bench.kafka.as_deref(),
+        bench.partitions,
+    )
+    .await?;
     let target = match bench.dry_run {
         true => None,
         false => Some(Target::start(bench.target, &cluster.dir).await?),
@@ -639,7 +651,7 @@ pub struct StatsPlaneResult {
 
 /// The controller following `workers` workers' stats at 1 Hz: its CPU share.
 pub async fn run_stats_plane(workers: usize, seconds: u64, work_dir: &Path) -> anyhow::Result<StatsPlaneResult> {
-    let mut cluster = BenchCluster::start(work_dir, workers, 0, None).await?;
+    let mut cluster = BenchCluster::start(work_dir, workers, 0, None, 16).await?;
     // A slow, long recording: every worker keeps reporting for the whole window.
     let span = Duration::from_secs(seconds + 30);
     let profile = Profile::constant(

@@ -28,6 +28,8 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx with its files under `dir` and waits until it accepts connections.
     pub fn start(dir: &Path, logs: AccessLogs) -> anyhow::Result<Nginx> {
+        // nginx reads relative paths from its prefix (`-p`), not from here.
+        let dir = &std::path::absolute(dir)?;
         std::fs::create_dir_all(dir.join("tmp"))?;
         // nginx cannot be told to pick a port.
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
