@@ -72,6 +72,10 @@ enum Command {
         /// A GoReplay binary for the side-by-side figure.
         #[arg(long)]
         gor: Option<PathBuf>,
+        /// A Kafka broker (HOST:PORT) for the Kafka-against-file-log figure; restart it
+        /// first (docs/BENCHMARKS.md, "Kafka reads").
+        #[arg(long)]
+        kafka: Option<String>,
     },
 }
 
@@ -86,7 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::StatsPlane { workers, seconds, work_dir } => {
             println!("{}", serde_json::to_string_pretty(&bench::run_stats_plane(workers, seconds, &work_dir).await?)?)
         }
-        Command::All { work_dir, gor } => all(&work_dir, gor).await?,
+        Command::All { work_dir, gor, kafka } => all(&work_dir, gor, kafka).await?,
         Command::PacingCurve { rates, seconds, work_dir } => {
             println!("| offered | measured |\n|---|---|");
             for (what, figure, _) in pacing_curve(&work_dir, &rates, seconds).await? {
@@ -201,7 +205,7 @@ fn cpu_costs(r: &bench::ReplayResult) -> String {
 /// A row of the results table: what was measured, the figure, the goal.
 type Row = (String, String, &'static str);
 
-async fn all(work_dir: &std::path::Path, gor: Option<PathBuf>) -> anyhow::Result<()> {
+async fn all(work_dir: &std::path::Path, gor: Option<PathBuf>, kafka: Option<String>) -> anyhow::Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     // Each figure as soon as it is measured; the table at the end.
     let mut report = |new: Vec<Row>| {
@@ -213,11 +217,38 @@ async fn all(work_dir: &std::path::Path, gor: Option<PathBuf>) -> anyhow::Result
     report(throughput_rows(work_dir, gor).await?);
     report(pacing_rows(work_dir).await?);
     report(scale_rows(work_dir).await?);
+    report(vec![kafka_row(work_dir, kafka).await?]);
     println!("| benchmark | measured | goal |\n|---|---|---|");
     for (what, figure, goal) in rows {
         println!("| {what} | {figure} | {goal} |");
     }
     Ok(())
+}
+
+/// Dry runs read from Kafka and from the file log, alternated over 3 rounds: their ratio
+/// per round and the median.
+async fn kafka_row(work_dir: &std::path::Path, kafka: Option<String>) -> anyhow::Result<Row> {
+    const WHAT: &str = "dry run, 400k records in 16 partitions, read from Kafka against the file log";
+    let Some(broker) = kafka else { return Ok((WHAT.into(), "not run (no --kafka broker)".into(), ">= 0.9x")) };
+    let mut ratios = Vec::new();
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let from_file = bench::run_replay(&replay_bench(work_dir, 1, 400_000, Mode::Max, true)).await?;
+        let mut from_kafka = replay_bench(work_dir, 1, 400_000, Mode::Max, true);
+        from_kafka.kafka = Some(broker.clone());
+        let from_kafka = bench::run_replay(&from_kafka).await?;
+        ratios.push(from_kafka.requests_per_second / from_file.requests_per_second);
+        rounds.push(format!("{:.0} / {:.0}", from_kafka.requests_per_second, from_file.requests_per_second));
+    }
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    let figure = format!(
+        "median {:.2}x (rounds, Kafka / file records/s: {}; ratios {})",
+        sorted[sorted.len() / 2],
+        rounds.join(", "),
+        ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+    );
+    Ok((WHAT.into(), figure, ">= 0.9x"))
 }
 
 /// One worker at max pace against wrk (a dispatch thread per core, then one), and GoReplay.
@@ -276,6 +307,8 @@ async fn pacing_rows(work_dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
         ));
     }
     rows.extend(pacing_curve(work_dir, &[20_000.0, 60_000.0, 100_000.0], 30).await?);
+    // The whole curve, shorter: how lag grows with the offered rate, past the capacity.
+    rows.extend(pacing_curve(work_dir, &[10_000.0, 40_000.0, 80_000.0, 120_000.0, 150_000.0], 10).await?);
     Ok(rows)
 }
 
@@ -307,7 +340,7 @@ async fn pacing_curve(work_dir: &std::path::Path, rates: &[f64], seconds: u64) -
 async fn scale_rows(work_dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     let memory = bench::run_replay(&replay_bench(work_dir, 1, 10_000_000, Mode::Max, true)).await?;
     let scale = bench::run_replay(&replay_bench(work_dir, 8, 4_000_000, Mode::Max, true)).await?;
-    let plane = bench::run_stats_plane(64, 30, work_dir).await?;
+    let plane = bench::run_stats_plane(256, 30, work_dir).await?;
     Ok(vec![
         (
             "1 worker, 10M-record recording, dry run".into(),
@@ -315,15 +348,15 @@ async fn scale_rows(work_dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
             "< 150 MB RSS",
         ),
         (
-            "8 workers on one host, dry run".into(),
+            "8 workers on one host, 4M records, dry run".into(),
             format!(
                 "{:.0} records/s dispatched in total ({:.3} CPU s per 1k)",
                 scale.requests_per_second, scale.cpu_seconds_per_1k_requests
             ),
-            ">= 500k/s",
+            ">= 1M records/s",
         ),
         (
-            "controller following 64 workers at 1 Hz".into(),
+            "controller following 256 workers at 1 Hz".into(),
             format!(
                 "{:.1}% of a core ({:.2} CPU s in {:.0} s), peak RSS {:.0} MiB",
                 plane.controller_core_share * 100.0,
