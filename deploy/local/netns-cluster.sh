@@ -41,8 +41,12 @@ declare -A IP=([ctl]=10.77.0.10 [prod]=10.77.0.20 [client]=10.77.0.21
     [load1]=10.77.0.31 [load2]=10.77.0.32 [staging]=10.77.0.40)
 HOSTS=(ctl prod client load1 load2 staging)
 TARGET=${REPRISE_NETNS_TARGET:-http://${IP[staging]}:8080}
-CATALOG="etcd://${IP[ctl]}:12379/reprise"
-LOG_URL="kafka://${IP[ctl]}:19092/reprise-traffic"
+# The services' ports inside ctl, set for services.sh too: a REPRISE_*_PORT in the
+# caller's environment must not move them away from where the hosts look.
+ETCD_PORT=12379 ETCD_PEER_PORT=12380 KAFKA_PORT=19092
+SERVICES_ENV=(REPRISE_ETCD_PORT=$ETCD_PORT REPRISE_ETCD_PEER_PORT=$ETCD_PEER_PORT REPRISE_KAFKA_PORT=$KAFKA_PORT)
+CATALOG="etcd://${IP[ctl]}:$ETCD_PORT/reprise"
+LOG_URL="kafka://${IP[ctl]}:$KAFKA_PORT/reprise-traffic"
 CONTROLLER="http://${IP[ctl]}:7100"
 API="http://${IP[ctl]}:7180"
 
@@ -132,7 +136,7 @@ cleanup() {
     done
     ((${#PIDS[@]})) && kill -KILL "${PIDS[@]}" 2>/dev/null
     if [[ -d "$TMP/services" ]]; then
-        in_ns ctl env REPRISE_SERVICES_DIR="$TMP/services" REPRISE_SERVICES_HOST="${IP[ctl]}" \
+        in_ns ctl env REPRISE_SERVICES_DIR="$TMP/services" REPRISE_SERVICES_HOST="${IP[ctl]}" "${SERVICES_ENV[@]}" \
             timeout 40 bash deploy/local/services.sh down 2>>"$TMP/services.log"
     fi
     for p in "${NAMESPACES[@]}"; do reap_ns "$p"; done
@@ -224,12 +228,12 @@ done
 # ------------------------------------------------------------------ the cluster
 
 log "ctl: etcd and the Kafka-compatible broker on ${IP[ctl]}"
-in_ns ctl env REPRISE_SERVICES_DIR="$TMP/services" REPRISE_SERVICES_HOST="${IP[ctl]}" \
+in_ns ctl env REPRISE_SERVICES_DIR="$TMP/services" REPRISE_SERVICES_HOST="${IP[ctl]}" "${SERVICES_ENV[@]}" \
     REPRISE_STARTUP_TIMEOUT=30 timeout "$(budget 75)" bash deploy/local/services.sh up \
     >/dev/null 2>"$TMP/services.log" || fail "services.sh up failed in ctl"
 # Every host reaches ctl over the bridge (no ping needed: bash's /dev/tcp will do).
 for h in "${HOSTS[@]}"; do
-    wait_until 10 "a link from $h to etcd on ctl" tcp_open "$h" "${IP[ctl]}" 12379
+    wait_until 10 "a link from $h to etcd on ctl" tcp_open "$h" "${IP[ctl]}" "$ETCD_PORT"
 done
 
 log "ctl: reprise-controller; load1, load2: reprise-worker"
