@@ -95,12 +95,24 @@ impl Services {
     }
 
     async fn start_with(etcd_ca: Option<&TestCa>) -> anyhow::Result<Services> {
-        let dir = tempfile::Builder::new().prefix("reprise-services-").tempdir()?;
-        let ports = free_ports(3)?;
-        let etcd_tls = etcd_ca.map(|ca| write_etcd_tls(ca, &dir.path().join("etcd-tls"))).transpose()?;
-        let services = Services { dir, etcd_port: ports[0], etcd_peer_port: ports[1], kafka_port: ports[2], etcd_tls };
-        services.run(&["up"]).await?;
-        Ok(services)
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let dir = tempfile::Builder::new().prefix("reprise-services-").tempdir()?;
+            let ports = free_ports(3)?;
+            let etcd_tls = etcd_ca.map(|ca| write_etcd_tls(ca, &dir.path().join("etcd-tls"))).transpose()?;
+            let services =
+                Services { dir, etcd_port: ports[0], etcd_peer_port: ports[1], kafka_port: ports[2], etcd_tls };
+            match services.run(&["up"]).await {
+                Ok(()) => return Ok(services),
+                // A free port can be taken by a parallel test before the server binds it:
+                // fresh ports (dropping these runs `down` on what did start).
+                Err(e) if attempts < 3 && e.to_string().contains("already in use") => {
+                    eprintln!("services: a port was taken meanwhile, on fresh ports: {e:#}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The state dir (pid files, server logs).
