@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -643,14 +645,25 @@ async fn run_gor(gor: &Path, file: &Path, sink_port: u16, requests: u64) -> anyh
 #[derive(Debug, Clone, Serialize)]
 pub struct StatsPlaneResult {
     pub workers: usize,
+    pub max_in_flight: u32,
     pub seconds: f64,
     pub controller_cpu_seconds: f64,
     pub controller_core_share: f64,
     pub controller_peak_rss_mib: f64,
+    /// Status events a watcher (as `ctl replay` is) received over the whole run.
+    pub status_events: u64,
 }
 
-/// The controller following `workers` workers' stats at 1 Hz: its CPU share.
-pub async fn run_stats_plane(workers: usize, seconds: u64, work_dir: &Path) -> anyhow::Result<StatsPlaneResult> {
+/// The controller following `workers` workers' stats, watched: its CPU share. Each worker
+/// sends a full report a second and a light one every `max_in_flight / 2` sends (at most
+/// every 20 ms): at this bench's 200 records/s per worker, ctl's default of 1024 makes
+/// it 1 Hz, and 16 about 25 reports a second per worker.
+pub async fn run_stats_plane(
+    workers: usize,
+    seconds: u64,
+    max_in_flight: u32,
+    work_dir: &Path,
+) -> anyhow::Result<StatsPlaneResult> {
     let mut cluster = BenchCluster::start(work_dir, workers, 0, None, 16).await?;
     // A slow, long recording: every worker keeps reporting for the whole window.
     let span = Duration::from_secs(seconds + 30);
@@ -664,8 +677,17 @@ pub async fn run_stats_plane(workers: usize, seconds: u64, work_dir: &Path) -> a
     let recording = cluster.record(&profile, None).await?;
     let mut request = replay_request(&recording.id, "http://127.0.0.1:9", 1);
     let options = crate::cluster::options(&mut request);
-    (options.max_in_flight, options.request_timeout_ms, options.simulate) = (16, 1000, true);
+    (options.max_in_flight, options.request_timeout_ms, options.simulate) = (max_in_flight, 1000, true);
     let id = cluster.client.start_replay(request).await?.into_inner().id;
+    // Watched, as `ctl replay` watches it: a status event built and sent every second.
+    let mut events = cluster.client.watch_replay(ReplayRef { id: id.clone() }).await?.into_inner();
+    let status_events = Arc::new(AtomicU64::new(0));
+    let seen = status_events.clone();
+    let watcher = tokio::spawn(async move {
+        while let Ok(Some(_)) = events.message().await {
+            seen.fetch_add(1, Ordering::Relaxed);
+        }
+    });
     // Let every stream attach, then measure.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = cluster.controller.cpu_seconds();
@@ -678,12 +700,21 @@ pub async fn run_stats_plane(workers: usize, seconds: u64, work_dir: &Path) -> a
     if reporting != workers {
         bail!("only {reporting} of {workers} workers were reporting");
     }
+    watcher.abort();
+    // About one a second; far fewer means the watch was broken, and the figure is not
+    // the watched case.
+    let status_events = status_events.load(Ordering::Relaxed);
+    if status_events < seconds / 2 {
+        bail!("the watcher saw only {status_events} status events in {seconds} s");
+    }
     let result = StatsPlaneResult {
         workers,
+        max_in_flight,
         seconds: elapsed,
         controller_cpu_seconds: cpu,
         controller_core_share: cpu / elapsed,
         controller_peak_rss_mib: cluster.controller.peak_rss_mib(),
+        status_events,
     };
     cluster.cleanup();
     Ok(result)

@@ -95,9 +95,7 @@ impl ReplayManager {
             part.handed_over = Some(handover.clone());
         }
         plan.workers.extend(parts.iter().cloned());
-        let mut record = live.replay.lock().expect("lock").clone();
-        super::stored::set_parts(&mut record, &live.spec, &plan);
-        self.catalog.put(&record).await.map_err(|e| format!("cannot store the handover: {e}"))?;
+        self.catalog.put(&live.record_with(&plan)).await.map_err(|e| format!("cannot store the handover: {e}"))?;
         *live.plan.lock().expect("lock") = plan;
         let mut tally = live.tally.lock().expect("lock");
         for part in parts {

@@ -80,8 +80,12 @@ pub enum ReplayError {
 
 /// A replay this controller follows.
 pub struct LiveReplay {
+    /// The record's own fields; its JSON parts (spec, plan, summary) are left empty here,
+    /// where the typed spec and plan are kept, so that reading a status clones no JSON.
     replay: Mutex<Replay>,
     spec: ReplaySpec,
+    /// The spec as the record stores it, serialised once (it never changes).
+    spec_json: serde_json::Value,
     /// The plan, grown by takeovers and updated with the parts' progress.
     plan: Mutex<ReplayPlan>,
     tally: Mutex<Tally>,
@@ -90,11 +94,13 @@ pub struct LiveReplay {
 }
 
 impl LiveReplay {
-    fn new(replay: Replay, spec: ReplaySpec, plan: ReplayPlan) -> Arc<LiveReplay> {
+    fn new(mut replay: Replay, spec: ReplaySpec, plan: ReplayPlan) -> Arc<LiveReplay> {
         let tally = Tally::new(&plan);
+        (replay.options, replay.plan, replay.summary) = Default::default();
         let status = tally.status(&replay, &spec, &plan, now_ms());
         Arc::new(LiveReplay {
             replay: Mutex::new(replay),
+            spec_json: stored::spec_json(&spec),
             spec,
             plan: Mutex::new(plan),
             tally: Mutex::new(tally),
@@ -130,8 +136,14 @@ impl LiveReplay {
 
     /// The replay record as the catalog keeps it, with the spec and the plan as of now.
     fn record(&self) -> Replay {
+        self.record_with(&self.plan.lock().expect("lock"))
+    }
+
+    /// The replay record as the catalog keeps it, with `plan` for its plan.
+    fn record_with(&self, plan: &ReplayPlan) -> Replay {
         let mut replay = self.replay.lock().expect("lock").clone();
-        stored::set_parts(&mut replay, &self.spec, &self.plan.lock().expect("lock"));
+        replay.options = self.spec_json.clone();
+        replay.plan = stored::plan_json(plan);
         replay
     }
 

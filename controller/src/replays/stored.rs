@@ -61,8 +61,18 @@ pub fn parts(replay: &Replay) -> (ReplaySpec, ReplayPlan) {
 
 /// Writes the spec and plan into a replay record.
 pub fn set_parts(replay: &mut Replay, spec: &ReplaySpec, plan: &ReplayPlan) {
-    replay.options = serde_json::to_value(spec).expect("serialisable");
-    replay.plan = serde_json::to_value(plan).expect("serialisable");
+    replay.options = spec_json(spec);
+    replay.plan = plan_json(plan);
+}
+
+/// The spec as a replay record keeps it.
+pub fn spec_json(spec: &ReplaySpec) -> serde_json::Value {
+    serde_json::to_value(spec).expect("serialisable")
+}
+
+/// The plan as a replay record keeps it.
+pub fn plan_json(plan: &ReplayPlan) -> serde_json::Value {
+    serde_json::to_value(plan).expect("serialisable")
 }
 
 #[cfg(test)]

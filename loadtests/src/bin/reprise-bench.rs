@@ -51,6 +51,10 @@ enum Command {
         workers: usize,
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Each worker's in-flight bound: it sets how often light reports go out (one
+        /// every half of it); the default is ctl's.
+        #[arg(long, default_value_t = 1024)]
+        max_in_flight: u32,
         #[arg(long, default_value = "target/bench")]
         work_dir: PathBuf,
     },
@@ -87,8 +91,9 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Replay { bench } => println!("{}", serde_json::to_string_pretty(&bench::run_replay(&bench).await?)?),
-        Command::StatsPlane { workers, seconds, work_dir } => {
-            println!("{}", serde_json::to_string_pretty(&bench::run_stats_plane(workers, seconds, &work_dir).await?)?)
+        Command::StatsPlane { workers, seconds, max_in_flight, work_dir } => {
+            let result = bench::run_stats_plane(workers, seconds, max_in_flight, &work_dir).await?;
+            println!("{}", serde_json::to_string_pretty(&result)?)
         }
         Command::All { work_dir, gor, kafka } => all(&work_dir, gor, kafka).await?,
         Command::PacingCurve { rates, seconds, work_dir } => {
@@ -340,7 +345,17 @@ async fn pacing_curve(work_dir: &std::path::Path, rates: &[f64], seconds: u64) -
 async fn scale_rows(work_dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
     let memory = bench::run_replay(&replay_bench(work_dir, 1, 10_000_000, Mode::Max, true)).await?;
     let scale = bench::run_replay(&replay_bench(work_dir, 8, 4_000_000, Mode::Max, true)).await?;
-    let plane = bench::run_stats_plane(256, 30, work_dir).await?;
+    let plane = bench::run_stats_plane(256, 30, 1024, work_dir).await?;
+    let chatty = bench::run_stats_plane(256, 30, 16, work_dir).await?;
+    let plane_row = |plane: &bench::StatsPlaneResult| {
+        format!(
+            "{:.1}% of a core ({:.2} CPU s in {:.0} s), peak RSS {:.0} MiB",
+            plane.controller_core_share * 100.0,
+            plane.controller_cpu_seconds,
+            plane.seconds,
+            plane.controller_peak_rss_mib
+        )
+    };
     Ok(vec![
         (
             "1 worker, 10M-record recording, dry run".into(),
@@ -356,15 +371,14 @@ async fn scale_rows(work_dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
             ">= 1M records/s",
         ),
         (
-            "controller following 256 workers at 1 Hz".into(),
-            format!(
-                "{:.1}% of a core ({:.2} CPU s in {:.0} s), peak RSS {:.0} MiB",
-                plane.controller_core_share * 100.0,
-                plane.controller_cpu_seconds,
-                plane.seconds,
-                plane.controller_peak_rss_mib
-            ),
+            "controller following 256 workers reporting at 1 Hz (1024 in flight), one watcher (as `ctl replay`)".into(),
+            plane_row(&plane),
             "< 5% of a core",
+        ),
+        (
+            "the same, 16 in flight: a light report every 8 sends, about 25 a second per worker".into(),
+            plane_row(&chatty),
+            "-",
         ),
     ])
 }
