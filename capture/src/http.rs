@@ -236,9 +236,12 @@ impl HttpConnection {
         if !self.selected(&record, head_len, out) {
             return;
         }
-        let http = config.redaction.apply(&record.http, head_len, plain_body && !truncated);
         if kind == MessageKind::Request || config.track_responses {
-            out.records.push(TrafficRecord { http: http.into(), ..record });
+            let masked = config.redaction.apply(&record.http, head_len, plain_body && !truncated);
+            out.records.push(match masked {
+                Some(http) => TrafficRecord { http: http.into(), ..record },
+                None => record,
+            });
         }
     }
 

@@ -94,8 +94,10 @@ impl RecordFilter {
         }
         self.stats.truncated_bodies += u64::from(record.body_truncated);
         let plain_body = !record.body_truncated && !is_chunked(head);
-        let http = self.config.redaction.apply(&record.http, head_len, plain_body);
-        Some(TrafficRecord { http: http.into(), ..record })
+        Some(match self.config.redaction.apply(&record.http, head_len, plain_body) {
+            Some(http) => TrafficRecord { http: http.into(), ..record },
+            None => record,
+        })
     }
 }
 
