@@ -8,6 +8,7 @@
 pub mod access_log;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod h2;
 pub mod http;
 mod import;
 mod live;
