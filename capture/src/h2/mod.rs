@@ -36,6 +36,8 @@ mod message;
 mod upgrade;
 
 #[cfg(test)]
+mod real_peers;
+#[cfg(test)]
 mod tests;
 
 use self::frame::*;
