@@ -862,15 +862,13 @@ impl StreamHandler for H2Connection {
     }
 
     fn gap(&mut self, out: &mut H2Emitted, dir: Direction) {
-        if self.undecodable.is_some() {
+        // Before a direction's first byte (the reassembler says so when it missed the
+        // handshake) the start decides: the client's preface, the server's SETTINGS
+        // first, which nothing lost before them could precede.
+        if self.undecodable.is_some() || !self.peer(dir).saw_bytes {
             return;
         }
-        let reason = if self.peer(dir).saw_bytes {
-            Undecodable::Gap(dir)
-        } else {
-            Undecodable::JoinedMidStream("the capture started after the connection did")
-        };
-        self.fail(out, reason, self.last_seen_ns);
+        self.fail(out, Undecodable::Gap(dir), self.last_seen_ns);
     }
 
     fn closed(&mut self, out: &mut H2Emitted, dir: Direction) {

@@ -430,10 +430,18 @@ fn a_connection_joined_mid_stream_is_undecodable() {
         Some(&Undecodable::JoinedMidStream("the server's first frame is not SETTINGS"))
     );
 
-    // The reassembler saying the capture started after the connection.
+    // A gap before the first bytes (the reassembler did not see the handshake): the
+    // bytes themselves tell whether the connection's start was seen.
     let mut x = Exchange::with(H2Config::default());
     x.connection.gap(&mut x.out, C2S);
+    x.send(C2S, 1, &data(1, false, b"tail of a body"));
     assert_eq!(x.out.stats.joined_mid_stream, 1);
+    let mut x = Exchange::with(H2Config::default());
+    x.connection.gap(&mut x.out, C2S);
+    x.connection.gap(&mut x.out, S2C);
+    x.send(C2S, 1, &[PREFACE, &settings(&[]), &encoder.headers(1, true, &request("GET", "/"))].concat());
+    x.send(S2C, 2, &settings(&[]));
+    assert_eq!((x.connection.undecodable(), x.out.stats.requests), (None, 1));
 }
 
 #[test]
