@@ -8,6 +8,7 @@ use reprise_proto::v1::{MessageKind, TrafficRecord};
 
 use crate::access_log::JsonFields;
 use crate::access_log::parse::{self, LogLine};
+use crate::h2::{H2Config, H2Connection, H2Emitted, Http1RequestParts, PREFACE, Undecodable};
 use crate::http::{Emitted, HttpConfig, HttpConnection};
 use crate::packet::Segment;
 use crate::policy::Redaction;
@@ -59,6 +60,151 @@ pub fn frame_http(data: &[u8]) {
     for record in &out.records {
         assert!(record.http.len() <= 64 + 64 * 1024 + 8, "a record beyond the head and body limits");
     }
+}
+
+fn h2_config() -> Arc<H2Config> {
+    Arc::new(H2Config {
+        max_body: 64,
+        max_streams: 4,
+        max_header_block: 1024,
+        max_header_list: 512,
+        max_frame_payload: 1 << 16,
+        max_header_table: 8192,
+    })
+}
+
+/// What happens to an HTTP/2 connection, read from fuzz input.
+enum H2Event {
+    Data(Direction, Vec<u8>),
+    Gap(Direction),
+    Closed(Direction),
+}
+
+/// Reads `data` as a connection's events: 0xFF starts a control, then 0 switches to the
+/// server's bytes, 1 to the client's, 2 is a gap, 3 a close, 4 cuts the data there,
+/// 0xFF is a 0xFF byte; every other byte is data. (Bytes below 8, which `frame_http`
+/// takes as controls, are too common in HTTP/2 frames to serve here.)
+fn h2_events(data: &[u8], client_start: Vec<u8>, server_start: Vec<u8>) -> Vec<H2Event> {
+    let mut events = vec![H2Event::Data(Direction::ServerToClient, server_start)];
+    let (mut dir, mut pending) = (Direction::ClientToServer, client_start);
+    let mut bytes = data.iter().copied();
+    while let Some(byte) = bytes.next() {
+        let control = if byte == 0xff { bytes.next() } else { None };
+        match control {
+            None | Some(0xff) => pending.push(byte),
+            Some(control) => {
+                events.push(H2Event::Data(dir, std::mem::take(&mut pending)));
+                match control {
+                    0 => dir = Direction::ServerToClient,
+                    1 => dir = Direction::ClientToServer,
+                    2 => events.push(H2Event::Gap(dir)),
+                    3 => events.push(H2Event::Closed(dir)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    events.push(H2Event::Data(dir, pending));
+    events
+}
+
+/// Reads `data` as frames, so that the fuzzer gets to well-framed HEADERS and DATA
+/// soon: a byte whose top bit picks the server's direction (else the client's) and whose
+/// low 4 bits are the frame type (10 to 14: a type unknown to HTTP/2; 15: a control,
+/// whose flags byte says gap (0), close (1) or a cut between calls), then flags, stream
+/// id (its low 3 bits: few streams, so frames often meet on one) and payload length
+/// bytes, then the payload. Frames in a row in one direction go in one call.
+fn h2_frame_events(data: &[u8], client_start: Vec<u8>, server_start: Vec<u8>) -> Vec<H2Event> {
+    let mut events = vec![H2Event::Data(Direction::ServerToClient, server_start)];
+    let (mut dir, mut pending) = (Direction::ClientToServer, client_start);
+    let mut rest = data;
+    while let [head, flags, stream_id, len, tail @ ..] = rest {
+        let payload = &tail[..(*len as usize).min(tail.len())];
+        rest = &tail[payload.len()..];
+        let frame_dir = if head & 0x80 != 0 { Direction::ServerToClient } else { Direction::ClientToServer };
+        let kind = match head & 0xf {
+            15 => {
+                events.push(H2Event::Data(dir, std::mem::take(&mut pending)));
+                match flags {
+                    0 => events.push(H2Event::Gap(frame_dir)),
+                    1 => events.push(H2Event::Closed(frame_dir)),
+                    _ => {}
+                }
+                continue;
+            }
+            kind @ 10.. => 0xf0 | kind,
+            kind => kind,
+        };
+        if frame_dir != dir {
+            events.push(H2Event::Data(dir, std::mem::take(&mut pending)));
+            dir = frame_dir;
+        }
+        pending.extend(&(payload.len() as u32).to_be_bytes()[1..]);
+        pending.extend([kind, *flags, 0, 0, 0, stream_id & 0x7]);
+        pending.extend(payload);
+    }
+    events.push(H2Event::Data(dir, pending));
+    events
+}
+
+/// Feeds the events to a connection, the data whole or one byte per call.
+fn run_h2(upgrade: bool, events: &[H2Event], bytewise: bool) -> (H2Emitted, Option<Undecodable>) {
+    let mut out = H2Emitted::default();
+    let mut connection = if upgrade {
+        let request = Http1RequestParts {
+            method: "POST".into(),
+            path: "/upgrade".into(),
+            authority: Some("fuzz.example".into()),
+            headers: vec![
+                ("Connection".into(), "Upgrade, HTTP2-Settings".into()),
+                ("HTTP2-Settings".into(), "AAUAAIAA".into()),
+            ],
+            body: "body".into(),
+        };
+        H2Connection::after_upgrade(h2_config(), request, 0, &mut out)
+    } else {
+        H2Connection::new(h2_config())
+    };
+    for (i, event) in events.iter().enumerate() {
+        match event {
+            H2Event::Data(dir, bytes) if bytewise => {
+                bytes.chunks(1).for_each(|byte| connection.data(&mut out, *dir, i as i64, byte))
+            }
+            H2Event::Data(dir, bytes) => connection.data(&mut out, *dir, i as i64, bytes),
+            H2Event::Gap(dir) => connection.gap(&mut out, *dir),
+            H2Event::Closed(dir) => connection.closed(&mut out, *dir),
+        }
+    }
+    connection.closed(&mut out, Direction::ClientToServer);
+    connection.closed(&mut out, Direction::ServerToClient);
+    (out, connection.undecodable().cloned())
+}
+
+/// Feeds `data` to one HTTP/2 connection. The first byte sets up the start: bit 0 an
+/// upgrade from HTTP/1.1 (else prior knowledge), bit 1 leaves the client's preface to
+/// the input, bit 2 the peers' first SETTINGS frames; bit 3 reads the rest as frames
+/// (`h2_frame_events`), else as bytes (`h2_events`).
+/// No panic; messages within the limits and counted; and the same messages whichever
+/// way the bytes are cut.
+pub fn h2_connection(data: &[u8]) {
+    let Some((&start, rest)) = data.split_first() else { return };
+    let empty_settings = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+    let mut client = if start & 2 == 0 { PREFACE.to_vec() } else { Vec::new() };
+    let mut server = Vec::new();
+    if start & 4 == 0 {
+        client.extend(empty_settings);
+        server.extend(empty_settings);
+    }
+    let events = if start & 8 != 0 { h2_frame_events(rest, client, server) } else { h2_events(rest, client, server) };
+    let (whole, undecodable) = run_h2(start & 1 != 0, &events, false);
+    for message in &whole.messages {
+        assert!(message.body.len() <= 64 && message.body_len >= message.body.len() as u64, "{message:?}");
+    }
+    let stats = whole.stats;
+    assert_eq!(stats.requests + stats.responses, whole.messages.len() as u64);
+    let (bytewise, bytewise_undecodable) = run_h2(start & 1 != 0, &events, true);
+    assert_eq!(whole.messages, bytewise.messages, "the messages depend on how the bytes are cut");
+    assert_eq!((stats, undecodable), (bytewise.stats, bytewise_undecodable));
 }
 
 /// Interprets `data` as segments: 4 bytes sequence, 1 byte flags, 1 byte length, payload.
@@ -152,6 +298,8 @@ fn check_stored_request(line: &LogLine, filter: &mut RecordFilter) {
 
 #[cfg(test)]
 mod tests {
+    use crate::h2::{PREFACE, Undecodable};
+
     /// The fuzz entry points run (a smoke test; the fuzzers explore the rest).
     #[test]
     fn entry_points_accept_anything() {
@@ -159,6 +307,32 @@ mod tests {
         super::reassemble(&[0, 0, 0, 0, 2, 0, 1, 0, 0, 0, 4, 3, b'G', b'E', b'T']);
         super::parse_access_log(b"10.0.0.1\xff10/Oct/2000:13:55:36 +0000\xffGET /a HTTP/1.1\xff200\xff5\xff-\xffcurl");
         super::parse_access_log(b"971211336\xffPOST\xff/b?c=d\xffshop\xffX-A\xff1\xffbody");
+        super::h2_connection(&[&[0][..], &H2_GET, &H2_ANSWER, &[0xff, 2, 0xff, 0xff]].concat());
+        super::h2_connection(&[&[1][..], b"garbage \xff\x03", &H2_GET].concat());
+    }
+
+    /// A GET on stream 1 (HEADERS of static table entries).
+    const H2_GET: [u8; 12] = [0, 0, 3, 1, 5, 0, 0, 0, 1, 0x82, 0x86, 0x84];
+    /// A switch to the server's bytes, then a 200 on stream 1.
+    const H2_ANSWER: [u8; 12] = [0xff, 0, 0, 0, 1, 1, 5, 0, 0, 0, 1, 0x88];
+
+    /// The fuzz input's controls get the fuzzer to messages.
+    #[test]
+    fn h2_input_reads_as_events() {
+        let events = super::h2_events(&[&H2_GET[..], &H2_ANSWER, &[0xff, 0xff]].concat(), Vec::new(), Vec::new());
+        let (out, undecodable) = super::run_h2(false, &events, false);
+        assert!(matches!(undecodable, Some(Undecodable::JoinedMidStream(_))));
+        assert!(out.messages.is_empty());
+        let (client, server) = ([PREFACE, &[0, 0, 0, 4, 0, 0, 0, 0, 0]].concat(), vec![0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        let events =
+            super::h2_events(&[&H2_GET[..], &H2_ANSWER, &[0xff, 0xff]].concat(), client.clone(), server.clone());
+        let (out, undecodable) = super::run_h2(false, &events, true);
+        assert_eq!((undecodable, out.stats.requests, out.stats.responses), (None, 1, 1));
+        // The same as frames: HEADERS from the client, HEADERS from the server, a close.
+        let frames = [1, 5, 1, 3, 0x82, 0x86, 0x84, 0x81, 5, 1, 1, 0x88, 0x8f, 1, 0, 0];
+        let events = super::h2_frame_events(&frames, client, server);
+        let (out, undecodable) = super::run_h2(false, &events, false);
+        assert_eq!((undecodable, out.stats.requests, out.stats.responses), (None, 1, 1));
     }
 
     /// Inputs on which a fuzz target failed, kept once fixed.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzing runs of every fuzz target (HTTP framer, TCP reassembler, access-log parsers,
-# GoReplay reader). Usage: fuzz.sh [SECONDS_PER_TARGET] (default 20): CI runs 15 s each,
-# docs/TESTING.md has the results of 600 s each. The corpus of each target is kept in
-# its crate's fuzz/corpus/ (not committed), so a later run starts where this one ended.
+# HTTP/2 decoder, GoReplay reader). Usage: fuzz.sh [SECONDS_PER_TARGET] (default 20):
+# CI runs 15 s each, docs/TESTING.md has the results of 600 s each. The corpus of each
+# target is kept in its crate's fuzz/corpus/ (not committed), so a later run starts
+# where this one ended.
 # Needs cargo-fuzz, which it installs when missing; the sanitizer build needs nightly
 # features, enabled here with RUSTC_BOOTSTRAP on the stable toolchain.
 set -euo pipefail
@@ -13,7 +14,7 @@ export RUSTC_BOOTSTRAP=1
 # One target directory for both fuzz crates: the sanitizer build of the shared
 # dependencies happens once.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/fuzz"
-for target in capture:http_framer capture:reassembler capture:access_log store:gor_reader; do
+for target in capture:http_framer capture:reassembler capture:access_log capture:h2_connection store:gor_reader; do
     crate="${target%%:*}"
     name="${target##*:}"
     echo "fuzz: $crate/$name for ${seconds}s" >&2
