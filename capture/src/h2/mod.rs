@@ -10,12 +10,13 @@
 //! PUSH_PROMISE too, because each block can change the dynamic table the next ones
 //! refer to.
 //!
-//! Not decoded, and never guessed: a connection seen mid-stream (the capture started
-//! late, or a gap lost bytes), because the HPACK dynamic tables then hold entries
-//! nobody saw, so no later header block can be trusted. Such a connection, and one that
-//! breaks the protocol or HPACK, becomes `Undecodable` with a reason and a counter; its
-//! later bytes are ignored, messages completed before are kept, open ones are emitted
-//! as incomplete. Pushed streams are counted, not recorded.
+//! Not decoded, and never guessed: a connection seen mid-stream, because the HPACK
+//! dynamic tables then hold entries nobody saw, so no header block can be trusted. The
+//! start shows it (the client's first bytes are not the preface, the server's first
+//! frame is not SETTINGS), and so does a gap after bytes were seen. Such a connection,
+//! and one that breaks the protocol or HPACK, becomes `Undecodable` with a reason and a
+//! counter; its later bytes are ignored, messages completed before are kept, open ones
+//! are emitted as incomplete. Pushed streams are counted, not recorded.
 //!
 //! Bounded per connection: streams tracked at once, a header block's size and its
 //! decoded header list, the body kept per message (its length is counted on), the
