@@ -27,12 +27,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use loona_hpack::decoder::DecoderError;
 use tracing::debug;
 
 use crate::reassembly::{Direction, StreamHandler};
 
 mod frame;
+mod hpack;
 mod message;
 mod upgrade;
 
@@ -43,6 +43,7 @@ mod tests;
 
 use self::frame::*;
 pub use self::frame::{LARGEST_FRAME_PAYLOAD, PREFACE};
+pub use self::hpack::HpackError;
 use self::message::Builder;
 pub use self::message::{Field, H2Message, MessageEnd, Pseudo, Side};
 pub use self::upgrade::Http1RequestParts;
@@ -127,7 +128,7 @@ pub enum Undecodable {
     #[error("HTTP/2 protocol error: {0}")]
     Protocol(&'static str),
     #[error("HPACK: {0}")]
-    Hpack(DecoderError),
+    Hpack(HpackError),
     #[error("a frame payload of {len} bytes, over the {limit}-byte limit")]
     FrameOverLimit { len: u32, limit: u32 },
     #[error("a header block over the {0}-byte limit")]
@@ -182,7 +183,7 @@ struct Peer {
     payload: Vec<u8>,
     block: Option<HeaderBlock>,
     /// Decodes the header blocks this peer's encoder sends.
-    hpack: loona_hpack::Decoder<'static>,
+    hpack: hpack::Decoder,
     /// Largest dynamic table this peer's encoder may ask for (from the other's SETTINGS).
     table_limit: usize,
     /// Longest frame this peer may send (from the other's SETTINGS).
@@ -196,8 +197,6 @@ struct Peer {
 
 impl Peer {
     fn new(reading: Reading) -> Self {
-        let mut hpack = loona_hpack::Decoder::new();
-        hpack.set_max_allowed_table_size(DEFAULT_HEADER_TABLE_SIZE as usize);
         Peer {
             reading,
             head: [0; HEADER_LEN],
@@ -205,7 +204,7 @@ impl Peer {
             frame_started_ns: 0,
             payload: Vec::new(),
             block: None,
-            hpack,
+            hpack: hpack::Decoder::new(DEFAULT_HEADER_TABLE_SIZE as usize),
             table_limit: DEFAULT_HEADER_TABLE_SIZE as usize,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             unacked: VecDeque::new(),
@@ -225,7 +224,7 @@ impl Peer {
         if let Some(size) = settings.header_table_size {
             let size = (size as usize).min(table_cap);
             self.table_limit = if exact { size } else { self.table_limit.max(size) };
-            self.hpack.set_max_allowed_table_size(self.table_limit);
+            self.hpack.set_max_table(self.table_limit);
         }
     }
 }
@@ -287,15 +286,10 @@ enum Decoded {
 
 /// Runs a header block through its direction's HPACK decoder (always, to keep the
 /// dynamic table in step), keeping the fields only if `keep`.
-fn decode_block(
-    hpack: &mut loona_hpack::Decoder<'static>,
-    block: &[u8],
-    keep: bool,
-    max_list: usize,
-) -> Result<Decoded, DecoderError> {
+fn decode_block(hpack: &mut hpack::Decoder, block: &[u8], keep: bool, max_list: usize) -> Result<Decoded, HpackError> {
     let mut fields = Vec::new();
     let (mut list_size, mut over) = (0usize, false);
-    hpack.decode_with_cb(block, |name, value| {
+    hpack.decode(block, |name, value| {
         if !keep || over {
             return;
         }
@@ -304,7 +298,7 @@ fn decode_block(
             over = true;
             fields = Vec::new();
         } else {
-            fields.push((Bytes::copy_from_slice(&name), Bytes::copy_from_slice(&value)));
+            fields.push((Bytes::copy_from_slice(name), Bytes::copy_from_slice(value)));
         }
     })?;
     Ok(match (keep, over) {

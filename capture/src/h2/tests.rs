@@ -373,7 +373,7 @@ fn table_size_updates_follow_the_receivers_settings() {
         13,
         &frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 3, &[&[0x20][..], &repeat[HEADER_LEN..]].concat()),
     );
-    assert_eq!(x.connection.undecodable(), Some(&Undecodable::Hpack(DecoderError::HeaderIndexOutOfBounds)));
+    assert_eq!(x.connection.undecodable(), Some(&Undecodable::Hpack(HpackError::IndexOutOfBounds)));
     assert_eq!((x.out.stats.requests, x.out.stats.hpack_errors), (1, 1));
 
     // Smaller: the client's update beyond the new limit is an error once it has ACKed.
@@ -383,7 +383,7 @@ fn table_size_updates_follow_the_receivers_settings() {
     let mut block = vec![0x3f, 0xe1, 0x1f]; // table size update to 4096
     block.extend(x.client.block(&request("GET", "/")));
     x.send(C2S, 12, &frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, &block));
-    assert_eq!(x.connection.undecodable(), Some(&Undecodable::Hpack(DecoderError::InvalidMaxDynamicSize)));
+    assert_eq!(x.connection.undecodable(), Some(&Undecodable::Hpack(HpackError::TableSizeOverLimit)));
 }
 
 #[test]
