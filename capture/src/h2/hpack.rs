@@ -150,7 +150,7 @@ fn dehuffman(block: &[u8], out: &mut Vec<u8>) -> Result<bool, HpackError> {
             if huffman {
                 if copied == 0 {
                     // Decoded, strings grow by 8/5 at most.
-                    out.reserve(block.len() + block.len() / 2 + 16);
+                    out.reserve(block.len() * 8 / 5 + 16);
                 }
                 out.extend_from_slice(&block[copied..start]);
                 // A length byte, then the string; a longer length moves the string up.
