@@ -173,6 +173,10 @@ fn reader_config(base: &ClientConfig) -> ClientConfig {
         ("allow.auto.create.topics", "false"),
         // Bounds librdkafka's prefetch per reader: memory must not grow with the recording.
         ("queued.max.messages.kbytes", "8192"),
+        // Fetch again once fewer than this are queued (the default, 100,000, is never
+        // reached under the size bound above, so every consumed message asked for more:
+        // fetches of a few records each, 3-10x slower reads; docs/BENCHMARKS.md).
+        ("queued.min.messages", "1000"),
     ] {
         if config.get(k).is_none() {
             config.set(k, v);
