@@ -35,9 +35,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("ReplayOptions.pacing", "pacing_mode"),
     ];
 
-    // A record's HTTP bytes decode as a slice of the log message they came in: no copy
-    // per record on the replay path.
-    let mut builder = tonic_prost_build::configure().btree_map(".").bytes(".reprise.v1.TrafficRecord.http");
+    // A record's HTTP bytes (and trailers) decode as slices of the log message they came
+    // in: no copy per record on the replay path.
+    let mut builder = tonic_prost_build::configure()
+        .btree_map(".")
+        .bytes(".reprise.v1.TrafficRecord.http")
+        .bytes(".reprise.v1.TrafficRecord.trailers");
     for message in JSON_MESSAGES {
         builder = builder.message_attribute(
             format!(".reprise.v1.{message}"),

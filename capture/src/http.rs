@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use reprise_proto::TRAFFIC_FORMAT_VERSION;
+use reprise_proto::HTTP1_TRAFFIC_FORMAT_VERSION;
 use reprise_proto::v1::{MessageKind, TrafficRecord};
 
 mod body;
@@ -218,7 +218,7 @@ impl HttpConnection {
             out.stats.incomplete += u64::from(!complete);
         }
         let record = TrafficRecord {
-            format_version: TRAFFIC_FORMAT_VERSION,
+            format_version: HTTP1_TRAFFIC_FORMAT_VERSION,
             capture_node: config.node.clone(),
             connection_id,
             kind: kind as i32,
@@ -230,6 +230,7 @@ impl HttpConnection {
             sequence,
             body_truncated: truncated,
             original_body_len: framer.body_seen,
+            ..TrafficRecord::default()
         };
         framer.reset_message();
         framer.state = State::Head;

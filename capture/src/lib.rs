@@ -335,6 +335,7 @@ impl Counters {
             resyncs: report.resyncs,
             truncated_bodies: report.truncated_bodies,
             malformed: report.malformed(),
+            ..Default::default()
         }
     }
 

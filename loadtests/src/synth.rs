@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use reprise_proto::TRAFFIC_FORMAT_VERSION;
+use reprise_proto::HTTP1_TRAFFIC_FORMAT_VERSION;
 use reprise_proto::v1::{MessageKind, TrafficRecord};
 use reprise_store::log::{LogError, NewRecord, TrafficLog};
 use reprise_store::traffic;
@@ -130,7 +130,7 @@ pub fn request(profile: &Profile, i: u64, timestamp_ns: i64) -> TrafficRecord {
         format!("GET /items/{i}?src=gen HTTP/1.1\r\nHost: shop.example\r\nAccept: */*\r\nX-Request-Id: {i}\r\n\r\n")
     };
     TrafficRecord {
-        format_version: TRAFFIC_FORMAT_VERSION,
+        format_version: HTTP1_TRAFFIC_FORMAT_VERSION,
         capture_node: "gen".into(),
         connection_id: format!("gen-{connection}"),
         kind: MessageKind::Request as i32,
@@ -142,6 +142,7 @@ pub fn request(profile: &Profile, i: u64, timestamp_ns: i64) -> TrafficRecord {
         sequence: i / profile.connections.max(1),
         body_truncated: false,
         original_body_len: 0,
+        ..TrafficRecord::default()
     }
 }
 

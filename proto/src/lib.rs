@@ -11,8 +11,17 @@
 /// instead of being misread.
 pub const PROTOCOL_VERSION: u32 = 5;
 
-/// Version of [`v1::TrafficRecord`]'s format written by this build.
-pub const TRAFFIC_FORMAT_VERSION: u32 = 1;
+/// The newest [`v1::TrafficRecord`] format this build understands: readers skip records
+/// of a newer one. Writers stamp each record with the oldest format that holds it (see
+/// [`v1::HttpProtocol::format_version`]), so older builds still read what they can.
+pub const TRAFFIC_FORMAT_VERSION: u32 = HTTP2_TRAFFIC_FORMAT_VERSION;
+
+/// The format of HTTP/1.x records: they need nothing of format 2, and builds that
+/// predate it read them.
+pub const HTTP1_TRAFFIC_FORMAT_VERSION: u32 = 1;
+
+/// The format of HTTP/2 records (`protocol` and `trailers` came with it).
+pub const HTTP2_TRAFFIC_FORMAT_VERSION: u32 = 2;
 
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {
@@ -20,8 +29,8 @@ pub mod v1 {
 }
 
 use v1::{
-    Ledger, LedgerEntry, PacingMode, PartitionRange, Percentiles, RecordingState, ReplayState, ReplayStatus,
-    WorkerReplayState,
+    HttpProtocol, Ledger, LedgerEntry, PacingMode, PartitionRange, Percentiles, RecordingState, ReplayState,
+    ReplayStatus, WorkerReplayState,
 };
 
 /// Refuses a peer that speaks another protocol version. `peer` and `this` name the two
@@ -70,6 +79,16 @@ pub fn reads_as_certificate_refused(causes: &str) -> bool {
     ["CertificateRequired", "UnknownCA", "BadCertificate"].iter().any(|alert| causes.contains(alert))
 }
 
+impl HttpProtocol {
+    /// The format a record of this protocol is written with.
+    pub fn format_version(self) -> u32 {
+        match self {
+            HttpProtocol::Http1 => HTTP1_TRAFFIC_FORMAT_VERSION,
+            HttpProtocol::Http2 => HTTP2_TRAFFIC_FORMAT_VERSION,
+        }
+    }
+}
+
 impl ReplayState {
     /// Done, cancelled or failed: nothing will change any more.
     pub fn is_final(self) -> bool {
@@ -106,8 +125,9 @@ impl ReplayStatus {
 
 impl Ledger {
     /// What a recording's capture missed, in one line (ctl and the stats API say it so):
-    /// `none`, or the counts that are not zero; `(lower bound: NODE ...)` when a node did
-    /// not report at both ends of the recording's window.
+    /// `none`, or the counts that are not zero (HTTP/2 connections seen mid-stream in a
+    /// sentence of their own: nothing of them is recorded); `(lower bound: NODE ...)`
+    /// when a node did not report at both ends of the recording's window.
     pub fn summary(&self) -> String {
         if self.nodes.is_empty() {
             return "not counted (no capture node reported)".into();
@@ -120,8 +140,20 @@ impl Ledger {
             ("resyncs", sum(|e| e.resyncs)),
             ("cut bodies", sum(|e| e.truncated_bodies)),
             ("malformed", sum(|e| e.malformed)),
+            ("HTTP/2 protocol or HPACK errors", sum(|e| e.h2_errors)),
+            ("reset HTTP/2 streams", sum(|e| e.h2_streams_reset)),
         ];
-        let said: Vec<String> = counts.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{n} {what}")).collect();
+        let mut said: Vec<String> =
+            counts.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{n} {what}")).collect();
+        match sum(|e| e.h2_mid_stream) {
+            0 => {}
+            1 => {
+                said.push("1 HTTP/2 connection was seen mid-stream and cannot be decoded (HPACK state unknown)".into())
+            }
+            n => said.push(format!(
+                "{n} HTTP/2 connections were seen mid-stream and cannot be decoded (HPACK state unknown)"
+            )),
+        }
         let mut summary = if said.is_empty() { "none".to_string() } else { said.join(", ") };
         let partial: Vec<&str> = self.nodes.iter().filter(|e| !e.whole_window).map(|e| e.node.as_str()).collect();
         if !partial.is_empty() {
@@ -238,6 +270,14 @@ mod tests {
         assert_eq!(Ledger { nodes: vec![node("a", 0, true)] }.summary(), "none");
         let missed = Ledger { nodes: vec![node("a", 18423, true), LedgerEntry { gaps: 2, ..node("b", 0, false) }] };
         assert_eq!(missed.summary(), "18423 kernel drops, 2 gaps (lower bound: b did not report at both ends)");
+        let h2 = Ledger {
+            nodes: vec![LedgerEntry { h2_mid_stream: 3, h2_errors: 1, h2_streams_reset: 2, ..node("a", 0, true) }],
+        };
+        assert_eq!(
+            h2.summary(),
+            "1 HTTP/2 protocol or HPACK errors, 2 reset HTTP/2 streams, \
+             3 HTTP/2 connections were seen mid-stream and cannot be decoded (HPACK state unknown)"
+        );
         assert_eq!(Ledger::default().summary(), "not counted (no capture node reported)");
     }
 

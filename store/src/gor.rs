@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, Write};
 
-use reprise_proto::TRAFFIC_FORMAT_VERSION;
+use reprise_proto::HTTP1_TRAFFIC_FORMAT_VERSION;
 use reprise_proto::v1::{MessageKind, TrafficRecord};
 
 pub const SEPARATOR: &[u8] = "\n🐵🙈🙉\n".as_bytes();
@@ -44,7 +44,7 @@ impl GorMessage {
             _ => return None,
         };
         Some(TrafficRecord {
-            format_version: TRAFFIC_FORMAT_VERSION,
+            format_version: HTTP1_TRAFFIC_FORMAT_VERSION,
             capture_node: node.to_string(),
             // GoReplay keeps no connection identity; the message id pairs request and response.
             connection_id: self.id.clone(),

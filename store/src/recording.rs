@@ -62,6 +62,9 @@ pub fn ledger_entry(node: &str, counters: &CaptureCounters) -> LedgerEntry {
         truncated_bodies: counters.truncated_bodies,
         malformed: counters.malformed,
         whole_window: true,
+        h2_mid_stream: counters.h2_mid_stream,
+        h2_errors: counters.h2_errors,
+        h2_streams_reset: counters.h2_streams_reset,
     }
 }
 
@@ -88,6 +91,9 @@ pub fn window_ledger(baseline: &[LedgerEntry], at_end: &[LedgerEntry]) -> Ledger
                 truncated_bodies: end.truncated_bodies.saturating_sub(start.truncated_bodies),
                 malformed: end.malformed.saturating_sub(start.malformed),
                 whole_window: end.whole_window,
+                h2_mid_stream: end.h2_mid_stream.saturating_sub(start.h2_mid_stream),
+                h2_errors: end.h2_errors.saturating_sub(start.h2_errors),
+                h2_streams_reset: end.h2_streams_reset.saturating_sub(start.h2_streams_reset),
             },
             None => LedgerEntry { whole_window: false, ..end.clone() },
         })
@@ -186,11 +192,12 @@ mod tests {
             whole_window: true,
             ..Default::default()
         };
-        let baseline = [entry("a", 100, 1), entry("gone", 5, 5)];
-        let at_end = [entry("a", 130, 1), entry("late", 7, 2)];
+        let baseline = [LedgerEntry { h2_mid_stream: 2, ..entry("a", 100, 1) }, entry("gone", 5, 5)];
+        let at_end = [LedgerEntry { h2_mid_stream: 5, ..entry("a", 130, 1) }, entry("late", 7, 2)];
         let ledger = window_ledger(&baseline, &at_end);
         let summary: Vec<(&str, u64, u64, bool)> =
             ledger.nodes.iter().map(|e| (e.node.as_str(), e.kernel_drops, e.gaps, e.whole_window)).collect();
         assert_eq!(summary, vec![("a", 30, 0, true), ("gone", 0, 0, false), ("late", 7, 2, false)]);
+        assert_eq!(ledger.nodes[0].h2_mid_stream, 3);
     }
 }

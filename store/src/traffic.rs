@@ -74,6 +74,7 @@ pub fn decode_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reprise_proto::v1::HttpProtocol;
 
     #[test]
     fn garbage_and_future_formats_are_refused() {
@@ -83,5 +84,23 @@ mod tests {
         record.format_version = TRAFFIC_FORMAT_VERSION + 1;
         assert_eq!(decode(&encode(&record)[..]).unwrap_err(), DecodeError::NewerFormat(TRAFFIC_FORMAT_VERSION + 1));
         assert_eq!(decode(&b""[..]).unwrap_err(), DecodeError::NoKind);
+    }
+
+    #[test]
+    fn http2_records_are_format_2_and_format_3_is_newer() {
+        let record = TrafficRecord {
+            format_version: HttpProtocol::Http2.format_version(),
+            kind: MessageKind::Response as i32,
+            protocol: HttpProtocol::Http2 as i32,
+            http: bytes::Bytes::from_static(b"HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\n\r\n"),
+            trailers: bytes::Bytes::from_static(b"grpc-status: 0\r\n"),
+            ..Default::default()
+        };
+        assert_eq!(record.format_version, 2);
+        let decoded = decode(&encode(&record)[..]).unwrap();
+        assert_eq!((decoded.protocol(), &decoded.trailers[..]), (HttpProtocol::Http2, &b"grpc-status: 0\r\n"[..]));
+        assert_eq!(decoded, record);
+        let newer = TrafficRecord { format_version: 3, ..record };
+        assert_eq!(decode(&encode(&newer)[..]).unwrap_err(), DecodeError::NewerFormat(3));
     }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
-use reprise_proto::TRAFFIC_FORMAT_VERSION;
+use reprise_proto::HTTP1_TRAFFIC_FORMAT_VERSION;
 use reprise_proto::v1::{MessageKind, TrafficRecord};
 use tokio::sync::mpsc;
 
@@ -102,7 +102,7 @@ impl Lines {
             http.truncate(http.len() - body_len + self.http.max_body);
         }
         TrafficRecord {
-            format_version: TRAFFIC_FORMAT_VERSION,
+            format_version: HTTP1_TRAFFIC_FORMAT_VERSION,
             capture_node: self.http.node.clone(),
             // Every line is a request of its own: they spread over the partitions.
             connection_id: format!("{}-{:x}-log-{:x}", self.http.node, self.http.run, self.parsed),
