@@ -60,6 +60,49 @@ impl FrameHeader {
     }
 }
 
+/// Whether `bytes` start with HTTP/2 frames: at least one whole frame, every frame
+/// header in them well-formed for its type (the last frame may run past the end). A
+/// segment of a connection whose start the capture missed often looks so; HTTP/1.x never
+/// does (its text makes the first frame's type byte 0x20 or more), and a body chunk only
+/// by rare chance, as the announced length must land exactly on the next valid header.
+pub fn starts_with_frames(bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    let mut whole = 0;
+    while let Some((head, after)) = rest.split_first_chunk::<HEADER_LEN>() {
+        let header = FrameHeader::parse(head);
+        let reserved_bit = head[5] & 0x80 != 0;
+        if reserved_bit || !header.well_formed() {
+            return false;
+        }
+        let Some(next) = after.get(header.len as usize..) else { break };
+        rest = next;
+        whole += 1;
+    }
+    whole > 0
+}
+
+impl FrameHeader {
+    /// Whether the header fits its type: stream, flags, and the length of fixed-size
+    /// frames. Frames of unknown types do not count.
+    fn well_formed(&self) -> bool {
+        let on_stream = self.stream_id != 0;
+        let flags_within = |allowed: u8| self.flags & !allowed == 0;
+        match self.kind {
+            DATA => on_stream && flags_within(FLAG_END_STREAM | FLAG_PADDED),
+            HEADERS => on_stream && flags_within(FLAG_END_STREAM | FLAG_END_HEADERS | FLAG_PADDED | FLAG_PRIORITY),
+            PRIORITY => on_stream && self.len == 5 && self.flags == 0,
+            RST_STREAM => on_stream && self.len == 4 && self.flags == 0,
+            SETTINGS => !on_stream && self.len.is_multiple_of(6) && flags_within(FLAG_ACK),
+            PUSH_PROMISE => on_stream && flags_within(FLAG_END_HEADERS | FLAG_PADDED),
+            PING => !on_stream && self.len == 8 && flags_within(FLAG_ACK),
+            GOAWAY => !on_stream && self.len >= 8 && self.flags == 0,
+            WINDOW_UPDATE => self.len == 4 && self.flags == 0,
+            CONTINUATION => on_stream && flags_within(FLAG_END_HEADERS),
+            _ => false,
+        }
+    }
+}
+
 /// The payload of a PADDED frame without its pad length byte and padding.
 pub(super) fn unpad(payload: &[u8], padded: bool) -> Result<&[u8], &'static str> {
     if !padded {

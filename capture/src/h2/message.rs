@@ -45,6 +45,9 @@ pub struct H2Message {
     /// Capture time of the message's first HEADERS frame (for a response: its final,
     /// non-1xx one).
     pub first_frame_ns: i64,
+    /// Capture time of the first HEADERS frame of the stream's request (a request's own
+    /// `first_frame_ns`): a response's latency counts from it.
+    pub request_first_frame_ns: i64,
     /// Capture time of the bytes that ended the message.
     pub last_frame_ns: i64,
 }
@@ -98,7 +101,7 @@ impl Builder {
         self.body.extend_from_slice(&data[..room.min(data.len())]);
     }
 
-    pub fn finish(self, stream_id: u32, end: MessageEnd, last_frame_ns: i64) -> H2Message {
+    pub fn finish(self, stream_id: u32, request_first_frame_ns: i64, end: MessageEnd, last_frame_ns: i64) -> H2Message {
         H2Message {
             stream_id,
             pseudo: self.pseudo,
@@ -108,6 +111,7 @@ impl Builder {
             trailers: self.trailers,
             end,
             first_frame_ns: self.first_frame_ns,
+            request_first_frame_ns,
             last_frame_ns,
         }
     }
@@ -117,9 +121,22 @@ impl Builder {
 /// is left out, the connection goes on.
 pub(super) type Malformed = &'static str;
 
+/// Whether a field is one HTTP/2 allows (RFC 9113 §8.2.1): a name of lower-case
+/// visible ASCII without a colon (but a pseudo-header's leading one), a value without
+/// NUL, CR or LF. Records render fields as HTTP/1.1 lines, which such bytes would forge.
+fn allowed_field((name, value): &Field) -> bool {
+    let name = name.strip_prefix(b":").unwrap_or(name);
+    !name.is_empty()
+        && name.iter().all(|&b| b.is_ascii_graphic() && !b.is_ascii_uppercase() && b != b':')
+        && !value.iter().any(|&b| matches!(b, b'\0' | b'\r' | b'\n'))
+}
+
 /// Splits a decoded header list into its pseudo-header fields and the regular ones,
 /// which must all come after them.
 fn split_pseudo(mut fields: Vec<Field>) -> Result<(Vec<Field>, Vec<Field>), Malformed> {
+    if !fields.iter().all(allowed_field) {
+        return Err("a field name or value HTTP/2 forbids");
+    }
     let count = fields.iter().take_while(|(name, _)| name.starts_with(b":")).count();
     let regular = fields.split_off(count);
     if regular.iter().any(|(name, _)| name.starts_with(b":")) {
@@ -145,6 +162,10 @@ pub(super) fn request_head(fields: Vec<Field>) -> Result<(Pseudo, Vec<Field>), M
         }
     }
     let method = method.ok_or("a request without :method")?;
+    // They make the request line of the record: a space would split it.
+    if [Some(&method), path.as_ref()].into_iter().flatten().any(|v| v.iter().any(u8::is_ascii_whitespace)) {
+        return Err("a :method or :path with whitespace");
+    }
     Ok((Pseudo::Request { method, scheme, authority, path }, regular))
 }
 

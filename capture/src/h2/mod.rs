@@ -1,6 +1,9 @@
 //! HTTP/2 cleartext (h2c) decoding on reassembled streams, sans IO: the bytes of each
-//! direction go in as captured, requests and responses come out, gRPC included (a
-//! gRPC call is a request and a response whose trailers carry grpc-status).
+//! direction go in as captured, requests and responses come out as they end (a stream's
+//! request always before its response, which carries the request's time), gRPC
+//! included (a gRPC call is a request and a response whose trailers carry grpc-status).
+//! Fields that HTTP/2 forbids (upper-case names, CR, LF or NUL in values) make their
+//! stream malformed: messages are rendered as HTTP/1.1 text downstream.
 //!
 //! Decoded: connections seen from their start, by prior knowledge (the client's first
 //! bytes are the preface) or after an HTTP/1.1 `Upgrade: h2c` answered by 101 (the
@@ -45,7 +48,7 @@ mod real_peers;
 mod tests;
 
 use self::frame::*;
-pub use self::frame::{LARGEST_FRAME_PAYLOAD, PREFACE};
+pub use self::frame::{LARGEST_FRAME_PAYLOAD, PREFACE, starts_with_frames};
 pub use self::hpack::HpackError;
 use self::message::Builder;
 pub use self::message::{Field, H2Message, MessageEnd, Pseudo, Side};
@@ -238,6 +241,9 @@ enum Half {
     /// Nothing yet (a response before its final HEADERS).
     Idle,
     Open(Box<Builder>),
+    /// A response that ended before its request did (a server may answer before an
+    /// upload ends): it is emitted right after the request.
+    Waiting(Box<H2Message>),
     /// Emitted, or never coming.
     Closed,
 }
@@ -246,6 +252,9 @@ enum Half {
 struct Stream {
     request: Half,
     response: Half,
+    /// Capture time of the request's first HEADERS frame, which its response's latency
+    /// counts from.
+    opened_ns: i64,
 }
 
 impl Stream {
@@ -348,7 +357,7 @@ impl H2Connection {
         let mut connection = H2Connection::new(config);
         connection.last_client_stream = 1;
         connection.last_seen_ns = ts_ns;
-        connection.streams.insert(1, Stream { request: Half::Closed, response: Half::Idle });
+        connection.streams.insert(1, Stream { request: Half::Closed, response: Half::Idle, opened_ns: ts_ns });
         let message = request.into_message(connection.config.max_body, ts_ns);
         connection.emit(out, message);
         // The client's HTTP2-Settings are in force from the 101 on, acknowledged.
@@ -407,17 +416,39 @@ impl H2Connection {
         out.messages.push(message);
     }
 
-    /// Emits a side of a stream that is open, closes it, and forgets the stream once
-    /// both sides are closed.
+    /// Ends a side of a stream: emits it if it is open (a response only once its
+    /// request is out, so a stream's request always comes first), closes it, and forgets
+    /// the stream once both sides are closed.
     fn end_half(&mut self, out: &mut H2Emitted, stream_id: u32, side: Side, end: MessageEnd, ts_ns: i64) {
         let Some(stream) = self.streams.get_mut(&stream_id) else { return };
-        let half = std::mem::replace(stream.half(side), Half::Closed);
-        let done = matches!((&stream.request, &stream.response), (Half::Closed, Half::Closed));
-        if done {
+        if matches!(stream.half(side), Half::Waiting(_)) {
+            return;
+        }
+        let ended = match std::mem::replace(stream.half(side), Half::Closed) {
+            Half::Open(builder) => Some(builder.finish(stream_id, stream.opened_ns, end, ts_ns)),
+            _ => None,
+        };
+        let waited = match side {
+            Side::Response if matches!(stream.request, Half::Open(_)) => {
+                if let Some(response) = ended {
+                    stream.response = Half::Waiting(Box::new(response));
+                }
+                return;
+            }
+            Side::Response => None,
+            Side::Request => match std::mem::replace(&mut stream.response, Half::Closed) {
+                Half::Waiting(response) => Some(*response),
+                response => {
+                    stream.response = response;
+                    None
+                }
+            },
+        };
+        if matches!((&stream.request, &stream.response), (Half::Closed, Half::Closed)) {
             self.streams.remove(&stream_id);
         }
-        if let Half::Open(builder) = half {
-            self.emit(out, builder.finish(stream_id, end, ts_ns));
+        for message in [ended, waited].into_iter().flatten() {
+            self.emit(out, message);
         }
     }
 
@@ -749,7 +780,13 @@ impl H2Connection {
 
     /// Which stream side a HEADERS block from `dir` is for; a client's block may open a
     /// stream.
-    fn headers_target(&mut self, out: &mut H2Emitted, dir: Direction, stream_id: u32) -> Result<Target, Undecodable> {
+    fn headers_target(
+        &mut self,
+        out: &mut H2Emitted,
+        dir: Direction,
+        block: &HeaderBlock,
+    ) -> Result<Target, Undecodable> {
+        let stream_id = block.stream_id;
         if self.streams.contains_key(&stream_id) {
             return Ok(Target::Stream(side_of(dir)));
         }
@@ -768,7 +805,8 @@ impl H2Connection {
             out.stats.dropped_streams_over_cap += 1;
             return Ok(Target::Nothing);
         }
-        self.streams.insert(stream_id, Stream { request: Half::Idle, response: Half::Idle });
+        let stream = Stream { request: Half::Idle, response: Half::Idle, opened_ns: block.started_ns };
+        self.streams.insert(stream_id, stream);
         Ok(Target::Stream(Side::Request))
     }
 
@@ -783,7 +821,7 @@ impl H2Connection {
     ) -> Result<(), Undecodable> {
         let target = match block.kind {
             BlockKind::PushPromise => Target::Nothing,
-            BlockKind::Headers => self.headers_target(out, dir, block.stream_id)?,
+            BlockKind::Headers => self.headers_target(out, dir, block)?,
         };
         let max_list = self.config.max_header_list;
         let keep = target != Target::Nothing;
@@ -826,7 +864,7 @@ impl H2Connection {
                 message::trailers(fields).map(|trailers| builder.trailers = trailers)
             }
             Half::Open(_) => Err("a header block after the head that does not end the stream"),
-            Half::Closed => Err("a header block after its side ended"),
+            Half::Waiting(_) | Half::Closed => Err("a header block after its side ended"),
         };
         match applied {
             Err(why) => self.malformed(out, stream_id, why, ts_ns),

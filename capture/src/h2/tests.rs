@@ -333,6 +333,67 @@ fn reset_streams_emit_what_was_open_with_the_error_code() {
 }
 
 #[test]
+fn a_response_that_ends_first_comes_out_after_its_request() {
+    let mut x = Exchange::started();
+    let upload = x.client.headers(1, false, &request("POST", "/upload"));
+    x.send(C2S, 10, &[upload, data(1, false, b"part")].concat());
+    // The server refuses before the upload ends.
+    x.respond(20, 1, true, &[(":status", "413")]);
+    assert!(x.messages(Side::Response).is_empty(), "held until its request is out");
+    x.send(C2S, 30, &data(1, true, b" and the rest"));
+    let order: Vec<(Side, i64, i64)> =
+        x.out.messages.iter().map(|m| (m.side(), m.first_frame_ns, m.request_first_frame_ns)).collect();
+    assert_eq!(order, vec![(Side::Request, 10, 10), (Side::Response, 20, 10)]);
+    assert_eq!(x.out.messages[1].end, MessageEnd::Complete);
+    assert!(x.connection.streams.is_empty());
+
+    // Reset after the early response: the request goes out cut, then the response.
+    let upload = x.client.headers(3, false, &request("POST", "/upload"));
+    x.send(C2S, 40, &upload);
+    x.respond(41, 3, true, &[(":status", "413")]);
+    x.send(S2C, 42, &rst(3, 0));
+    let ends: Vec<(Side, MessageEnd)> = x.out.messages[2..].iter().map(|m| (m.side(), m.end)).collect();
+    assert_eq!(ends, vec![(Side::Request, MessageEnd::Reset(0)), (Side::Response, MessageEnd::Complete)]);
+}
+
+#[test]
+fn fields_that_would_forge_http1_lines_make_the_stream_malformed() {
+    let mut x = Exchange::started();
+    let injected = x.client.headers(1, true, &[&request("GET", "/a")[..], &[("x-a", "1\r\nx-forged: 2")]].concat());
+    x.send(C2S, 10, &injected);
+    let upper = x.client.headers(3, true, &[&request("GET", "/b")[..], &[("X-Upper", "1")]].concat());
+    x.send(C2S, 11, &upper);
+    let spaced = x.client.headers(5, true, &request("GET", "/c d"));
+    x.send(C2S, 12, &spaced);
+    let fine = x.client.headers(7, true, &request("GET", "/fine"));
+    x.send(C2S, 13, &fine);
+    assert_eq!(x.out.stats.malformed_streams, 3);
+    assert_eq!(
+        x.messages(Side::Request).iter().map(|m| &m.pseudo).collect::<Vec<_>>(),
+        [&request_pseudo("GET", "/fine")]
+    );
+}
+
+#[test]
+fn frames_are_told_from_http1_and_from_noise() {
+    let (c2s, s2c) = small_exchange();
+    assert!(starts_with_frames(&s2c), "the server's frames");
+    let first_len = HEADER_LEN + 6;
+    assert!(starts_with_frames(&s2c[..first_len + 5]), "a frame cut by the segment's end after a whole one");
+    assert!(!starts_with_frames(&s2c[..first_len - 1]), "no whole frame");
+    assert!(!starts_with_frames(&c2s), "the preface is no frame");
+    assert!(!starts_with_frames(&c2s[PREFACE.len()..]), "the client's frames include one of an unknown type");
+    assert!(!starts_with_frames(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+    assert!(!starts_with_frames(b"HTTP/1.1 200 OK\r\n\r\n"));
+    assert!(!starts_with_frames(&data(0, false, b"DATA on stream 0")));
+    assert!(!starts_with_frames(&frame(PING, 0, 0, &[0; 7])), "a PING of 7 bytes");
+    assert!(!starts_with_frames(&frame(0x20, 0, 1, b"an unknown type")));
+    let mut reserved = data(1, false, b"x");
+    reserved[5] |= 0x80;
+    assert!(!starts_with_frames(&reserved), "the reserved bit set");
+}
+
+#[test]
 fn push_promise_blocks_keep_the_server_table_in_step() {
     let mut x = Exchange::started();
     let get = x.client.headers(1, true, &request("GET", "/page"));

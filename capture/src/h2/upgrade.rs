@@ -57,7 +57,7 @@ impl Http1RequestParts {
         };
         let mut builder = Builder::new(pseudo, headers, ts_ns);
         builder.push_body(&self.body, max_body);
-        builder.finish(1, MessageEnd::Complete, ts_ns)
+        builder.finish(1, ts_ns, MessageEnd::Complete, ts_ns)
     }
 
     /// The client's settings from its HTTP2-Settings field (a SETTINGS payload in
