@@ -1,14 +1,25 @@
-//! HTTP/1.x framing on reassembled streams: finds where each request and response
-//! starts and ends (Content-Length, chunked, no body for HEAD/204/304/1xx, read-until-
-//! close responses), pairs responses with requests in order (pipelining), and turns each
-//! message into a traffic record.
+//! A TCP connection's HTTP: which protocol it speaks, HTTP/1.x framing, and the records
+//! its messages become.
 //!
-//! Garbage, a capture that starts mid-connection, or a lost segment put a direction into
-//! resync: bytes are skipped until the next line that starts a message. Bodies beyond
-//! the limit are cut and flagged with their real length.
+//! The client's first bytes decide the protocol: the HTTP/2 preface hands the connection
+//! to the HTTP/2 decoder for its life (`h2_records`), anything else is HTTP/1.x. An
+//! HTTP/1.1 request asking for `Upgrade: h2c` is held until the server answers: `101
+//! Switching Protocols` makes it stream 1 of the HTTP/2 connection that follows (stored
+//! once, in its HTTP/2 form), any other answer lets it out as it is. A connection the
+//! capture joined after its start whose segments read as HTTP/2 frames is counted and
+//! left alone: without its start, its HPACK state is unknown.
 //!
-//! This module is the connection (its two directions, emitting records, selection);
-//! `head` parses message heads, `body` frames bodies.
+//! HTTP/1.x framing finds where each request and response starts and ends
+//! (Content-Length, chunked, no body for HEAD/204/304/1xx, read-until-close responses)
+//! and pairs responses with requests in order (pipelining). Garbage, a capture that
+//! starts mid-connection, or a lost segment put a direction into resync: bytes are
+//! skipped until the next line that starts a message. Bodies beyond the limit are cut
+//! and flagged with their real length.
+//!
+//! Every message, HTTP/1.x or HTTP/2, goes through the same selection and redaction
+//! (`HttpConnection::store`). This module is the connection (its two directions, the
+//! protocol, storing records); `head` parses message heads, `body` frames bodies,
+//! `h2_records` turns HTTP/2 messages into records.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,15 +28,22 @@ use reprise_proto::HTTP1_TRAFFIC_FORMAT_VERSION;
 use reprise_proto::v1::{MessageKind, TrafficRecord};
 
 mod body;
+mod h2_records;
 mod head;
 
 use self::body::Body;
+use self::h2_records::{Http2, PendingUpgrade};
+use crate::h2::{H2Emitted, Http1RequestParts, PREFACE, starts_with_frames};
 use crate::policy::Redaction;
 use crate::reassembly::{Direction, FlowInfo, StreamHandler, looks_like_request};
 use reprise_rules::selection::Selection;
 
 /// Longest message head accepted; a longer one is treated as garbage.
 const MAX_HEAD: usize = 64 << 10;
+/// Server bytes held before the client's first tell the protocol: an HTTP/2 server sends
+/// no more than its SETTINGS (and a WINDOW_UPDATE) before the preface comes. Beyond, the
+/// connection is taken for HTTP/1.x.
+const MAX_SERVER_FIRST: usize = 4 << 10;
 const MAX_HEADERS: usize = 128;
 
 #[derive(Debug, Clone)]
@@ -41,7 +59,8 @@ pub struct HttpConfig {
     pub redaction: Redaction,
 }
 
-/// Counters of what the framer met.
+/// Counters of what the framing met, HTTP/1.x and HTTP/2 messages alike (the HTTP/2
+/// decoder's own are in [`Emitted::h2`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HttpStats {
     pub requests: u64,
@@ -50,10 +69,12 @@ pub struct HttpStats {
     pub malformed: u64,
     pub resyncs: u64,
     pub unpaired_responses: u64,
-    /// Messages cut short by a gap or the end of the connection.
+    /// Messages cut short by a gap, the end of the connection or an HTTP/2 stream reset.
     pub incomplete: u64,
     /// Requests (and their responses) left out by the selection rules or sampling.
     pub filtered: u64,
+    /// Connections decoded as HTTP/2 (prior knowledge or an h2c upgrade).
+    pub h2_connections: u64,
 }
 
 /// Where finished records go.
@@ -61,6 +82,9 @@ pub struct HttpStats {
 pub struct Emitted {
     pub records: Vec<TrafficRecord>,
     pub stats: HttpStats,
+    /// The HTTP/2 decoder's counters. Its messages only pass through: each becomes a
+    /// record as soon as it is out.
+    pub h2: H2Emitted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +99,22 @@ enum State {
     Resync,
     Head,
     Body(Body),
-    /// After a protocol upgrade (101, CONNECT): no longer HTTP.
+    /// After a protocol upgrade (101, CONNECT): no longer HTTP/1.x.
     Opaque,
+}
+
+/// What a connection speaks.
+enum Protocol {
+    /// Not known yet: the client's bytes so far are a prefix of the HTTP/2 preface. Both
+    /// directions' bytes wait in their framers' buffers; `held_ns` is when the latest
+    /// came.
+    Undecided {
+        held_ns: i64,
+    },
+    Http1,
+    Http2(Box<Http2>),
+    /// HTTP/2 joined after its start: counted, never decoded.
+    Http2MidStream,
 }
 
 /// A message taking shape in one direction.
@@ -93,6 +131,9 @@ struct Framer {
     /// capture time.
     sequence: u64,
     paired: Option<(u64, i64)>,
+    /// Requests: this request asks for `Upgrade: h2c`; its parts, should it become
+    /// stream 1 of an HTTP/2 connection.
+    h2c_upgrade: Option<Box<Http1RequestParts>>,
 }
 
 /// A request waiting for its response: sequence, capture time, whether it was HEAD.
@@ -110,6 +151,7 @@ impl Framer {
             started_ns: 0,
             sequence: 0,
             paired: None,
+            h2c_upgrade: None,
         }
     }
 
@@ -131,6 +173,7 @@ impl Framer {
         self.body_seen = 0;
         self.started = false;
         self.paired = None;
+        self.h2c_upgrade = None;
     }
 
     /// In resync: drops bytes before the next message start; whether one was found.
@@ -152,16 +195,23 @@ impl Framer {
     }
 }
 
-/// One TCP connection's HTTP/1.x traffic.
+/// One TCP connection's HTTP traffic.
 pub struct HttpConnection {
     config: Arc<HttpConfig>,
     connection_id: String,
     client: String,
     server: String,
+    protocol: Protocol,
+    /// The capture joined the connection after its start (a gap came before its first
+    /// bytes): until HTTP/1.x framing finds a message, each segment is checked for
+    /// HTTP/2 frames.
+    probing: bool,
     requests: Framer,
     responses: Framer,
     waiting: VecDeque<Waiting>,
     next_sequence: u64,
+    /// An `Upgrade: h2c` request held until the server answers.
+    upgrade: Option<Box<PendingUpgrade>>,
     /// Whether this connection is in the sample.
     sampled: bool,
     /// Requests left out, whose responses must be left out too.
@@ -178,10 +228,13 @@ impl HttpConnection {
             client: flow.client.to_string(),
             server: flow.server.to_string(),
             config,
+            protocol: Protocol::Undecided { held_ns: 0 },
+            probing: false,
             requests: Framer::new(Side::Request),
             responses: Framer::new(Side::Response),
             waiting: VecDeque::new(),
             next_sequence: 0,
+            upgrade: None,
         }
     }
 
@@ -192,58 +245,77 @@ impl HttpConnection {
         }
     }
 
+    /// A record of this connection with its ids and endpoints; the caller fills in the
+    /// message.
+    fn new_record(&self, kind: MessageKind) -> TrafficRecord {
+        let (source, destination) = match kind {
+            MessageKind::Response => (&self.server, &self.client),
+            _ => (&self.client, &self.server),
+        };
+        TrafficRecord {
+            format_version: HTTP1_TRAFFIC_FORMAT_VERSION,
+            capture_node: self.config.node.clone(),
+            connection_id: self.connection_id.clone(),
+            kind: kind as i32,
+            source: source.clone(),
+            destination: destination.clone(),
+            ..TrafficRecord::default()
+        }
+    }
+
     /// Emits the finished message at the front of the buffer.
     fn finish(&mut self, dir: Direction, out: &mut Emitted, complete: bool) {
-        let config = self.config.clone();
-        let (connection_id, client, server) = (self.connection_id.clone(), self.client.clone(), self.server.clone());
+        let max_body = self.config.max_body;
         let framer = self.framer(dir);
-        let kept = framer.head_len + framer.body_seen.min(config.max_body as u64) as usize;
+        let kept = framer.head_len + framer.body_seen.min(max_body as u64) as usize;
         let head_len = framer.head_len;
         let plain_body = matches!(framer.state, State::Body(Body::None | Body::Length(_)));
         let bytes: Vec<u8> = framer.buf.drain(..kept.min(framer.buf.len())).collect();
-        let truncated = framer.body_seen > config.max_body as u64 || !complete;
-        let (kind, source, destination, sequence, latency_ns) = match framer.side {
-            Side::Request => {
-                out.stats.requests += 1;
-                (MessageKind::Request, client, server, framer.sequence, 0)
-            }
+        let truncated = framer.body_seen > max_body as u64 || !complete;
+        let (kind, sequence, latency_ns) = match framer.side {
+            Side::Request => (MessageKind::Request, framer.sequence, 0),
             Side::Response => {
-                out.stats.responses += 1;
                 let (sequence, requested_at) = framer.paired.unwrap_or((u64::MAX, framer.started_ns));
-                (MessageKind::Response, server, client, sequence, framer.started_ns - requested_at)
+                (MessageKind::Response, sequence, framer.started_ns - requested_at)
             }
         };
-        if truncated {
-            out.stats.truncated_bodies += u64::from(framer.body_seen > config.max_body as u64);
-            out.stats.incomplete += u64::from(!complete);
-        }
+        let (timestamp_ns, original_body_len) = (framer.started_ns, framer.body_seen);
+        let h2c_upgrade = framer.h2c_upgrade.take().filter(|_| complete);
+        framer.reset_message();
+        framer.state = State::Head;
         let record = TrafficRecord {
-            format_version: HTTP1_TRAFFIC_FORMAT_VERSION,
-            capture_node: config.node.clone(),
-            connection_id,
-            kind: kind as i32,
-            timestamp_ns: framer.started_ns,
-            source,
-            destination,
+            timestamp_ns,
             http: bytes.into(),
             latency_ns,
             sequence,
             body_truncated: truncated,
-            original_body_len: framer.body_seen,
-            ..TrafficRecord::default()
+            original_body_len,
+            ..self.new_record(kind)
         };
-        framer.reset_message();
-        framer.state = State::Head;
+        match h2c_upgrade {
+            Some(parts) => self.hold_upgrade(out, PendingUpgrade::new(record, head_len, plain_body, *parts)),
+            None => self.store(record, head_len, complete, plain_body, out),
+        }
+    }
+
+    /// Counts a finished message and stores its record, redacted, unless the selection
+    /// leaves it out: the one way every HTTP/1.x and HTTP/2 message is stored.
+    /// `plain_body`: the body after the head is the body itself (not chunked).
+    fn store(&mut self, record: TrafficRecord, head_len: usize, complete: bool, plain_body: bool, out: &mut Emitted) {
+        match record.kind() {
+            MessageKind::Response => out.stats.responses += 1,
+            _ => out.stats.requests += 1,
+        }
+        out.stats.truncated_bodies += u64::from(record.original_body_len > self.config.max_body as u64);
+        out.stats.incomplete += u64::from(!complete);
         if !self.selected(&record, head_len, out) {
             return;
         }
-        if kind == MessageKind::Request || config.track_responses {
-            let masked = config.redaction.apply(&record.http, head_len, plain_body && !truncated);
-            out.records.push(match masked {
-                Some(http) => TrafficRecord { http: http.into(), ..record },
-                None => record,
-            });
-        }
+        let masked = self.config.redaction.apply(&record.http, head_len, plain_body && !record.body_truncated);
+        out.records.push(match masked {
+            Some(http) => TrafficRecord { http: http.into(), ..record },
+            None => record,
+        });
     }
 
     /// Applies sampling and the selection rules; a response follows its request.
@@ -289,7 +361,7 @@ impl HttpConnection {
                         framer.started = true;
                         framer.started_ns = ts_ns;
                     }
-                    match self.parse_head(dir, out) {
+                    match self.parse_head(dir, ts_ns, out) {
                         Ok(true) => {}
                         Ok(false) => return,
                         Err(()) => {
@@ -313,13 +385,71 @@ impl HttpConnection {
             }
         }
     }
+
+    /// Keeps the bytes of a connection whose protocol is not decided yet, then decides
+    /// if they tell: the client's bytes start with the HTTP/2 preface, or with anything
+    /// else (then HTTP/1.x; so too when the server sent more than `MAX_SERVER_FIRST`
+    /// before the client spoke).
+    fn hold(&mut self, out: &mut Emitted, dir: Direction, ts_ns: i64, bytes: &[u8]) {
+        self.protocol = Protocol::Undecided { held_ns: ts_ns };
+        let framer = self.framer(dir);
+        if framer.state == State::Head && !framer.started {
+            framer.started = true;
+            framer.started_ns = ts_ns;
+        }
+        framer.buf.extend_from_slice(bytes);
+        let client = &self.requests.buf;
+        let compared = client.len().min(PREFACE.len());
+        if client[..compared] != PREFACE[..compared] || self.responses.buf.len() > MAX_SERVER_FIRST {
+            self.start_http1(out, ts_ns);
+        } else if compared == PREFACE.len() {
+            self.start_h2_prior_knowledge(out, ts_ns);
+        }
+    }
+
+    /// The connection is HTTP/1.x: frames what was held (which came at `held_ns`).
+    fn start_http1(&mut self, out: &mut Emitted, held_ns: i64) {
+        self.protocol = Protocol::Http1;
+        // A gap before a direction's first bytes put its framer in resync (see `gap`),
+        // which counts now that the connection is HTTP/1.x's.
+        out.stats.resyncs +=
+            [&self.requests, &self.responses].iter().filter(|f| f.state == State::Resync).count() as u64;
+        self.run(Direction::ClientToServer, held_ns, out);
+        if self.config.track_responses {
+            self.run(Direction::ServerToClient, held_ns, out);
+        } else {
+            self.responses.buf = Vec::new();
+        }
+    }
+
+    /// The capture joined an HTTP/2 connection after its start: it is counted, and
+    /// nothing of it is decoded (its HPACK state is unknown).
+    fn joined_h2_mid_stream(&mut self, out: &mut Emitted) {
+        out.h2.stats.joined_mid_stream += 1;
+        self.protocol = Protocol::Http2MidStream;
+        self.probing = false;
+        self.waiting.clear();
+        for framer in [&mut self.requests, &mut self.responses] {
+            *framer = Framer::new(framer.side);
+        }
+    }
 }
 
 impl StreamHandler for HttpConnection {
     type Out = Emitted;
 
     fn data(&mut self, out: &mut Emitted, dir: Direction, ts_ns: i64, bytes: &[u8]) {
-        if dir == Direction::ServerToClient && !self.config.track_responses {
+        if self.probing && starts_with_frames(bytes) {
+            self.joined_h2_mid_stream(out);
+        }
+        match self.protocol {
+            Protocol::Http2(_) => return self.h2_event(out, |decoder, h2| decoder.data(h2, dir, ts_ns, bytes)),
+            Protocol::Http2MidStream => return,
+            Protocol::Undecided { .. } => return self.hold(out, dir, ts_ns, bytes),
+            Protocol::Http1 => {}
+        }
+        // Responses are framed only when tracked, or to find the answer to an upgrade.
+        if dir == Direction::ServerToClient && !self.config.track_responses && self.upgrade.is_none() {
             return;
         }
         let framer = self.framer(dir);
@@ -331,6 +461,24 @@ impl StreamHandler for HttpConnection {
     }
 
     fn gap(&mut self, out: &mut Emitted, dir: Direction) {
+        match self.protocol {
+            Protocol::Http2(_) => return self.h2_event(out, |decoder, h2| decoder.gap(h2, dir)),
+            Protocol::Http2MidStream => return,
+            Protocol::Undecided { held_ns } => {
+                let framer = self.framer(dir);
+                if framer.buf.is_empty() {
+                    // Before the direction's first bytes: the capture joined the
+                    // connection after its start. HTTP/1.x resynchronises (counted once
+                    // the connection is known to be HTTP/1.x); HTTP/2 shows in the bytes.
+                    framer.state = State::Resync;
+                    self.probing = true;
+                    return;
+                }
+                self.start_http1(out, held_ns);
+            }
+            Protocol::Http1 => {}
+        }
+        self.release_upgrade(out);
         let framer = self.framer(dir);
         if matches!(framer.state, State::Body(_)) {
             self.finish(dir, out, false);
@@ -346,6 +494,13 @@ impl StreamHandler for HttpConnection {
     }
 
     fn closed(&mut self, out: &mut Emitted, dir: Direction) {
+        match self.protocol {
+            Protocol::Http2(_) => return self.h2_event(out, |decoder, h2| decoder.closed(h2, dir)),
+            Protocol::Http2MidStream => return,
+            Protocol::Undecided { held_ns } => self.start_http1(out, held_ns),
+            Protocol::Http1 => {}
+        }
+        self.release_upgrade(out);
         let framer = self.framer(dir);
         match framer.state {
             State::Body(Body::UntilClose) => self.finish(dir, out, true),

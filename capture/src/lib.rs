@@ -1,9 +1,9 @@
-//! The Reprise capture daemon: passive capture of HTTP/1.x traffic (live with libpcap,
-//! or from pcap files), and imports of GoReplay files and web-server access logs, into
-//! the traffic log. Nothing touches the
-//! application: packets are copied by the kernel, reassembled per TCP connection,
-//! framed into requests and responses, filtered and redacted, then appended to the log
-//! keyed by connection.
+//! The Reprise capture daemon: passive capture of HTTP/1.x and HTTP/2 cleartext
+//! traffic (live with libpcap, or from pcap files), and imports of GoReplay files and
+//! web-server access logs, into the traffic log. Nothing touches the application:
+//! packets are copied by the kernel, reassembled per TCP connection, framed (HTTP/1.x)
+//! or decoded (HTTP/2) into requests and responses, filtered and redacted, then appended
+//! to the log keyed by connection.
 
 pub mod access_log;
 #[doc(hidden)]
@@ -29,6 +29,7 @@ use clap::Parser;
 use regex::Regex;
 use reprise_proto::v1::TrafficRecord;
 
+use crate::h2::H2Stats;
 use crate::http::{HttpConfig, HttpConnection, HttpStats};
 use crate::output::{OutputConfig, OutputCounters, Stamp};
 use crate::packet::{LinkType, Skip};
@@ -286,6 +287,7 @@ pub struct Counters {
     /// GoReplay messages that did not parse.
     pub unparseable_messages: AtomicU64,
     pub http: std::sync::Mutex<HttpStats>,
+    pub h2: std::sync::Mutex<H2Stats>,
     pub reassembly: std::sync::Mutex<ReassemblyStats>,
     pub output: Arc<OutputCounters>,
 }
@@ -307,6 +309,15 @@ pub struct CaptureReport {
     pub gaps: u64,
     pub unparseable_lines: u64,
     pub unparseable_messages: u64,
+    /// Connections decoded as HTTP/2.
+    pub h2_connections: u64,
+    /// HTTP/2 connections seen mid-stream: not decoded (HPACK state unknown).
+    pub h2_mid_stream: u64,
+    /// HTTP/2 connections given up on a protocol or HPACK error, or a frame or header
+    /// block over the limits.
+    pub h2_errors: u64,
+    /// HTTP/2 streams a peer reset.
+    pub h2_streams_reset: u64,
     /// The recording an import made (`--recording`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recording_id: Option<String>,
@@ -335,12 +346,16 @@ impl Counters {
             resyncs: report.resyncs,
             truncated_bodies: report.truncated_bodies,
             malformed: report.malformed(),
-            ..Default::default()
+            h2_connections: report.h2_connections,
+            h2_mid_stream: report.h2_mid_stream,
+            h2_errors: report.h2_errors,
+            h2_streams_reset: report.h2_streams_reset,
         }
     }
 
     pub fn report(&self) -> CaptureReport {
         let http = *self.http.lock().expect("lock");
+        let h2 = *self.h2.lock().expect("lock");
         let reassembly = *self.reassembly.lock().expect("lock");
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         CaptureReport {
@@ -358,6 +373,10 @@ impl Counters {
             gaps: reassembly.gaps,
             unparseable_lines: load(&self.unparseable_lines),
             unparseable_messages: load(&self.unparseable_messages),
+            h2_connections: http.h2_connections,
+            h2_mid_stream: h2.joined_mid_stream,
+            h2_errors: h2.protocol_errors + h2.hpack_errors + h2.over_limits,
+            h2_streams_reset: h2.streams_reset,
             recording_id: None,
         }
     }
@@ -419,6 +438,7 @@ impl Pipeline {
     /// Records completed so far; also publishes the framing counters.
     pub fn take_records(&mut self) -> Vec<TrafficRecord> {
         *self.counters.http.lock().expect("lock") = self.emitted.stats;
+        *self.counters.h2.lock().expect("lock") = self.emitted.h2.stats;
         *self.counters.reassembly.lock().expect("lock") = self.reassembler.stats;
         std::mem::take(&mut self.emitted.records)
     }

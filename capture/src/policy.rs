@@ -59,7 +59,8 @@ impl Redaction {
         Some(out)
     }
 
-    fn masks_header(&self, name: &[u8]) -> bool {
+    /// Whether a header's (or an HTTP/2 trailer's) value is masked.
+    pub fn masks_header(&self, name: &[u8]) -> bool {
         self.headers.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name))
     }
 

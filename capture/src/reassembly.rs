@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
+use crate::h2::PREFACE;
 use crate::packet::Segment;
 
 /// Which way bytes flow.
@@ -144,7 +145,10 @@ impl<H: StreamHandler, F: FnMut(&FlowInfo) -> H> Reassembler<H, F> {
         if seg.syn {
             return if seg.ack { seg.dst } else { seg.src };
         }
-        if ports.contains(&seg.dst.port()) || looks_like_request(seg.payload) {
+        // The first line of the HTTP/2 preface (`PRI * HTTP/2.0`), which starts an h2c
+        // connection by prior knowledge.
+        let h2_preface = seg.payload.starts_with(&PREFACE[..14]);
+        if ports.contains(&seg.dst.port()) || looks_like_request(seg.payload) || h2_preface {
             return seg.src;
         }
         if ports.contains(&seg.src.port()) || seg.payload.starts_with(b"HTTP/") {
@@ -376,6 +380,19 @@ mod tests {
         r.segment(&seg(5000, false, false, b"tail of body GET /next"), &mut seen);
         assert_eq!(seen.gaps, 1);
         assert_eq!(seen.to_server, b"tail of body GET /next");
+    }
+
+    #[test]
+    fn the_side_that_sends_a_request_or_the_http2_preface_is_the_client() {
+        // The server's port above the client's (gRPC's 50051), the handshake missed.
+        let (client, server): (SocketAddr, SocketAddr) =
+            ("10.0.0.1:40000".parse().unwrap(), "10.0.0.2:50051".parse().unwrap());
+        for first in [PREFACE, b"GET / HTTP/1.1\r\n\r\n"] {
+            let mut r = reassembler(1 << 20);
+            let mut seen = Seen::default();
+            r.segment(&Segment { src: client, dst: server, payload: first, ..seg(7, false, false, b"") }, &mut seen);
+            assert_eq!(r.flows.values().next().unwrap().info.client, client, "{:?}", String::from_utf8_lossy(first));
+        }
     }
 
     #[test]

@@ -165,6 +165,18 @@ fn metrics_text(counters: &Counters, format: Format) -> String {
         counter("capture_truncated_bodies", "Bodies stored cut at --max-body.", r.truncated_bodies),
         counter("capture_gaps", "Stream gaps: bytes the capture never saw.", r.gaps),
         counter("capture_resyncs", "Resynchronisations of the HTTP framing after garbage or a gap.", r.resyncs),
+        counter("capture_h2_connections", "Connections decoded as HTTP/2.", r.h2_connections),
+        counter(
+            "capture_h2_mid_stream",
+            "HTTP/2 connections seen mid-stream: not decoded (HPACK state unknown).",
+            r.h2_mid_stream,
+        ),
+        counter(
+            "capture_h2_errors",
+            "HTTP/2 connections given up on a protocol or HPACK error, or a frame over the limits.",
+            r.h2_errors,
+        ),
+        counter("capture_h2_streams_reset", "HTTP/2 streams a peer reset.", r.h2_streams_reset),
         Family::gauge("capture_spool", "Bytes waiting in the disk spool.")
             .unit(Unit::Bytes)
             .single(Value::Gauge(counters.output.spool_bytes.load(Ordering::Relaxed) as f64)),

@@ -162,6 +162,13 @@ pub(super) fn request_head(fields: Vec<Field>) -> Result<(Pseudo, Vec<Field>), M
         }
     }
     let method = method.ok_or("a request without :method")?;
+    // The request line's target: a CONNECT's is its :authority, every other's its :path.
+    match (&method[..], &path, &authority) {
+        (b"CONNECT", _, None) => return Err("a CONNECT without :authority"),
+        (b"CONNECT", _, _) => {}
+        (_, None, _) => return Err("a request without :path"),
+        _ => {}
+    }
     // They make the request line of the record: a space would split it.
     if [Some(&method), path.as_ref()].into_iter().flatten().any(|v| v.iter().any(u8::is_ascii_whitespace)) {
         return Err("a :method or :path with whitespace");

@@ -43,7 +43,9 @@ mod message;
 mod upgrade;
 
 #[cfg(test)]
-mod real_peers;
+pub(crate) mod real_peers;
+#[cfg(test)]
+pub(crate) mod test_frames;
 #[cfg(test)]
 mod tests;
 

@@ -55,11 +55,11 @@ impl AsyncWrite for Tap {
 
 /// A message as one peer's HTTP/2 stack saw it.
 #[derive(Debug, Clone, PartialEq)]
-struct Seen {
-    pseudo: Pseudo,
-    headers: Vec<Field>,
-    body: Bytes,
-    trailers: Vec<Field>,
+pub(crate) struct Seen {
+    pub pseudo: Pseudo,
+    pub headers: Vec<Field>,
+    pub body: Bytes,
+    pub trailers: Vec<Field>,
 }
 
 fn fields(map: &HeaderMap) -> Vec<Field> {
@@ -160,7 +160,7 @@ fn requests() -> Vec<Request<Full<Bytes>>> {
 
 /// Runs the exchange; the wire log, the requests as the server saw them and the
 /// responses as the client saw them.
-async fn exchange() -> (Vec<(Direction, Vec<u8>)>, Vec<Seen>, Vec<Seen>) {
+pub(crate) async fn exchange() -> (Vec<(Direction, Vec<u8>)>, Vec<Seen>, Vec<Seen>) {
     let wire = Wire::default();
     let received = Arc::new(Mutex::new(Vec::new()));
     let (client_end, server_end) = tokio::io::duplex(64 << 10);

@@ -1,64 +1,8 @@
 //! Hand-built frames through the decoder: each frame type, header blocks across
 //! CONTINUATION, chunking, HPACK state across streams, limits and the undecodable cases.
 
+use super::test_frames::*;
 use super::*;
-
-const C2S: Direction = Direction::ClientToServer;
-const S2C: Direction = Direction::ServerToClient;
-
-fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut bytes = len.to_be_bytes()[1..].to_vec();
-    bytes.extend([kind, flags]);
-    bytes.extend(stream_id.to_be_bytes());
-    bytes.extend(payload);
-    bytes
-}
-
-fn settings(values: &[(u16, u32)]) -> Vec<u8> {
-    let payload: Vec<u8> =
-        values.iter().flat_map(|(id, value)| [&id.to_be_bytes()[..], &value.to_be_bytes()].concat()).collect();
-    frame(SETTINGS, 0, 0, &payload)
-}
-
-fn settings_ack() -> Vec<u8> {
-    frame(SETTINGS, FLAG_ACK, 0, &[])
-}
-
-fn data(stream_id: u32, end_stream: bool, body: &[u8]) -> Vec<u8> {
-    frame(DATA, if end_stream { FLAG_END_STREAM } else { 0 }, stream_id, body)
-}
-
-fn rst(stream_id: u32, code: u32) -> Vec<u8> {
-    frame(RST_STREAM, 0, stream_id, &code.to_be_bytes())
-}
-
-fn field(name: &str, value: &str) -> Field {
-    (Bytes::copy_from_slice(name.as_bytes()), Bytes::copy_from_slice(value.as_bytes()))
-}
-
-/// One direction's HPACK encoder: fields whose names are in no table are indexed, so
-/// their repeats refer to the dynamic table.
-struct Encoder(loona_hpack::Encoder<'static>);
-
-impl Encoder {
-    fn new() -> Self {
-        Encoder(loona_hpack::Encoder::new())
-    }
-
-    fn block(&mut self, fields: &[(&str, &str)]) -> Vec<u8> {
-        self.0.encode(fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
-    }
-
-    fn headers(&mut self, stream_id: u32, end_stream: bool, fields: &[(&str, &str)]) -> Vec<u8> {
-        let flags = FLAG_END_HEADERS | if end_stream { FLAG_END_STREAM } else { 0 };
-        frame(HEADERS, flags, stream_id, &self.block(fields))
-    }
-}
-
-fn request(method: &'static str, path: &'static str) -> [(&'static str, &'static str); 4] {
-    [(":method", method), (":scheme", "http"), (":authority", "api.test"), (":path", path)]
-}
 
 /// A connection with both sides encoded as its peers would.
 struct Exchange {
@@ -357,7 +301,7 @@ fn a_response_that_ends_first_comes_out_after_its_request() {
 }
 
 #[test]
-fn fields_that_would_forge_http1_lines_make_the_stream_malformed() {
+fn what_would_not_make_an_http1_request_line_or_field_is_malformed() {
     let mut x = Exchange::started();
     let injected = x.client.headers(1, true, &[&request("GET", "/a")[..], &[("x-a", "1\r\nx-forged: 2")]].concat());
     x.send(C2S, 10, &injected);
@@ -365,9 +309,11 @@ fn fields_that_would_forge_http1_lines_make_the_stream_malformed() {
     x.send(C2S, 11, &upper);
     let spaced = x.client.headers(5, true, &request("GET", "/c d"));
     x.send(C2S, 12, &spaced);
-    let fine = x.client.headers(7, true, &request("GET", "/fine"));
-    x.send(C2S, 13, &fine);
-    assert_eq!(x.out.stats.malformed_streams, 3);
+    let no_path = x.client.headers(7, true, &[(":method", "GET"), (":scheme", "http"), (":authority", "a")]);
+    x.send(C2S, 13, &no_path);
+    let fine = x.client.headers(9, true, &request("GET", "/fine"));
+    x.send(C2S, 14, &fine);
+    assert_eq!(x.out.stats.malformed_streams, 4);
     assert_eq!(
         x.messages(Side::Request).iter().map(|m| &m.pseudo).collect::<Vec<_>>(),
         [&request_pseudo("GET", "/fine")]
