@@ -194,3 +194,64 @@ impl ImportRecording {
         Ok(recording)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use reprise_proto::v1::{HttpProtocol, MessageKind};
+
+    use super::*;
+    use crate::h2::real_peers;
+    use crate::pcap_writer::PcapWriter;
+    use crate::reassembly::Direction;
+
+    /// hyper's HTTP/2 client and server (prior knowledge) written to a pcap file, one
+    /// segment per 1448 bytes of each write, then imported: every request and response
+    /// comes out as an HTTP/2 record.
+    #[tokio::test]
+    async fn an_http2_exchange_in_a_pcap_file_becomes_its_records() {
+        let (wire, received, responses) = real_peers::exchange().await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h2.pcap");
+        let mut pcap = PcapWriter::new(std::fs::File::create(&path).unwrap()).unwrap();
+        // The server's port above the client's, as gRPC's is.
+        let (client, server) = ((Ipv4Addr::new(10, 0, 0, 1), 40_000), (Ipv4Addr::new(10, 0, 0, 2), 50_051));
+        let mut next_seq = [1u32, 1u32];
+        pcap.segment(client, server, 0, true, false, b"").unwrap();
+        pcap.segment(server, client, 0, true, false, b"").unwrap();
+        for (direction, bytes) in &wire {
+            let (side, src, dst) = match direction {
+                Direction::ClientToServer => (0, client, server),
+                Direction::ServerToClient => (1, server, client),
+            };
+            for payload in bytes.chunks(1448) {
+                pcap.segment(src, dst, next_seq[side], false, false, payload).unwrap();
+                next_seq[side] = next_seq[side].wrapping_add(payload.len() as u32);
+            }
+        }
+        pcap.segment(client, server, next_seq[0], false, true, b"").unwrap();
+        pcap.segment(server, client, next_seq[1], false, true, b"").unwrap();
+        pcap.flush().unwrap();
+
+        let mut config = CaptureConfig::for_log("file:///not-written");
+        config.pcap_file = Some(path);
+        config.track_responses = true;
+        let counters = Arc::new(Counters::default());
+        let (tx, mut rx) = mpsc::channel(1 << 10);
+        let read = counters.clone();
+        tokio::task::spawn_blocking(move || read_files(&config, &tx, read)).await.unwrap().unwrap();
+        let mut records = Vec::new();
+        while let Some(record) = rx.recv().await {
+            records.push(record);
+        }
+        let requests = records.iter().filter(|r| r.kind() == MessageKind::Request).count();
+        assert_eq!((requests, records.len() - requests), (received.len(), responses.len()));
+        assert!(records.iter().all(|r| r.protocol() == HttpProtocol::Http2 && r.format_version == 2));
+        assert!(records.iter().all(|r| r.connection_id == records[0].connection_id));
+        let client_address = records.iter().find(|r| r.kind() == MessageKind::Request).unwrap().source.clone();
+        assert_eq!(client_address, "10.0.0.1:40000");
+        let report = counters.report();
+        assert_eq!((report.h2_connections, report.requests, report.h2_mid_stream), (1, received.len() as u64, 0));
+    }
+}

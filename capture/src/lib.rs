@@ -14,6 +14,7 @@ mod import;
 mod live;
 pub mod output;
 pub mod packet;
+pub mod pcap_writer;
 pub mod policy;
 pub mod reassembly;
 pub mod records;
