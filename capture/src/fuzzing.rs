@@ -307,6 +307,7 @@ mod tests {
     #[test]
     fn entry_points_accept_anything() {
         super::frame_http(b"GET / HTTP/1.1\r\n\r\n\x00HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx\x02garbage");
+        super::frame_http(&[PREFACE, b"not a frame\x00HTTP/1.1 200 OK\r\n\r\n"].concat());
         super::reassemble(&[0, 0, 0, 0, 2, 0, 1, 0, 0, 0, 4, 3, b'G', b'E', b'T']);
         super::parse_access_log(b"10.0.0.1\xff10/Oct/2000:13:55:36 +0000\xffGET /a HTTP/1.1\xff200\xff5\xff-\xffcurl");
         super::parse_access_log(b"971211336\xffPOST\xff/b?c=d\xffshop\xffX-A\xff1\xffbody");

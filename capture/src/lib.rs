@@ -319,6 +319,9 @@ pub struct CaptureReport {
     pub h2_errors: u64,
     /// HTTP/2 streams a peer reset.
     pub h2_streams_reset: u64,
+    /// HTTP/2 streams left out: malformed, or over the limits (streams open at once,
+    /// header list size).
+    pub h2_streams_left_out: u64,
     /// The recording an import made (`--recording`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recording_id: Option<String>,
@@ -351,6 +354,7 @@ impl Counters {
             h2_mid_stream: report.h2_mid_stream,
             h2_errors: report.h2_errors,
             h2_streams_reset: report.h2_streams_reset,
+            h2_streams_left_out: report.h2_streams_left_out,
         }
     }
 
@@ -378,6 +382,7 @@ impl Counters {
             h2_mid_stream: h2.joined_mid_stream,
             h2_errors: h2.protocol_errors + h2.hpack_errors + h2.over_limits,
             h2_streams_reset: h2.streams_reset,
+            h2_streams_left_out: h2.malformed_streams + h2.dropped_streams_over_cap + h2.headers_over_limit,
             recording_id: None,
         }
     }

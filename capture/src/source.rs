@@ -177,6 +177,11 @@ fn metrics_text(counters: &Counters, format: Format) -> String {
             r.h2_errors,
         ),
         counter("capture_h2_streams_reset", "HTTP/2 streams a peer reset.", r.h2_streams_reset),
+        counter(
+            "capture_h2_streams_left_out",
+            "HTTP/2 streams left out: malformed, or over the limits.",
+            r.h2_streams_left_out,
+        ),
         Family::gauge("capture_spool", "Bytes waiting in the disk spool.")
             .unit(Unit::Bytes)
             .single(Value::Gauge(counters.output.spool_bytes.load(Ordering::Relaxed) as f64)),

@@ -142,6 +142,7 @@ impl Ledger {
             ("malformed", sum(|e| e.malformed)),
             ("HTTP/2 protocol or HPACK errors", sum(|e| e.h2_errors)),
             ("reset HTTP/2 streams", sum(|e| e.h2_streams_reset)),
+            ("HTTP/2 streams left out", sum(|e| e.h2_streams_left_out)),
         ];
         let mut said: Vec<String> =
             counts.iter().filter(|(_, n)| *n > 0).map(|(what, n)| format!("{n} {what}")).collect();
@@ -271,11 +272,17 @@ mod tests {
         let missed = Ledger { nodes: vec![node("a", 18423, true), LedgerEntry { gaps: 2, ..node("b", 0, false) }] };
         assert_eq!(missed.summary(), "18423 kernel drops, 2 gaps (lower bound: b did not report at both ends)");
         let h2 = Ledger {
-            nodes: vec![LedgerEntry { h2_mid_stream: 3, h2_errors: 1, h2_streams_reset: 2, ..node("a", 0, true) }],
+            nodes: vec![LedgerEntry {
+                h2_mid_stream: 3,
+                h2_errors: 1,
+                h2_streams_reset: 2,
+                h2_streams_left_out: 4,
+                ..node("a", 0, true)
+            }],
         };
         assert_eq!(
             h2.summary(),
-            "1 HTTP/2 protocol or HPACK errors, 2 reset HTTP/2 streams, \
+            "1 HTTP/2 protocol or HPACK errors, 2 reset HTTP/2 streams, 4 HTTP/2 streams left out, \
              3 HTTP/2 connections were seen mid-stream and cannot be decoded (HPACK state unknown)"
         );
         assert_eq!(Ledger::default().summary(), "not counted (no capture node reported)");

@@ -65,6 +65,7 @@ pub fn ledger_entry(node: &str, counters: &CaptureCounters) -> LedgerEntry {
         h2_mid_stream: counters.h2_mid_stream,
         h2_errors: counters.h2_errors,
         h2_streams_reset: counters.h2_streams_reset,
+        h2_streams_left_out: counters.h2_streams_left_out,
     }
 }
 
@@ -94,6 +95,7 @@ pub fn window_ledger(baseline: &[LedgerEntry], at_end: &[LedgerEntry]) -> Ledger
                 h2_mid_stream: end.h2_mid_stream.saturating_sub(start.h2_mid_stream),
                 h2_errors: end.h2_errors.saturating_sub(start.h2_errors),
                 h2_streams_reset: end.h2_streams_reset.saturating_sub(start.h2_streams_reset),
+                h2_streams_left_out: end.h2_streams_left_out.saturating_sub(start.h2_streams_left_out),
             },
             None => LedgerEntry { whole_window: false, ..end.clone() },
         })
