@@ -1,12 +1,16 @@
 //! Capture on real traffic: a real HTTP server on 127.0.0.1 and real clients, captured
-//! live on `lo` into the real broker (`kafka::*`) and into the file log (`file::*`); and
-//! the same traffic from a tcpdump file.
+//! live on `lo` into the real broker (`kafka::*`) and into the file log (`file::*`); the
+//! same traffic from a tcpdump file; and cleartext HTTP/2.
 
 mod common;
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use reprise_capture::CaptureConfig;
+use reprise_proto::v1::{HttpProtocol, MessageKind};
 use tokio_util::sync::CancellationToken;
 
 struct Setup {
@@ -134,11 +138,91 @@ async fn a_tcpdump_file_gives_the_same_records(kind: &str) {
     assert!(cut.len() <= 1, "at most the request the cut went through, marked truncated: {}", cut.len());
 }
 
+/// curl by prior knowledge, and with an h2c upgrade (which this server declines: the
+/// request stays HTTP/1.1); hyper's HTTP/2 client with concurrent calls on one
+/// connection, a gRPC-shaped one among them.
+async fn send_http2_traffic(addr: std::net::SocketAddr) {
+    let base = format!("http://{addr}");
+    let runs: Vec<Vec<String>> = vec![
+        vec!["--http2-prior-knowledge".into(), format!("{base}/h2/search?q=rust")],
+        vec![
+            "--http2-prior-knowledge".into(),
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "-H".into(),
+            format!("Authorization: Bearer {}", common::SECRETS[1]),
+            "-d".into(),
+            r#"{"item":1,"qty":2}"#.into(),
+            format!("{base}/h2/items"),
+        ],
+        vec!["--http2".into(), format!("{base}/h2c/declined")],
+    ];
+    for args in runs {
+        let status = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl").args(["-s", "-o", "/dev/null"]).args(&args).status().unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(status.success(), "curl failed: {status}");
+    }
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let requests = [
+        hyper::Request::get(format!("{base}/h2/a")).body(Full::default()),
+        hyper::Request::put(format!("{base}/h2/big")).body(Full::new(Bytes::from(vec![b'b'; 50_000]))),
+        hyper::Request::post(format!("{base}/pkg.Greeter/SayHello"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(Bytes::from_static(b"\x00\x00\x00\x00\x05\x0a\x03ann"))),
+    ];
+    let calls = requests.into_iter().map(|request| {
+        let mut sender = sender.clone();
+        async move {
+            let response = sender.send_request(request.unwrap()).await.unwrap();
+            response.into_body().collect().await.unwrap();
+        }
+    });
+    futures::future::join_all(calls).await;
+    drop(sender);
+    connection.await.unwrap().unwrap();
+}
+
+async fn live_http2_capture_stores_every_request_once(kind: &str) {
+    let setup = setup(kind, "live-h2");
+    let server = common::server().await;
+    let mut config = config(&setup, server.addr.port());
+    config.interface = Some("lo".into());
+    let shutdown = CancellationToken::new();
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let capture = tokio::spawn(reprise_capture::run_notify(config, shutdown.clone(), Some(ready_tx)));
+    ready.await.expect("capture must start");
+
+    send_http2_traffic(server.addr).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    let report = capture.await.unwrap().unwrap();
+
+    let records = common::read_log(&setup.log_url).await;
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 6);
+    common::assert_same_requests(&records, &seen, &common::REDACTED);
+    common::grep_stored_log(&setup.log_url, &["/h2/items", "authorization: [REDACTED]"], &common::SECRETS).await;
+    let http2: Vec<_> = records.iter().filter(|r| r.protocol() == HttpProtocol::Http2).collect();
+    assert_eq!(http2.len(), 2 * 5, "every message but the declined upgrade's two");
+    assert!(http2.iter().all(|r| r.format_version == 2));
+    let grpc = http2.iter().find(|r| r.kind() == MessageKind::Response && !r.trailers.is_empty()).expect("gRPC");
+    assert_eq!(&grpc.trailers[..], b"grpc-status: 0\r\n");
+    assert_eq!((report.requests, report.h2_connections, report.h2_mid_stream, report.h2_errors), (6, 3, 0, 0));
+}
+
 reprise_store::on_backends!(
     [kafka => "kafka", file => "file"]
     [
         live_capture_on_loopback_stores_every_request_once,
-        a_tcpdump_file_gives_the_same_records
+        a_tcpdump_file_gives_the_same_records,
+        live_http2_capture_stores_every_request_once
     ]
 );
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use reprise_proto::v1::{MessageKind, TrafficRecord};
 use reprise_store::log::RangeSpec;
 
@@ -36,7 +36,10 @@ impl Drop for Server {
     }
 }
 
-/// An HTTP/1.1 server (keep-alive, pipelining) on 127.0.0.1 answering `200 ok`.
+/// A server on 127.0.0.1 answering `200 ok`: HTTP/1.1 (keep-alive, pipelining) and
+/// cleartext HTTP/2 by prior knowledge. A request sent with `te: trailers` (gRPC's)
+/// gets `grpc-status: 0` in trailers. An HTTP/2 request is seen with its :authority as
+/// `host`, as the capture stores it.
 pub async fn server() -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -51,23 +54,35 @@ pub async fn server() -> Server {
                     let log = log.clone();
                     async move {
                         let method = request.method().to_string();
-                        let target = request.uri().to_string();
+                        let uri = request.uri();
+                        let target = uri.path_and_query().map_or_else(|| uri.to_string(), |p| p.to_string());
                         let mut headers: Vec<(String, Vec<u8>)> = request
                             .headers()
                             .iter()
                             .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
                             .collect();
+                        if let Some(authority) = uri.authority().filter(|_| !request.headers().contains_key("host")) {
+                            headers.push(("host".into(), authority.as_str().as_bytes().to_vec()));
+                        }
                         headers.sort();
+                        let grpc = request.headers().get("te").is_some_and(|te| te == "trailers");
                         let body =
                             request.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
                         log.lock().unwrap().push(Seen { method, target, headers, body });
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                        let reply = Full::new(Bytes::from_static(b"ok"));
+                        let reply = if grpc {
+                            let mut trailers = hyper::HeaderMap::new();
+                            trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+                            reply.with_trailers(async move { Some(Ok(trailers)) }).boxed()
+                        } else {
+                            reply.boxed()
+                        };
+                        Ok::<_, Infallible>(hyper::Response::new(reply))
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .pipeline_flush(true)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http1().pipeline_flush(true);
+                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
             });
         }
     });
