@@ -32,8 +32,14 @@ fn config(setup: &Setup, port: u16) -> CaptureConfig {
     config
 }
 
-async fn live_capture_on_loopback_stores_every_request_once(kind: &str) {
-    let setup = setup(kind, "live");
+/// Captures live on `lo` while `traffic` runs against the test server; the capture's
+/// report, with its setup and the server.
+async fn capture_live<F: std::future::Future<Output = ()>>(
+    kind: &str,
+    name: &str,
+    traffic: impl FnOnce(std::net::SocketAddr) -> F,
+) -> (Setup, common::Server, reprise_capture::CaptureReport) {
+    let setup = setup(kind, name);
     let server = common::server().await;
     let mut config = config(&setup, server.addr.port());
     config.interface = Some("lo".into());
@@ -42,10 +48,15 @@ async fn live_capture_on_loopback_stores_every_request_once(kind: &str) {
     let capture = tokio::spawn(reprise_capture::run_notify(config, shutdown.clone(), Some(ready_tx)));
     ready.await.expect("capture must start");
 
-    common::send_traffic(server.addr).await;
+    traffic(server.addr).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     shutdown.cancel();
     let report = capture.await.unwrap().unwrap();
+    (setup, server, report)
+}
+
+async fn live_capture_on_loopback_stores_every_request_once(kind: &str) {
+    let (setup, server, report) = capture_live(kind, "live", common::send_traffic).await;
 
     let records = common::read_log(&setup.log_url).await;
     let seen = server.seen.lock().unwrap().clone();
@@ -157,14 +168,7 @@ async fn send_http2_traffic(addr: std::net::SocketAddr) {
         ],
         vec!["--http2".into(), format!("{base}/h2c/declined")],
     ];
-    for args in runs {
-        let status = tokio::task::spawn_blocking(move || {
-            std::process::Command::new("curl").args(["-s", "-o", "/dev/null"]).args(&args).status().unwrap()
-        })
-        .await
-        .unwrap();
-        assert!(status.success(), "curl failed: {status}");
-    }
+    common::run_curl(runs).await;
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
@@ -190,19 +194,7 @@ async fn send_http2_traffic(addr: std::net::SocketAddr) {
 }
 
 async fn live_http2_capture_stores_every_request_once(kind: &str) {
-    let setup = setup(kind, "live-h2");
-    let server = common::server().await;
-    let mut config = config(&setup, server.addr.port());
-    config.interface = Some("lo".into());
-    let shutdown = CancellationToken::new();
-    let (ready_tx, ready) = tokio::sync::oneshot::channel();
-    let capture = tokio::spawn(reprise_capture::run_notify(config, shutdown.clone(), Some(ready_tx)));
-    ready.await.expect("capture must start");
-
-    send_http2_traffic(server.addr).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    shutdown.cancel();
-    let report = capture.await.unwrap().unwrap();
+    let (setup, server, report) = capture_live(kind, "live-h2", send_http2_traffic).await;
 
     let records = common::read_log(&setup.log_url).await;
     let seen = server.seen.lock().unwrap().clone();

@@ -241,6 +241,18 @@ pub const SECRETS: [&str; 2] = ["c00kie-s3cret", "s3cr3t-t0ken"];
 /// The headers carrying them, masked by default.
 pub const REDACTED: [&str; 2] = ["cookie", "authorization"];
 
+/// Runs curl once per argument list (quiet, body discarded); each run must succeed.
+pub async fn run_curl(runs: Vec<Vec<String>>) {
+    for args in runs {
+        let status = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl").args(["-s", "-o", "/dev/null"]).args(&args).status().unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(status.success(), "curl failed: {status}");
+    }
+}
+
 /// Real clients: curl for the common shapes, a raw socket for pipelining.
 pub async fn send_traffic(addr: SocketAddr) {
     let base = format!("http://{addr}");
@@ -288,14 +300,7 @@ pub async fn send_traffic(addr: SocketAddr) {
             format!("{base}/k3"),
         ],
     ];
-    for args in runs {
-        let status = tokio::task::spawn_blocking(move || {
-            std::process::Command::new("curl").args(["-s", "-o", "/dev/null"]).args(&args).status().unwrap()
-        })
-        .await
-        .unwrap();
-        assert!(status.success(), "curl failed: {status}");
-    }
+    run_curl(runs).await;
     // Pipelined: three requests in one write, then the three responses.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
