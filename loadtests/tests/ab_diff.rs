@@ -14,7 +14,6 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use reprise_loadtests::cluster::TestCluster;
-use reprise_loadtests::procs::binary;
 use reprise_loadtests::synth::Profile;
 use serde_json::{Value, json};
 
@@ -68,15 +67,6 @@ impl Drop for Shop {
     }
 }
 
-async fn ctl(cluster: &TestCluster, args: &[&str]) -> Value {
-    let mut command = std::process::Command::new(binary("ctl").unwrap());
-    command.arg("--controller").arg(cluster.controller_url()).args(args).arg("--json");
-    let out = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "ctl {args:?}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
-
 /// (endpoint, compared, differing, fields, noise): a row of `ctl diff --json`.
 type DiffRow = (String, u64, u64, Vec<String>, Vec<String>);
 
@@ -115,10 +105,10 @@ async fn an_ab_replay_names_exactly_the_regressed_endpoint_and_field() {
     // With a baseline: served_at differs between two instances of one version, so it is
     // noise; price differs only on the candidate's POSTs.
     let ab = ["replay", "--recording", &recording.id, "--target", &target.url(), "--candidate", &candidate.url()];
-    let summary = ctl(&cluster, &[&ab[..], &["--baseline", &baseline.url()]].concat()).await;
+    let summary = common::ctl(&cluster, &[&ab[..], &["--baseline", &baseline.url()]].concat()).await;
     assert_eq!((summary["state"].as_str(), summary["sent"].as_u64()), (Some("done"), Some(n)), "{summary}");
     let id = summary["id"].as_str().unwrap().to_string();
-    let diff = ctl(&cluster, &["diff", &id]).await;
+    let diff = common::ctl(&cluster, &["diff", &id]).await;
     assert_eq!(
         rows(&diff),
         [(post.clone(), posts, posts, price.clone(), noise.clone()), (get.clone(), gets, 0, vec![], noise.clone())],
@@ -136,8 +126,8 @@ async fn an_ab_replay_names_exactly_the_regressed_endpoint_and_field() {
     assert_eq!(api.json().unwrap(), diff);
 
     // Without a baseline, the volatile field shows on every request...
-    let summary = ctl(&cluster, &ab).await;
-    let diff = ctl(&cluster, &["diff", summary["id"].as_str().unwrap()]).await;
+    let summary = common::ctl(&cluster, &ab).await;
+    let diff = common::ctl(&cluster, &["diff", summary["id"].as_str().unwrap()]).await;
     let served_at_price = vec!["$.served_at".to_string(), "$.price".to_string()];
     let mut got = rows(&diff);
     got.iter_mut().for_each(|row| row.3.sort());
@@ -149,8 +139,8 @@ async fn an_ab_replay_names_exactly_the_regressed_endpoint_and_field() {
         [(get.clone(), gets, gets, noise.clone(), vec![]), (post.clone(), posts, posts, want_post, vec![])]
     );
     // ... until --diff-ignore leaves it out.
-    let summary = ctl(&cluster, &[&ab[..], &["--diff-ignore", "$.served_at"]].concat()).await;
-    let diff = ctl(&cluster, &["diff", summary["id"].as_str().unwrap()]).await;
+    let summary = common::ctl(&cluster, &[&ab[..], &["--diff-ignore", "$.served_at"]].concat()).await;
+    let diff = common::ctl(&cluster, &["diff", summary["id"].as_str().unwrap()]).await;
     assert_eq!(rows(&diff), [(post, posts, posts, price, vec![]), (get, gets, 0, vec![], vec![])]);
     cluster.stop().await;
 }
@@ -205,10 +195,10 @@ async fn a_compare_with_recorded_responses_names_exactly_the_regressed_endpoint_
     // version tells what differs anyway (the time each response was served).
     let (regressed, baseline) = (Shop::start(11).await, Shop::start(10).await);
     let replay = ["replay", "--recording", &recording, "--target", &regressed.url(), "--compare"];
-    let summary = ctl(&cluster, &[&replay[..], &["--baseline", &baseline.url()]].concat()).await;
+    let summary = common::ctl(&cluster, &[&replay[..], &["--baseline", &baseline.url()]].concat()).await;
     assert_eq!((summary["state"].as_str(), summary["sent"].as_u64()), (Some("done"), Some(gets + posts)), "{summary}");
     assert_eq!(summary["uncompared"].as_u64().unwrap_or(0), 0, "{summary}");
-    let diff = ctl(&cluster, &["diff", summary["id"].as_str().unwrap()]).await;
+    let diff = common::ctl(&cluster, &["diff", summary["id"].as_str().unwrap()]).await;
     let (noise, price) = (vec!["$.served_at".to_string()], vec!["$.price".to_string()]);
     assert_eq!(
         rows(&diff),

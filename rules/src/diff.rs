@@ -2,7 +2,7 @@
 //! the headers (but those that differ on every response, such as Date), and the body: a
 //! JSON body field by field, anything else as one text. Fields are named so that the
 //! same field of every request of an endpoint has one name: `status`, `header:etag`,
-//! `$.items[*].price` (array indices folded), `body`.
+//! `$.items[*].price` (array indices folded), `body`, `trailer:grpc-status`.
 
 use http::{HeaderMap, HeaderName};
 use serde_json::Value;
@@ -28,11 +28,14 @@ const SAMPLE_CHARS: usize = 120;
 
 /// A response as a diff sees it.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(clippy::large_enum_variant, reason = "nearly every response is answered; boxing would allocate for each")]
 pub enum Response {
     Answered {
         status: u16,
         headers: HeaderMap,
         body: bytes::Bytes,
+        /// HTTP/2 trailers (a gRPC call's status is there); empty if none.
+        trailers: HeaderMap,
     },
     /// No response: how the send failed.
     Failed(String),
@@ -84,8 +87,8 @@ impl DiffRules {
     pub fn compare(&self, left: &Response, right: &Response) -> Vec<Difference> {
         let mut out = Vec::new();
         let (
-            Response::Answered { status: ls, headers: lh, body: lb },
-            Response::Answered { status: rs, headers: rh, body: rb },
+            Response::Answered { status: ls, headers: lh, body: lb, trailers: lt },
+            Response::Answered { status: rs, headers: rh, body: rb, trailers: rt },
         ) = (left, right)
         else {
             if left != right {
@@ -96,15 +99,7 @@ impl DiffRules {
         if ls != rs {
             out.push(difference("status", &ls.to_string(), &rs.to_string()));
         }
-        let mut names: Vec<&HeaderName> = lh.keys().chain(rh.keys()).collect();
-        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        names.dedup();
-        for name in names.into_iter().filter(|n| !self.ignored_headers.contains(n)) {
-            let (l, r) = (header_text(lh, name), header_text(rh, name));
-            if l != r {
-                out.push(difference(&format!("header:{name}"), &l, &r));
-            }
-        }
+        self.field_diff("header", lh, rh, &mut out);
         match (json(lh, lb), json(rh, rb)) {
             (Some(l), Some(r)) => {
                 let mut path = String::from("$");
@@ -113,9 +108,24 @@ impl DiffRules {
             _ if lb != rb => out.push(difference("body", &String::from_utf8_lossy(lb), &String::from_utf8_lossy(rb))),
             _ => {}
         }
+        self.field_diff("trailer", lt, rt, &mut out);
         let mut seen = std::collections::BTreeSet::new();
         out.retain(|d| seen.insert(d.field.clone()));
         out
+    }
+
+    /// The header (or trailer) fields of `left` and `right` that differ, by name, but
+    /// the ignored ones; `kind` starts the field's name.
+    fn field_diff(&self, kind: &str, left: &HeaderMap, right: &HeaderMap, out: &mut Vec<Difference>) {
+        let mut names: Vec<&HeaderName> = left.keys().chain(right.keys()).collect();
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names.dedup();
+        for name in names.into_iter().filter(|n| !self.ignored_headers.contains(n)) {
+            let (l, r) = (header_text(left, name), header_text(right, name));
+            if l != r {
+                out.push(difference(&format!("{kind}:{name}"), &l, &r));
+            }
+        }
     }
 
     fn json_diff(&self, path: &mut String, left: Option<&Value>, right: Option<&Value>, out: &mut Vec<Difference>) {
@@ -229,7 +239,12 @@ mod tests {
         for (name, value) in extra {
             headers.insert(*name, value.parse().unwrap());
         }
-        Response::Answered { status, headers, body: bytes::Bytes::copy_from_slice(body.as_bytes()) }
+        Response::Answered {
+            status,
+            headers,
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+            trailers: HeaderMap::new(),
+        }
     }
 
     fn fields(diffs: Vec<Difference>) -> Vec<String> {
@@ -255,13 +270,32 @@ mod tests {
             headers.insert("etag", etag.parse().unwrap());
             headers.insert("x-trace", trace.parse().unwrap());
             headers.insert("server", trace.parse().unwrap());
-            Response::Answered { status, headers, body: bytes::Bytes::copy_from_slice(body.as_bytes()) }
+            Response::Answered {
+                status,
+                headers,
+                body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+                trailers: HeaderMap::new(),
+            }
         };
         let diffs = fields(rules.compare(&text(200, "ok", "1", "a"), &text(500, "oops", "2", "b")));
         assert_eq!(diffs, ["status", "header:etag", "body"]);
         let failed = Response::Failed("timeout".into());
         let d = rules.compare(&text(200, "ok", "1", "a"), &failed);
         assert_eq!((d[0].field.as_str(), d[0].right.as_str()), ("status", "no response (timeout)"));
+    }
+
+    #[test]
+    fn trailers_are_compared_as_fields_of_their_own() {
+        let rules = DiffRules::new(&[]).unwrap();
+        let grpc = |status: &'static str| {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", status.parse().unwrap());
+            Response::Answered { status: 200, headers: HeaderMap::new(), body: bytes::Bytes::new(), trailers }
+        };
+        let d = rules.compare(&grpc("0"), &grpc("14"));
+        assert_eq!(fields(d.clone()), ["trailer:grpc-status"]);
+        assert_eq!((d[0].left.as_str(), d[0].right.as_str()), ("0", "14"));
+        assert!(rules.compare(&grpc("0"), &grpc("0")).is_empty());
     }
 
     #[test]

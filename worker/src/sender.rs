@@ -2,14 +2,18 @@
 //! pooled keep-alive connections, HTTP/1.1 or HTTP/2, https via rustls); [`SimulatedSender`]
 //! does everything but the socket write, to measure the dispatch path alone.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full};
+use http::{HeaderMap, Request, Version};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -55,12 +59,60 @@ pub enum ErrorKind {
     Other,
 }
 
+/// A replayed request's body: its bytes, then its trailers (HTTP/2).
+#[derive(Debug, Clone, Default)]
+pub struct ReplayBody {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+    /// Whether the length is declared up front (`content-length`); if not, an HTTP/2
+    /// request goes without one, as gRPC clients send theirs.
+    declares_length: bool,
+}
+
+impl ReplayBody {
+    pub fn new(data: Bytes, trailers: Option<HeaderMap>, declares_length: bool) -> Self {
+        ReplayBody { data: Some(data), trailers, declares_length }
+    }
+}
+
+impl http_body::Body for ReplayBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if let Some(data) = this.data.take().filter(|d| !d.is_empty()) {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(this.trailers.take().map(|trailers| Ok(Frame::trailers(trailers))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.as_ref().is_none_or(Bytes::is_empty) && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let len = self.data.as_ref().map_or(0, |d| d.len() as u64);
+        if self.declares_length {
+            SizeHint::with_exact(len)
+        } else {
+            let mut hint = SizeHint::new();
+            hint.set_lower(len);
+            hint
+        }
+    }
+}
+
+/// A request as the worker sends it.
+pub type ReplayRequest = Request<ReplayBody>;
+
 /// Sends one request and classifies how it ended. Never panics on a bad target.
 pub trait Sender: Clone + Send + Sync + 'static {
-    fn send(&self, request: Request<Full<Bytes>>) -> impl Future<Output = Outcome> + Send;
+    fn send(&self, request: ReplayRequest) -> impl Future<Output = Outcome> + Send;
 
-    /// Sends and keeps the response (its body up to [`MAX_KEPT_BODY`]) for a diff.
-    fn send_keeping(&self, request: Request<Full<Bytes>>) -> impl Future<Output = (Outcome, Response)> + Send;
+    /// Sends and keeps the response (its body up to [`MAX_KEPT_BODY`], its trailers) for
+    /// a diff.
+    fn send_keeping(&self, request: ReplayRequest) -> impl Future<Output = (Outcome, Response)> + Send;
 
     /// A connection of its own for one replayed session.
     type Session: Send + 'static;
@@ -70,7 +122,7 @@ pub trait Sender: Clone + Send + Sync + 'static {
     fn send_in_session(
         &self,
         session: Option<Self::Session>,
-        request: Request<Full<Bytes>>,
+        request: ReplayRequest,
     ) -> impl Future<Output = (Outcome, Option<Self::Session>)> + Send;
 }
 
@@ -81,6 +133,7 @@ pub const MAX_KEPT_BODY: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
     pub timeout: Duration,
+    /// Every request over HTTP/2, not only those recorded on it.
     pub http2: bool,
     pub max_idle_per_host: usize,
     /// Local address for outgoing connections (multi-IP load hosts).
@@ -91,16 +144,18 @@ pub struct SenderConfig {
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
+/// One protocol's pooled client, and its connector for sessions' own connections.
 #[derive(Clone)]
-pub struct HttpSender {
-    client: Client<Connector, Full<Bytes>>,
-    /// The client's connector, for sessions' own connections.
+struct Pool {
+    client: Client<Connector, ReplayBody>,
     connector: Connector,
-    timeout: Duration,
+    http2: bool,
 }
 
-impl HttpSender {
-    pub fn new(config: &SenderConfig) -> Self {
+impl Pool {
+    /// HTTP/1.1 (ALPN `http/1.1` on https), or HTTP/2 only: h2c by prior knowledge on
+    /// http, ALPN `h2` on https.
+    fn new(config: &SenderConfig, http2: bool) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -110,7 +165,7 @@ impl HttpSender {
         let builder =
             if config.insecure_tls { tls.with_tls_config(insecure_tls_config()) } else { tls.with_webpki_roots() }
                 .https_or_http();
-        let connector = if config.http2 {
+        let connector = if http2 {
             builder.enable_http2().wrap_connector(http)
         } else {
             builder.enable_http1().wrap_connector(http)
@@ -118,39 +173,82 @@ impl HttpSender {
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(30))
-            .http2_only(config.http2)
+            .http2_only(http2)
             .build(connector.clone());
-        HttpSender { client, connector, timeout: config.timeout }
+        Pool { client, connector, http2 }
+    }
+}
+
+#[derive(Clone)]
+pub struct HttpSender {
+    /// Requests recorded on HTTP/1.x.
+    http1: Pool,
+    /// Requests recorded on HTTP/2 (every request with `SenderConfig.http2`).
+    http2: Pool,
+    timeout: Duration,
+}
+
+impl HttpSender {
+    pub fn new(config: &SenderConfig) -> Self {
+        let http2 = Pool::new(config, true);
+        let http1 = if config.http2 { http2.clone() } else { Pool::new(config, false) };
+        HttpSender { http1, http2, timeout: config.timeout }
     }
 
-    /// A new HTTP/1.1 connection to the request's host, its driver spawned.
-    async fn session_connection(&self, uri: &http::Uri) -> Result<SessionConnection, ErrorKind> {
+    fn pool_for(&self, request: &ReplayRequest) -> &Pool {
+        if request.version() == Version::HTTP_2 { &self.http2 } else { &self.http1 }
+    }
+
+    /// A new connection to the request's host for the request's protocol, its driver
+    /// spawned.
+    async fn session_connection(&self, request: &ReplayRequest) -> Result<SessionConnection, ErrorKind> {
         use tower_service::Service;
-        let io = self.connector.clone().call(uri.clone()).await.map_err(|e| classify(e.as_ref()))?;
-        let (send, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| classify(&e))?;
-        tokio::spawn(connection);
-        Ok(send)
+        let pool = self.pool_for(request);
+        let io = pool.connector.clone().call(request.uri().clone()).await.map_err(|e| classify(e.as_ref()))?;
+        if pool.http2 {
+            let (send, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(|e| classify(&e))?;
+            tokio::spawn(connection);
+            Ok(SessionConnection::Http2(send))
+        } else {
+            let (send, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| classify(&e))?;
+            tokio::spawn(connection);
+            Ok(SessionConnection::Http1(send))
+        }
     }
 
-    /// One exchange over a session's connection: the request in origin form, with a Host
-    /// header (the pooled client adds both itself).
+    /// One exchange over a session's connection. On HTTP/1.1 the request goes in origin
+    /// form with a Host header (the pooled client adds both itself); on HTTP/2 the URI
+    /// gives `:scheme` and `:authority`.
     async fn session_exchange(
         &self,
         session: Option<SessionConnection>,
-        mut request: Request<Full<Bytes>>,
+        mut request: ReplayRequest,
     ) -> Result<(Outcome, SessionConnection), ErrorKind> {
-        let uri = request.uri().clone();
-        let mut send = match session.filter(|s| !s.is_closed()) {
-            Some(send) => send,
-            None => self.session_connection(&uri).await?,
+        let http2 = self.pool_for(&request).http2;
+        let mut connection = match session.filter(|s| !s.is_closed() && s.is_http2() == http2) {
+            Some(connection) => connection,
+            None => self.session_connection(&request).await?,
         };
-        if let Some(authority) = uri.authority() {
-            let host = http::HeaderValue::from_str(authority.as_str()).map_err(|_| ErrorKind::Other)?;
-            request.headers_mut().entry(http::header::HOST).or_insert(host);
-        }
-        *request.uri_mut() = uri.path_and_query().map_or("/", |p| p.as_str()).parse().map_err(|_| ErrorKind::Other)?;
-        send.ready().await.map_err(|e| classify(&e))?;
-        let response = send.send_request(request).await.map_err(|e| classify(&e))?;
+        let response = match &mut connection {
+            SessionConnection::Http1(send) => {
+                let uri = request.uri().clone();
+                if let Some(authority) = uri.authority() {
+                    let host = http::HeaderValue::from_str(authority.as_str()).map_err(|_| ErrorKind::Other)?;
+                    request.headers_mut().entry(http::header::HOST).or_insert(host);
+                }
+                *request.uri_mut() =
+                    uri.path_and_query().map_or("/", |p| p.as_str()).parse().map_err(|_| ErrorKind::Other)?;
+                *request.version_mut() = Version::HTTP_11;
+                send.ready().await.map_err(|e| classify(&e))?;
+                send.send_request(request).await.map_err(|e| classify(&e))?
+            }
+            SessionConnection::Http2(send) => {
+                *request.version_mut() = Version::HTTP_2;
+                send.ready().await.map_err(|e| classify(&e))?;
+                send.send_request(request).await.map_err(|e| classify(&e))?
+            }
+        };
         let status = response.status().as_u16();
         let mut body = response.into_body();
         let mut body_bytes = 0u64;
@@ -158,31 +256,39 @@ impl HttpSender {
             let frame = frame.map_err(|e| classify(&e))?;
             body_bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
         }
-        Ok((Outcome::Response { status, body_bytes }, send))
+        Ok((Outcome::Response { status, body_bytes }, connection))
     }
 }
 
 impl HttpSender {
     /// Sends and reads the whole response (so the connection goes back to the pool); with
-    /// `keep`, holds on to its headers and the start of its body.
-    async fn exchange(&self, request: Request<Full<Bytes>>, keep: bool) -> (Outcome, Response) {
+    /// `keep`, holds on to its headers, the start of its body and its trailers.
+    async fn exchange(&self, request: ReplayRequest, keep: bool) -> (Outcome, Response) {
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| classify_client_error(&e))?;
+            let client = &self.pool_for(&request).client;
+            let response = client.request(request).await.map_err(|e| classify_client_error(&e))?;
             let status = response.status().as_u16();
             let (parts, mut body) = response.into_parts();
             let mut body_bytes = 0u64;
             let mut kept = Vec::new();
+            let mut trailers = HeaderMap::new();
             while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| classify(&e))?;
-                if let Some(data) = frame.data_ref() {
-                    body_bytes += data.len() as u64;
-                    if keep && kept.len() < MAX_KEPT_BODY {
-                        kept.extend_from_slice(&data[..data.len().min(MAX_KEPT_BODY - kept.len())]);
+                match frame.map_err(|e| classify(&e))?.into_data() {
+                    Ok(data) => {
+                        body_bytes += data.len() as u64;
+                        if keep && kept.len() < MAX_KEPT_BODY {
+                            kept.extend_from_slice(&data[..data.len().min(MAX_KEPT_BODY - kept.len())]);
+                        }
+                    }
+                    Err(frame) => {
+                        if keep && let Ok(more) = frame.into_trailers() {
+                            trailers.extend(more);
+                        }
                     }
                 }
             }
             let headers = if keep { parts.headers } else { Default::default() };
-            let kept = Response::Answered { status, headers, body: Bytes::from(kept) };
+            let kept = Response::Answered { status, headers, body: Bytes::from(kept), trailers };
             Ok::<_, ErrorKind>((Outcome::Response { status, body_bytes }, kept))
         };
         let failed = |kind: ErrorKind| (Outcome::Error(kind), Response::Failed(kind.name().to_string()));
@@ -195,11 +301,11 @@ impl HttpSender {
 }
 
 impl Sender for HttpSender {
-    async fn send(&self, request: Request<Full<Bytes>>) -> Outcome {
+    async fn send(&self, request: ReplayRequest) -> Outcome {
         self.exchange(request, false).await.0
     }
 
-    async fn send_keeping(&self, request: Request<Full<Bytes>>) -> (Outcome, Response) {
+    async fn send_keeping(&self, request: ReplayRequest) -> (Outcome, Response) {
         self.exchange(request, true).await
     }
 
@@ -208,7 +314,7 @@ impl Sender for HttpSender {
     async fn send_in_session(
         &self,
         session: Option<SessionConnection>,
-        request: Request<Full<Bytes>>,
+        request: ReplayRequest,
     ) -> (Outcome, Option<SessionConnection>) {
         match tokio::time::timeout(self.timeout, self.session_exchange(session, request)).await {
             Ok(Ok((outcome, send))) => (outcome, Some(send)),
@@ -219,8 +325,25 @@ impl Sender for HttpSender {
     }
 }
 
-/// A session's own HTTP/1.1 connection.
-pub type SessionConnection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+/// A session's own connection: HTTP/1.1, or HTTP/2 for requests recorded on it (a
+/// session's streams then go one at a time, in the order the client opened them).
+pub enum SessionConnection {
+    Http1(hyper::client::conn::http1::SendRequest<ReplayBody>),
+    Http2(hyper::client::conn::http2::SendRequest<ReplayBody>),
+}
+
+impl SessionConnection {
+    fn is_closed(&self) -> bool {
+        match self {
+            SessionConnection::Http1(send) => send.is_closed(),
+            SessionConnection::Http2(send) => send.is_closed(),
+        }
+    }
+
+    fn is_http2(&self) -> bool {
+        matches!(self, SessionConnection::Http2(_))
+    }
+}
 
 /// A TLS client that skips certificate checks (the handshake's signatures are still
 /// verified), for `--insecure` replays to self-signed staging targets.
@@ -309,18 +432,41 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
 pub struct SimulatedSender;
 
 impl Sender for SimulatedSender {
-    async fn send(&self, request: Request<Full<Bytes>>) -> Outcome {
+    async fn send(&self, request: ReplayRequest) -> Outcome {
         std::hint::black_box(request);
         Outcome::Simulated
     }
 
-    async fn send_keeping(&self, request: Request<Full<Bytes>>) -> (Outcome, Response) {
+    async fn send_keeping(&self, request: ReplayRequest) -> (Outcome, Response) {
         (self.send(request).await, Response::Failed("simulated".into()))
     }
 
     type Session = ();
 
-    async fn send_in_session(&self, _: Option<()>, request: Request<Full<Bytes>>) -> (Outcome, Option<()>) {
+    async fn send_in_session(&self, _: Option<()>, request: ReplayRequest) -> (Outcome, Option<()>) {
         (self.send(request).await, Some(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body;
+
+    #[tokio::test]
+    async fn a_replay_body_gives_its_bytes_then_its_trailers_and_declares_its_length_only_if_told() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", "7".parse().unwrap());
+        let body = ReplayBody::new(Bytes::from_static(b"abc"), Some(trailers.clone()), false);
+        assert_eq!((body.size_hint().exact(), body.size_hint().lower(), body.is_end_stream()), (None, 3, false));
+        let collected = body.collect().await.unwrap();
+        assert_eq!(collected.trailers(), Some(&trailers));
+        assert_eq!(collected.to_bytes(), "abc");
+
+        let declared = ReplayBody::new(Bytes::from_static(b"abc"), None, true);
+        assert_eq!(declared.size_hint().exact(), Some(3));
+        let empty = ReplayBody::new(Bytes::new(), None, true);
+        assert!(empty.is_end_stream(), "an empty body ends the stream with the headers");
+        assert!(empty.collect().await.unwrap().to_bytes().is_empty());
     }
 }

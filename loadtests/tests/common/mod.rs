@@ -139,6 +139,17 @@ pub async fn tcpdump_while(
     tcpdump.wait().unwrap();
 }
 
+/// Runs the real `ctl` against the cluster with `--json`; its output, parsed. Fails the
+/// test if ctl fails.
+pub async fn ctl(cluster: &reprise_loadtests::cluster::TestCluster, args: &[&str]) -> serde_json::Value {
+    let mut command = Command::new(reprise_loadtests::procs::binary("ctl").unwrap());
+    command.arg("--controller").arg(cluster.controller_url()).args(args).arg("--json");
+    let out = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "ctl {args:?}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
 /// Every traffic record in a log, partition by partition.
 pub async fn read_log(url: &str) -> Vec<TrafficRecord> {
     let log = reprise_store::open_log(url).await.unwrap();

@@ -150,7 +150,12 @@ mod tests {
     fn answered(status: u16, body: &'static str) -> Response {
         let mut headers = http::HeaderMap::new();
         headers.insert("content-type", "application/json".parse().unwrap());
-        Response::Answered { status, headers, body: bytes::Bytes::from_static(body.as_bytes()) }
+        Response::Answered {
+            status,
+            headers,
+            body: bytes::Bytes::from_static(body.as_bytes()),
+            trailers: http::HeaderMap::new(),
+        }
     }
 
     #[test]

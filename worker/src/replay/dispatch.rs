@@ -7,10 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use http::Request;
-use http_body_util::Full;
 use reprise_proto::v1::{MessageKind, PacingMode, TrafficRecord};
 use reprise_store::log::LogError;
 use tokio::sync::{Semaphore, watch};
@@ -26,7 +23,7 @@ use super::sides::send_all;
 use reprise_rules::endpoint::write_endpoint;
 
 use crate::request::{self, RecordedRequest};
-use crate::sender::{HttpSender, Outcome, Sender, SenderConfig, SimulatedSender};
+use crate::sender::{HttpSender, Outcome, ReplayBody, ReplayRequest, Sender, SenderConfig, SimulatedSender};
 use crate::stats::{EndpointSlots, Stats};
 use crate::timer::PreciseTimer;
 
@@ -56,7 +53,9 @@ impl Replay {
             self.stats.records_unreplayable.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(replay = %self.id, %error, "skipping a record that is not a replayable request");
         };
-        let mut recorded = request::parse(&record.http).map_err(|e| unreplayable(e.to_string())).ok()?;
+        let mut recorded = request::parse(&record.http, record.protocol(), &record.trailers)
+            .map_err(|e| unreplayable(e.to_string()))
+            .ok()?;
         let sample_key = [record.connection_id.as_bytes(), &record.sequence.to_be_bytes()];
         if !self.rules.keeps(recorded.method.as_str(), &recorded.path_and_query, &sample_key) {
             self.stats.records_filtered.fetch_add(1, Ordering::Relaxed);
@@ -168,13 +167,13 @@ enum Route<C> {
 struct Comparing {
     pending: Arc<Pending>,
     key: Key,
-    baseline: Option<Request<Full<Bytes>>>,
+    baseline: Option<ReplayRequest>,
 }
 
 impl Comparing {
     /// Sends to the target and the baseline at once; hands both responses to the
     /// comparison. The target's outcome and when it ended.
-    async fn exchange<S: Sender>(self, sender: &S, request: Request<Full<Bytes>>) -> (Outcome, Instant) {
+    async fn exchange<S: Sender>(self, sender: &S, request: ReplayRequest) -> (Outcome, Instant) {
         let answers = send_all(sender, request, None, self.baseline).await;
         self.pending.replayed(&self.key, answers.target, answers.baseline);
         (answers.outcome, answers.ended)
@@ -306,7 +305,7 @@ impl Dispatcher {
             let record = &located.record;
             if let Some(pending) = pending
                 && record.kind() == MessageKind::Response
-                && let Ok(response) = request::parse_response(&record.http)
+                && let Ok(response) = request::parse_response(&record.http, record.protocol(), &record.trailers)
             {
                 pending.recorded(&(record.connection_id.clone(), record.sequence), response);
             }
@@ -433,9 +432,11 @@ async fn open_pass(replay: Arc<Replay>, lanes: Vec<usize>, pass: u32) -> Result<
     Ok(opened)
 }
 
-pub(super) fn build_request(recorded: &RecordedRequest, uri: http::Uri, keep_host: bool) -> Request<Full<Bytes>> {
-    let mut request = Request::new(Full::new(recorded.body.clone()));
+pub(super) fn build_request(recorded: &RecordedRequest, uri: http::Uri, keep_host: bool) -> ReplayRequest {
+    let body = ReplayBody::new(recorded.body.clone(), recorded.trailers.clone(), recorded.declares_length);
+    let mut request = ReplayRequest::new(body);
     *request.method_mut() = recorded.method.clone();
+    *request.version_mut() = recorded.version;
     *request.uri_mut() = uri;
     *request.headers_mut() = recorded.headers.clone();
     if keep_host && let Some(host) = &recorded.host {

@@ -4,14 +4,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 use reprise_proto::v1::DiffOptions;
 
 use super::sides::{DiffSides, copy_for, send_all};
 use crate::request::{RecordedRequest, Target};
-use crate::sender::{Outcome, Sender};
+use crate::sender::{Outcome, ReplayRequest, Sender};
 use crate::stats::Stats;
 
 pub(crate) struct Shadow {
@@ -21,8 +18,8 @@ pub(crate) struct Shadow {
 
 /// The other sides' copies of one send.
 pub(super) struct ShadowSends {
-    candidate: Request<Full<Bytes>>,
-    baseline: Option<Request<Full<Bytes>>>,
+    candidate: ReplayRequest,
+    baseline: Option<ReplayRequest>,
     /// The request's path and query, for samples.
     request: String,
 }
@@ -50,7 +47,7 @@ impl Shadow {
     pub(super) async fn exchange<S: Sender>(
         &self,
         sender: &S,
-        request: Request<Full<Bytes>>,
+        request: ReplayRequest,
         sends: ShadowSends,
         stats: &Stats,
         (shard, slot): (usize, usize),

@@ -4,15 +4,12 @@
 //! may add a baseline, a live instance of the reference version, whose own differences
 //! from the reference are noise rather than regressions.
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 use reprise_proto::v1::DiffOptions;
 use reprise_rules::diff::{DiffRules, Difference, Response};
 use tokio::time::Instant;
 
 use crate::request::{RecordedRequest, Target};
-use crate::sender::{Outcome, Sender};
+use crate::sender::{Outcome, ReplayRequest, Sender};
 
 pub(crate) struct DiffSides {
     rules: DiffRules,
@@ -41,7 +38,7 @@ impl DiffSides {
 
     /// The baseline's copy of a request, if there is a baseline (and the recorded path
     /// makes a URI there).
-    pub(super) fn baseline_request(&self, recorded: &RecordedRequest, keep_host: bool) -> Option<Request<Full<Bytes>>> {
+    pub(super) fn baseline_request(&self, recorded: &RecordedRequest, keep_host: bool) -> Option<ReplayRequest> {
         copy_for(self.baseline.as_ref()?, recorded, keep_host)
     }
 
@@ -60,22 +57,22 @@ impl DiffSides {
 }
 
 /// A recorded request as sent to `target` (`None` if its path makes no URI there).
-pub(super) fn copy_for(target: &Target, recorded: &RecordedRequest, keep_host: bool) -> Option<Request<Full<Bytes>>> {
+pub(super) fn copy_for(target: &Target, recorded: &RecordedRequest, keep_host: bool) -> Option<ReplayRequest> {
     Some(super::dispatch::build_request(recorded, target.uri_for(recorded).ok()?, keep_host))
 }
 
 /// Sends `request` to the target and the copies to the other sides, all at once.
 pub(super) async fn send_all<S: Sender>(
     sender: &S,
-    request: Request<Full<Bytes>>,
-    candidate: Option<Request<Full<Bytes>>>,
-    baseline: Option<Request<Full<Bytes>>>,
+    request: ReplayRequest,
+    candidate: Option<ReplayRequest>,
+    baseline: Option<ReplayRequest>,
 ) -> Answers {
     let target = async {
         let (outcome, response) = sender.send_keeping(request).await;
         (outcome, response, Instant::now())
     };
-    let side = async |request: Option<Request<Full<Bytes>>>| match request {
+    let side = async |request: Option<ReplayRequest>| match request {
         Some(request) => Some(sender.send_keeping(request).await.1),
         None => None,
     };
