@@ -205,10 +205,12 @@ pub struct ReplayArgs {
     /// Per-request timeout in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
-    /// Send the recorded Host header instead of the target's.
+    /// Send the recorded Host header instead of the target's. Over HTTP/2 it goes as a
+    /// `host` field; `:authority` stays the target's.
     #[arg(long)]
     pub keep_host: bool,
-    /// Speak HTTP/2 to the target.
+    /// Speak HTTP/2 to the target for every request. Requests recorded on HTTP/2 go
+    /// over HTTP/2 anyway: h2c by prior knowledge to http://, ALPN h2 to https://.
     #[arg(long)]
     http2: bool,
     /// Accept any TLS certificate from an https target (self-signed staging hosts).
@@ -251,8 +253,9 @@ pub struct ReplayArgs {
     /// is sent in order over one connection of its own, each after the previous response,
     /// still on the timeline (a session that falls behind shows as lag). The plan keeps
     /// the log's partitions whole: spread a recording over at least as many partitions
-    /// as workers for load to spread. HTTP/1.1 only.
-    #[arg(long, conflicts_with_all = ["http2", "candidate", "compare"])]
+    /// as workers for load to spread. A connection recorded on HTTP/2 gets an HTTP/2
+    /// connection, its streams sent one at a time in the order they were opened.
+    #[arg(long, conflicts_with_all = ["candidate", "compare"])]
     pub sessions: bool,
     /// An A/B shadow: send every request to this target too, and diff its responses
     /// against --target's per endpoint (status, headers, JSON fields or text).

@@ -26,7 +26,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 /// How one send ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// A response arrived: its status and body size.
+    /// A response arrived: its status (for a failed gRPC call, the one its grpc-status
+    /// maps to) and body size.
     Response {
         status: u16,
         body_bytes: u64,
@@ -249,14 +250,7 @@ impl HttpSender {
                 send.send_request(request).await.map_err(|e| classify(&e))?
             }
         };
-        let status = response.status().as_u16();
-        let mut body = response.into_body();
-        let mut body_bytes = 0u64;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| classify(&e))?;
-            body_bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
-        }
-        Ok((Outcome::Response { status, body_bytes }, connection))
+        Ok((read_response(response, false).await?.0, connection))
     }
 }
 
@@ -267,29 +261,7 @@ impl HttpSender {
         let exchange = async {
             let client = &self.pool_for(&request).client;
             let response = client.request(request).await.map_err(|e| classify_client_error(&e))?;
-            let status = response.status().as_u16();
-            let (parts, mut body) = response.into_parts();
-            let mut body_bytes = 0u64;
-            let mut kept = Vec::new();
-            let mut trailers = HeaderMap::new();
-            while let Some(frame) = body.frame().await {
-                match frame.map_err(|e| classify(&e))?.into_data() {
-                    Ok(data) => {
-                        body_bytes += data.len() as u64;
-                        if keep && kept.len() < MAX_KEPT_BODY {
-                            kept.extend_from_slice(&data[..data.len().min(MAX_KEPT_BODY - kept.len())]);
-                        }
-                    }
-                    Err(frame) => {
-                        if keep && let Ok(more) = frame.into_trailers() {
-                            trailers.extend(more);
-                        }
-                    }
-                }
-            }
-            let headers = if keep { parts.headers } else { Default::default() };
-            let kept = Response::Answered { status, headers, body: Bytes::from(kept), trailers };
-            Ok::<_, ErrorKind>((Outcome::Response { status, body_bytes }, kept))
+            read_response(response, keep).await
         };
         let failed = |kind: ErrorKind| (Outcome::Error(kind), Response::Failed(kind.name().to_string()));
         match tokio::time::timeout(self.timeout, exchange).await {
@@ -322,6 +294,72 @@ impl Sender for HttpSender {
             Ok(Err(kind)) => (Outcome::Error(kind), None),
             Err(_) => (Outcome::Error(ErrorKind::Timeout), None),
         }
+    }
+}
+
+/// Reads a whole response; with `keep`, holds on to its headers, the start of its body
+/// and its trailers. A gRPC call that failed (`grpc-status` other than 0, in the
+/// trailers or in a trailers-only response's headers) counts in the status class
+/// `google.rpc.Code` maps its code to, not as the 200 it came with.
+async fn read_response(
+    response: http::Response<hyper::body::Incoming>,
+    keep: bool,
+) -> Result<(Outcome, Response), ErrorKind> {
+    let (parts, mut body) = response.into_parts();
+    let grpc =
+        parts.headers.get(http::header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+    let mut grpc_status = grpc.then(|| parts.headers.get(GRPC_STATUS).cloned()).flatten();
+    let mut body_bytes = 0u64;
+    let mut kept = Vec::new();
+    let mut trailers = HeaderMap::new();
+    while let Some(frame) = body.frame().await {
+        match frame.map_err(|e| classify(&e))?.into_data() {
+            Ok(data) => {
+                body_bytes += data.len() as u64;
+                if keep && kept.len() < MAX_KEPT_BODY {
+                    kept.extend_from_slice(&data[..data.len().min(MAX_KEPT_BODY - kept.len())]);
+                }
+            }
+            Err(frame) => {
+                if let Ok(more) = frame.into_trailers() {
+                    if grpc && let Some(code) = more.get(GRPC_STATUS) {
+                        grpc_status = Some(code.clone());
+                    }
+                    if keep {
+                        trailers.extend(more);
+                    }
+                }
+            }
+        }
+    }
+    let status = parts.status.as_u16();
+    let class = match grpc_status.as_ref().and_then(|code| std::str::from_utf8(code.as_bytes()).ok()?.parse().ok()) {
+        Some(code) => grpc_status_class(code),
+        None => status,
+    };
+    let headers = if keep { parts.headers } else { Default::default() };
+    let kept = Response::Answered { status, headers, body: Bytes::from(kept), trailers };
+    Ok((Outcome::Response { status: class, body_bytes }, kept))
+}
+
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
+/// The HTTP status `google.rpc.Code` documents for a gRPC status code (200 for OK; an
+/// unknown code is 500, as UNKNOWN is).
+fn grpc_status_class(code: u32) -> u16 {
+    match code {
+        0 => 200,
+        1 => 499,
+        3 | 9 | 11 => 400,
+        4 => 504,
+        5 => 404,
+        6 | 10 => 409,
+        7 => 403,
+        8 => 429,
+        12 => 501,
+        14 => 503,
+        16 => 401,
+        _ => 500,
     }
 }
 

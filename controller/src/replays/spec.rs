@@ -117,9 +117,6 @@ fn validate(options: &ReplayOptions) -> Result<(), ReplayError> {
     if let Some(diff) = &options.diff {
         validate_diff(diff, options.simulate)?;
     }
-    if options.sessions && options.http2 {
-        return Err(invalid("--sessions replays each connection over HTTP/1.1: it cannot go with --http2"));
-    }
     if options.sessions && options.diff.as_ref().is_some_and(|d| !d.candidate.is_empty() || d.recorded) {
         return Err(invalid("--sessions cannot go with --candidate or --compare yet"));
     }
