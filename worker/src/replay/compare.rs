@@ -58,6 +58,9 @@ struct Entry {
     /// Copies whose comparison is still to come.
     copies_left: u32,
     recorded: Option<Response>,
+    /// The capture cut the recorded response's body (`--max-body`): replayed bodies are
+    /// compared by as much of them.
+    recorded_cut: bool,
     /// Replayed responses (with the baseline's) that came before the recorded one.
     waiting: Vec<(Response, Option<Response>)>,
     since: Instant,
@@ -84,14 +87,24 @@ impl Pending {
         if state.noted.is_multiple_of(SWEEP_EVERY) {
             self.give_up(&mut state, now.checked_sub(GIVE_UP_AFTER));
         }
-        let entry = Entry { slot, request, copies_left: copies, recorded: None, waiting: Vec::new(), since: now };
+        let entry = Entry {
+            slot,
+            request,
+            copies_left: copies,
+            recorded: None,
+            recorded_cut: false,
+            waiting: Vec::new(),
+            since: now,
+        };
         state.entries.insert(key, entry);
     }
 
-    /// The recorded response of a request (a request that was not sent has none to meet).
-    pub(super) fn recorded(&self, key: &Key, response: Response) {
+    /// The recorded response of a request, and whether the capture cut its body (a
+    /// request that was not sent has none to meet).
+    pub(super) fn recorded(&self, key: &Key, response: Response, cut: bool) {
         let mut state = self.state();
         let Some(entry) = state.entries.get_mut(key) else { return };
+        entry.recorded_cut = cut;
         for (actual, baseline) in std::mem::take(&mut entry.waiting) {
             self.count(entry, &response, &actual, baseline.as_ref());
         }
@@ -123,7 +136,12 @@ impl Pending {
     }
 
     fn count(&self, entry: &mut Entry, recorded: &Response, actual: &Response, baseline: Option<&Response>) {
-        let (differences, noise) = self.compare.sides.judge(recorded, actual, baseline);
+        let (differences, noise) = if entry.recorded_cut {
+            let (actual, baseline) = (cut_like(actual, recorded), baseline.map(|b| cut_like(b, recorded)));
+            self.compare.sides.judge(recorded, &actual, baseline.as_ref())
+        } else {
+            self.compare.sides.judge(recorded, actual, baseline)
+        };
         self.stats.record_diff(self.shard, entry.slot, &entry.request, &differences, &noise);
         entry.copies_left = entry.copies_left.saturating_sub(1);
     }
@@ -143,6 +161,15 @@ impl Pending {
     }
 }
 
+/// `response` with its body cut to the length of the recorded one's, which the capture cut.
+fn cut_like(response: &Response, recorded: &Response) -> Response {
+    let mut response = response.clone();
+    if let (Response::Answered { body, .. }, Response::Answered { body: kept, .. }) = (&mut response, recorded) {
+        *body = body.slice(..body.len().min(kept.len()));
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,7 +186,7 @@ mod tests {
     }
 
     #[test]
-    fn either_side_may_come_first_and_the_rest_is_given_up() {
+    fn either_side_may_come_first_a_cut_recording_compares_its_part_and_the_rest_is_given_up() {
         let compare = Compare::compile(Some(&DiffOptions { recorded: true, ..Default::default() })).unwrap().unwrap();
         let stats = Arc::new(Stats::new(&[], &[], 1));
         let slot = crate::stats::EndpointSlots::default().slot(&stats, 0, "GET /a");
@@ -167,15 +194,19 @@ mod tests {
         let key = |s: u64| ("c1".to_string(), s);
         // Recorded first, then two copies replayed: one the same, one not.
         pending.expect(key(0), 2, slot, "/a".into());
-        pending.recorded(&key(0), answered(200, r#"{"v":1}"#));
+        pending.recorded(&key(0), answered(200, r#"{"v":1}"#), false);
         pending.replayed(&key(0), answered(200, r#"{"v":1}"#), None);
         pending.replayed(&key(0), answered(200, r#"{"v":2}"#), None);
         // Replayed first.
         pending.expect(key(1), 1, slot, "/a".into());
         pending.replayed(&key(1), answered(500, r#"{"v":1}"#), None);
-        pending.recorded(&key(1), answered(200, r#"{"v":1}"#));
+        pending.recorded(&key(1), answered(200, r#"{"v":1}"#), false);
         // A response to a request that was not sent, and a request whose response never came.
-        pending.recorded(&key(7), answered(200, "{}"));
+        // A recorded body the capture cut: the replayed one is compared by as much of it.
+        pending.expect(key(3), 1, slot, "/a".into());
+        pending.replayed(&key(3), answered(200, r#"{"v":1,"w":[1,2,3]}"#), None);
+        pending.recorded(&key(3), answered(200, r#"{"v":1,"w""#), true);
+        pending.recorded(&key(7), answered(200, "{}"), false);
         pending.expect(key(2), 1, slot, "/a".into());
         assert_eq!(pending.state().entries.len(), 1);
         pending.finish();
@@ -187,7 +218,7 @@ mod tests {
             false,
         );
         let e = &report.endpoints[0];
-        assert_eq!((e.compared, e.differing, report.uncompared), (3, 2, 1));
+        assert_eq!((e.compared, e.differing, report.uncompared), (4, 2, 1));
         assert_eq!((e.fields["$.v"], e.fields["status"]), (1, 1));
     }
 }

@@ -307,7 +307,7 @@ impl Dispatcher {
                 && record.kind() == MessageKind::Response
                 && let Ok(response) = request::parse_response(&record.http, record.protocol(), &record.trailers)
             {
-                pending.recorded(&(record.connection_id.clone(), record.sequence), response);
+                pending.recorded(&(record.connection_id.clone(), record.sequence), response, record.body_truncated);
             }
             let Some((recorded, uri)) = replay.request_for(record) else {
                 replay.stats.take(lane, pass, located.offset, 0);
