@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use reprise_ctl::client::{self, Client};
-use reprise_proto::v1::{ListRequest, PacingMode, Recording, ReplayRef, ReplayState, ReplayStatus, StartReplayRequest};
+use reprise_proto::v1::{
+    HttpProtocol, ListRequest, PacingMode, Recording, ReplayRef, ReplayState, ReplayStatus, StartReplayRequest,
+};
 use serde::Serialize;
 
 use crate::cluster::replay_request;
@@ -165,12 +167,19 @@ pub struct ReplayBench {
     /// of its own (docs/BENCHMARKS.md shows what that costs).
     #[arg(long, default_value_t = 16)]
     pub partitions: u32,
+    /// Record the traffic as captured on HTTP/2 (h2c), so that it is replayed over
+    /// HTTP/2; nginx then listens for h2c (the sink speaks both). wrk and GoReplay speak
+    /// HTTP/1.1 only: not with --wrk-seconds or --gor.
+    #[arg(long)]
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayResult {
     /// `None`: a dry run, sent nowhere.
     pub target: Option<TargetKind>,
+    /// The traffic was HTTP/2, replayed over HTTP/2.
+    pub http2: bool,
     /// Where the recording was read from: `file` or `kafka`.
     pub log: &'static str,
     pub workers: usize,
@@ -363,6 +372,9 @@ async fn series_deviation(cluster: &BenchCluster, replay_id: &str, sink_port: u1
 }
 
 pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
+    if bench.http2 && (bench.wrk_seconds > 0 || bench.gor.is_some()) {
+        bail!("--http2: wrk and GoReplay speak HTTP/1.1 only; give --wrk-seconds 0 and no --gor");
+    }
     let mut cluster = BenchCluster::start(
         &bench.work_dir,
         bench.workers,
@@ -373,7 +385,7 @@ pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
     .await?;
     let target = match bench.dry_run {
         true => None,
-        false => Some(Target::start(bench.target, &cluster.dir).await?),
+        false => Some(Target::start(bench.target, &cluster.dir, bench_profile(bench).protocol).await?),
     };
     let profile = bench_profile(bench);
     let gor_file = bench.gor.as_ref().map(|_| cluster.dir.join("traffic.gor"));
@@ -406,6 +418,7 @@ pub async fn run_replay(bench: &ReplayBench) -> anyhow::Result<ReplayResult> {
     let requests_per_second = median.requests_per_second;
     let result = ReplayResult {
         target: target.as_ref().map(|_| bench.target),
+        http2: bench.http2,
         log: if bench.kafka.is_some() { "kafka" } else { "file" },
         workers: bench.workers,
         mode: bench.mode,
@@ -453,13 +466,13 @@ enum Target {
 }
 
 impl Target {
-    async fn start(kind: TargetKind, dir: &Path) -> anyhow::Result<Target> {
+    async fn start(kind: TargetKind, dir: &Path, protocol: HttpProtocol) -> anyhow::Result<Target> {
         Ok(match kind {
             TargetKind::Sink => {
                 let port = free_port()?;
                 Target::Sink { process: start_sink(port, dir).await?, port }
             }
-            TargetKind::Nginx => Target::Nginx(Nginx::start(&dir.join("nginx"), AccessLogs::Off)?),
+            TargetKind::Nginx => Target::Nginx(Nginx::start(&dir.join("nginx"), AccessLogs::Off, protocol)?),
         })
     }
 
@@ -536,6 +549,7 @@ fn bench_profile(bench: &ReplayBench) -> Profile {
         body_bytes: 128,
         post_share: 0.25,
         shape: Shape::Constant,
+        protocol: if bench.http2 { HttpProtocol::Http2 } else { HttpProtocol::Http1 },
     }
 }
 

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use reprise_proto::v1::HttpProtocol;
 
 /// What nginx writes per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,8 +27,9 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    /// Starts nginx with its files under `dir` and waits until it accepts connections.
-    pub fn start(dir: &Path, logs: AccessLogs) -> anyhow::Result<Nginx> {
+    /// Starts nginx with its files under `dir` and waits until it accepts connections:
+    /// HTTP/1.x, or h2c by prior knowledge only.
+    pub fn start(dir: &Path, logs: AccessLogs, protocol: HttpProtocol) -> anyhow::Result<Nginx> {
         // nginx reads relative paths from its prefix (`-p`), not from here.
         let dir = &std::path::absolute(dir)?;
         std::fs::create_dir_all(dir.join("tmp"))?;
@@ -44,6 +46,7 @@ impl Nginx {
     access_log {d}/json.log json_lines;"#
             ),
         };
+        let http2 = if protocol == HttpProtocol::Http2 { " http2" } else { "" };
         // Connections stay open for good (the default closes one every 1000 requests,
         // which would measure reconnects), and as many as a benchmark's in-flight bound.
         let config = format!(
@@ -61,7 +64,7 @@ http {{
     keepalive_requests 100000000;
     {access_logs}
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port} backlog=4096{http2};
         location / {{ return 200 "ok\n"; }}
     }}
 }}

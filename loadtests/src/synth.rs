@@ -7,8 +7,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use reprise_proto::HTTP1_TRAFFIC_FORMAT_VERSION;
-use reprise_proto::v1::{MessageKind, TrafficRecord};
+use reprise_proto::v1::{HttpProtocol, MessageKind, TrafficRecord};
 use reprise_store::log::{LogError, NewRecord, TrafficLog};
 use reprise_store::traffic;
 
@@ -53,12 +52,23 @@ pub struct Profile {
     /// Share of requests that are POSTs (the rest are GETs).
     pub post_share: f64,
     pub shape: Shape,
+    /// What the requests were captured on: an HTTP/2 record is replayed over HTTP/2.
+    pub protocol: HttpProtocol,
 }
 
 impl Profile {
     /// Requests spread evenly over `span_ns`, a third of them POSTs of `body_bytes`.
     pub fn constant(requests: u64, start_ns: i64, span_ns: i64, connections: u64, body_bytes: usize) -> Self {
-        Profile { requests, start_ns, span_ns, connections, body_bytes, post_share: 1.0 / 3.0, shape: Shape::Constant }
+        Profile {
+            requests,
+            start_ns,
+            span_ns,
+            connections,
+            body_bytes,
+            post_share: 1.0 / 3.0,
+            shape: Shape::Constant,
+            protocol: HttpProtocol::Http1,
+        }
     }
 }
 
@@ -130,7 +140,8 @@ pub fn request(profile: &Profile, i: u64, timestamp_ns: i64) -> TrafficRecord {
         format!("GET /items/{i}?src=gen HTTP/1.1\r\nHost: shop.example\r\nAccept: */*\r\nX-Request-Id: {i}\r\n\r\n")
     };
     TrafficRecord {
-        format_version: HTTP1_TRAFFIC_FORMAT_VERSION,
+        format_version: profile.protocol.format_version(),
+        protocol: profile.protocol as i32,
         capture_node: "gen".into(),
         connection_id: format!("gen-{connection}"),
         kind: MessageKind::Request as i32,

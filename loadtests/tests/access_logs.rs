@@ -13,7 +13,7 @@ use std::time::Duration;
 use reprise_capture::CaptureConfig;
 use reprise_capture::access_log::Format;
 use reprise_loadtests::cluster::{TestCluster, replay_request};
-use reprise_proto::v1::ReplayState;
+use reprise_proto::v1::{HttpProtocol, ReplayState};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{Origin, read_log};
@@ -121,7 +121,7 @@ fn in_second_order(arrivals: &[(String, String)], expected: &[(i64, String, Stri
 
 async fn two_nginx_logs_replay_in_timestamp_order(kind: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let start = |name: &str| Nginx::start(&dir.path().join(name), AccessLogs::AllFormats).unwrap();
+    let start = |name: &str| Nginx::start(&dir.path().join(name), AccessLogs::AllFormats, HttpProtocol::Http1).unwrap();
     let (a, b) = (start("a"), start("b"));
     let (url_a, url_b) = (a.url(), b.url());
     tokio::task::spawn_blocking(move || traffic(&url_a, &url_b)).await.unwrap();

@@ -182,6 +182,7 @@ fn replay_bench(work_dir: &std::path::Path, workers: usize, requests: u64, mode:
         work_dir: work_dir.to_path_buf(),
         kafka: None,
         partitions: 16,
+        http2: false,
     }
 }
 
@@ -269,6 +270,11 @@ async fn throughput_rows(work_dir: &std::path::Path, gor: Option<PathBuf>) -> an
     let mut on_nginx = replay_bench(work_dir, 1, 400_000, Mode::Max, false);
     (on_nginx.target, on_nginx.wrk_seconds, on_nginx.rounds) = (TargetKind::Nginx, 8, 3);
     let n = bench::run_replay(&on_nginx).await?;
+    // HTTP/2 traffic over HTTP/2 (h2c) to nginx: no wrk for it; docs/BENCHMARKS.md has
+    // h2load's figure.
+    let mut over_http2 = replay_bench(work_dir, 1, 400_000, Mode::Max, false);
+    (over_http2.target, over_http2.http2) = (TargetKind::Nginx, true);
+    let h2 = bench::run_replay(&over_http2).await?;
     let gor_figure = match t.gor_requests_per_second {
         Some(g) => format!("{g:.0} req/s: Reprise {:.1}x", t.requests_per_second / g),
         None => "not run (no --gor binary on this machine)".into(),
@@ -284,6 +290,11 @@ async fn throughput_rows(work_dir: &std::path::Path, gor: Option<PathBuf>) -> an
             "1 worker, max pace, 64 in flight, vs `wrk -t1 -c64`, against nginx".into(),
             format!("median of 3 alternating rounds: {}; p99 latency {:.2} ms", against_wrk(&n), n.latency_p99_ms),
             ">= 0.95x wrk",
+        ),
+        (
+            "the same as HTTP/2 traffic, over h2c, against nginx".into(),
+            format!("{:.0} req/s; p99 latency {:.2} ms; {}", h2.requests_per_second, h2.latency_p99_ms, cpu_costs(&h2)),
+            "-",
         ),
         ("the same recording with GoReplay".into(), gor_figure, ">= 5x GoReplay"),
     ])

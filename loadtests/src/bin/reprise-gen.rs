@@ -63,6 +63,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         body_bytes: cli.body_bytes,
         post_share: cli.post_share,
         shape: cli.shape,
+        protocol: reprise_proto::v1::HttpProtocol::Http1,
     };
     let written = match &cli.gor {
         Some(path) => {
