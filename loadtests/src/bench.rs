@@ -116,6 +116,9 @@ pub enum TargetKind {
     Nginx,
 }
 
+/// Partitions of a bench's recording unless told otherwise.
+pub const DEFAULT_PARTITIONS: u32 = 16;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayBench {
     /// What to replay to (and run wrk against).
@@ -165,7 +168,7 @@ pub struct ReplayBench {
     pub kafka: Option<String>,
     /// Partitions of the recording: with `--kafka`, each is read by a librdkafka client
     /// of its own (docs/BENCHMARKS.md shows what that costs).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = DEFAULT_PARTITIONS)]
     pub partitions: u32,
     /// Record the traffic as captured on HTTP/2 (h2c), so that it is replayed over
     /// HTTP/2; nginx then listens for h2c (the sink speaks both). wrk and GoReplay speak
@@ -678,7 +681,7 @@ pub async fn run_stats_plane(
     max_in_flight: u32,
     work_dir: &Path,
 ) -> anyhow::Result<StatsPlaneResult> {
-    let mut cluster = BenchCluster::start(work_dir, workers, 0, None, 16).await?;
+    let mut cluster = BenchCluster::start(work_dir, workers, 0, None, DEFAULT_PARTITIONS).await?;
     // A slow, long recording: every worker keeps reporting for the whole window.
     let span = Duration::from_secs(seconds + 30);
     let profile = Profile::constant(

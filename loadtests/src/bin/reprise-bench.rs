@@ -181,7 +181,7 @@ fn replay_bench(work_dir: &std::path::Path, workers: usize, requests: u64, mode:
         gor: None,
         work_dir: work_dir.to_path_buf(),
         kafka: None,
-        partitions: 16,
+        partitions: bench::DEFAULT_PARTITIONS,
         http2: false,
     }
 }
