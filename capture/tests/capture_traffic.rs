@@ -44,6 +44,8 @@ async fn capture_live<F: std::future::Future<Output = ()>>(
     let mut config = config(&setup, server.addr.port());
     config.interface = Some("lo".into());
     let shutdown = CancellationToken::new();
+    // A failing client must fail the test, not leave the capture running forever.
+    let _stop_on_panic = shutdown.clone().drop_guard();
     let (ready_tx, ready) = tokio::sync::oneshot::channel();
     let capture = tokio::spawn(reprise_capture::run_notify(config, shutdown.clone(), Some(ready_tx)));
     ready.await.expect("capture must start");

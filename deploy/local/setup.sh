@@ -5,8 +5,9 @@ set -euo pipefail
 
 # prometheus (promtool) and systemd (systemd-analyze): deploy/check.sh. chromium: the
 # dashboard test renders the page in a real browser. iproute2 (ip netns):
-# deploy/local/netns-cluster.sh.
-packages=(protobuf-compiler libprotobuf-dev libpcap-dev libssl-dev pkg-config python3 python3-pip python3-yaml curl tcpdump wrk nginx apache2-utils prometheus systemd chromium iproute2)
+# deploy/local/netns-cluster.sh. apache2-bin and nghttp2-client: a server that takes an
+# h2c upgrade (nginx does not) and a client that asks for one, in the HTTP/2 capture test.
+packages=(protobuf-compiler libprotobuf-dev libpcap-dev libssl-dev pkg-config python3 python3-pip python3-yaml curl tcpdump wrk nginx apache2-utils apache2-bin nghttp2-client prometheus systemd chromium iproute2)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,6 +3,7 @@
 //! integration tests and benchmarks, and a harness that runs the real daemons as
 //! processes for fault tests ([`procs`]).
 
+pub mod apache;
 pub mod bench;
 pub mod browser;
 pub mod cluster;

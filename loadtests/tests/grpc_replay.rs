@@ -6,7 +6,8 @@
 //! an in-process cluster to a second server (comparing every response with the recorded
 //! one, gRPC trailers included), and to a third with `--sessions`. Every call must
 //! arrive at both as the first server received it: method, path, headers, body and
-//! trailers.
+//! trailers. And an h2c upgrade that Apache takes (nghttp asks for it) is stored once and
+//! replayed over HTTP/2.
 
 mod common;
 
@@ -213,7 +214,7 @@ impl Service<http::Request<tonic::body::Body>> for Plain {
     }
 }
 
-/// A tonic server (HTTP/2 only) on loopback that keeps every call it receives.
+/// A tonic server on loopback that keeps every call it receives.
 struct Server {
     addr: SocketAddr,
     calls: Calls,
@@ -225,8 +226,11 @@ impl Server {
         let incoming = tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = incoming.local_addr().unwrap();
         let calls = Calls::default();
-        let router =
-            tonic::transport::Server::builder().add_service(Notes(calls.clone())).add_service(Plain(calls.clone()));
+        // HTTP/1.1 too: a request captured on HTTP/1.1 is replayed over it.
+        let router = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_service(Notes(calls.clone()))
+            .add_service(Plain(calls.clone()));
         let task = tokio::spawn(async move { router.serve_with_incoming(incoming).await.unwrap() });
         Server { addr, calls, task }
     }
@@ -313,34 +317,51 @@ async fn clients(addr: SocketAddr) -> usize {
     5 + 2 + 1 + 2 + 1
 }
 
+/// Runs `clients` while the capture records `port` live on `lo` into the cluster's log,
+/// inside a recording started and stopped with `ctl record`; what the clients returned,
+/// the capture's report and the recording (`ctl record stop --json`).
+async fn capture_live<T>(
+    cluster: &TestCluster,
+    port: u16,
+    dir: &std::path::Path,
+    clients: impl std::future::Future<Output = T>,
+) -> (T, reprise_capture::CaptureReport, serde_json::Value) {
+    let mut config = CaptureConfig::for_log(&cluster.log_url);
+    config.interface = Some("lo".into());
+    config.port = vec![port];
+    config.track_responses = true;
+    config.node = Some("live".into());
+    config.spool_dir = Some(dir.join("spool"));
+    config.catalog = Some(cluster.catalog_url.clone());
+    let shutdown = CancellationToken::new();
+    // A failing client must fail the test, not leave the capture running forever.
+    let _stop_on_panic = shutdown.clone().drop_guard();
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let capture = tokio::spawn(reprise_capture::run_notify(config, shutdown.clone(), Some(ready_tx)));
+    if ready.await.is_err() {
+        panic!("the capture did not start: {:?}", capture.await.unwrap().err());
+    }
+    let started = common::ctl(cluster, &["record", "start", "--name", "live"]).await;
+    let recording = started["id"].as_str().unwrap().to_string();
+    let made = clients.await;
+    // The capture sees the last packets a moment after the clients do.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    let report = capture.await.unwrap().unwrap();
+    let stopped = common::ctl(cluster, &["record", "stop", &recording]).await;
+    (made, report, stopped)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grpc_and_http2_traffic_captured_live_replays_complete() {
     let dir = tempfile::tempdir().unwrap();
     let original = Server::start().await;
     let cluster = TestCluster::start("kafka_etcd", "grpc", 2, |_| {}).await.unwrap();
 
-    let mut config = CaptureConfig::for_log(&cluster.log_url);
-    config.interface = Some("lo".into());
-    config.port = vec![original.addr.port()];
-    config.track_responses = true;
-    config.node = Some("live".into());
-    config.spool_dir = Some(dir.path().join("spool"));
-    config.catalog = Some(cluster.catalog_url.clone());
-    let shutdown = CancellationToken::new();
-    let (ready_tx, ready) = tokio::sync::oneshot::channel();
-    let capture = tokio::spawn(reprise_capture::run_notify(config, shutdown.clone(), Some(ready_tx)));
-    if ready.await.is_err() {
-        panic!("the capture did not start: {:?}", capture.await.unwrap().err());
-    }
-    let started = common::ctl(&cluster, &["record", "start", "--name", "grpc"]).await;
-    let recording = started["id"].as_str().unwrap().to_string();
-    let made = clients(original.addr).await;
-    // The capture sees the last packets a moment after the clients do.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    shutdown.cancel();
-    let report = capture.await.unwrap().unwrap();
-    let stopped = common::ctl(&cluster, &["record", "stop", &recording]).await;
-    assert_eq!(stopped["record_count"].as_u64(), Some(2 * made as u64), "{stopped}");
+    let (made, report, recording) =
+        capture_live(&cluster, original.addr.port(), dir.path(), clients(original.addr)).await;
+    assert_eq!(recording["record_count"].as_u64(), Some(2 * made as u64), "a request and a response per call");
+    let recording = recording["id"].as_str().unwrap();
     let recorded = original.calls();
     assert_eq!(recorded.len(), made);
     assert_eq!((report.requests, report.responses), (made as u64, made as u64), "{report:?}");
@@ -348,7 +369,7 @@ async fn grpc_and_http2_traffic_captured_live_replays_complete() {
 
     // To a second server, each response compared with the recorded one.
     let second = Server::start().await;
-    let replay = ["replay", "--recording", &recording, "--target", &second.url(), "--compare"];
+    let replay = ["replay", "--recording", recording, "--target", &second.url(), "--compare"];
     let summary = common::ctl(&cluster, &replay).await;
     assert_eq!(summary["state"], "done", "{summary}");
     // The failed call came with HTTP 200; it counts as the 503 its UNAVAILABLE maps to.
@@ -365,8 +386,90 @@ async fn grpc_and_http2_traffic_captured_live_replays_complete() {
     // connection of its own.
     let third = Server::start().await;
     let summary =
-        common::ctl(&cluster, &["replay", "--recording", &recording, "--target", &third.url(), "--sessions"]).await;
+        common::ctl(&cluster, &["replay", "--recording", recording, "--target", &third.url(), "--sessions"]).await;
     assert_eq!((summary["state"].as_str(), summary["ok"].as_u64()), (Some("done"), Some(made as u64 - 1)), "{summary}");
     assert_replayed_whole(third.calls(), &recorded, summary["id"].as_str().unwrap());
+    cluster.stop().await;
+}
+
+/// nghttp asks for an h2c upgrade, which Apache takes (a 101, then HTTP/2 on the same
+/// connection: its second request is stream 13, after PRIORITY frames on idle streams);
+/// curl asks for one with a POST, which Apache declines (a body is in the way).
+async fn upgrading_clients(base: String) -> usize {
+    let run = |program: &str, args: &[&str]| {
+        let out = std::process::Command::new(program).args(args).output();
+        let out = out.unwrap_or_else(|e| panic!("{program}: {e} (deploy/local/setup.sh installs it)"));
+        assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    tokio::task::spawn_blocking(move || {
+        let pages = [format!("{base}/plain/page.html?v=1"), format!("{base}/plain/page.html?v=2")];
+        run("nghttp", &["--upgrade", "--null-out", "--header", "user-agent: upgrader", &pages[0], &pages[1]]);
+        let form = format!("{base}/plain/form.html");
+        run("curl", &["-sS", "-o", "/dev/null", "--http2", "-A", "upgrader", "-d", "a=1&b=2", &form]);
+    })
+    .await
+    .unwrap();
+    3
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_h2c_upgrade_taken_by_apache_is_stored_once_and_replayed_over_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = [("plain/page.html", "page\n"), ("plain/form.html", "form\n")];
+    let apache = reprise_loadtests::apache::Apache::start(&dir.path().join("apache"), &files).unwrap();
+    let cluster = TestCluster::start("kafka_etcd", "h2c-upgrade", 1, |_| {}).await.unwrap();
+    let (made, report, recording) =
+        capture_live(&cluster, apache.port(), dir.path(), upgrading_clients(apache.url())).await;
+    assert_eq!((report.requests, report.responses, report.h2_connections), (made as u64, made as u64, 1), "{report:?}");
+    let mut requests: Vec<_> = common::read_log(&cluster.log_url)
+        .await
+        .into_iter()
+        .filter(|r| r.kind() == reprise_proto::v1::MessageKind::Request)
+        .map(|r| (String::from_utf8_lossy(&r.http).lines().next().unwrap().to_string(), r.protocol()))
+        .collect();
+    requests.sort();
+    use reprise_proto::v1::HttpProtocol::{Http1, Http2};
+    let line = |l: &str| l.to_string();
+    assert_eq!(
+        requests,
+        [
+            (line("GET /plain/page.html?v=1 HTTP/1.1"), Http2),
+            (line("GET /plain/page.html?v=2 HTTP/1.1"), Http2),
+            (line("POST /plain/form.html HTTP/1.1"), Http1)
+        ],
+        "the upgraded request is stream 1 of the HTTP/2 connection, stored once"
+    );
+
+    let target = Server::start().await;
+    let recording = recording["id"].as_str().unwrap();
+    let summary = common::ctl(&cluster, &["replay", "--recording", recording, "--target", &target.url()]).await;
+    assert_eq!((summary["state"].as_str(), summary["ok"].as_u64()), (Some("done"), Some(made as u64)), "{summary}");
+    let fields = |pairs: &[(&str, &str)]| pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let mark = summary["id"].as_str().unwrap();
+    let get = |v: &str, more: &[(&str, &str)]| Call {
+        method: "GET".into(),
+        target: format!("/plain/page.html?v={v}"),
+        headers: fields(&[&[("accept", "*/*"), ("user-agent", "upgrader"), ("x-reprise-replay", mark)], more].concat()),
+        body: vec![],
+        trailers: Default::default(),
+    };
+    let host = target.addr.to_string();
+    let post = Call {
+        method: "POST".into(),
+        target: "/plain/form.html".into(),
+        headers: fields(&[
+            ("accept", "*/*"),
+            ("content-length", "7"),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("host", &host),
+            ("user-agent", "upgrader"),
+            ("x-reprise-replay", mark),
+        ]),
+        body: b"a=1&b=2".to_vec(),
+        trailers: Default::default(),
+    };
+    // The upgrade request's own fields (connection, upgrade, http2-settings) were its
+    // hop's; nghttp's HTTP/2 requests add accept-encoding.
+    assert_eq!(target.calls(), [get("1", &[]), get("2", &[("accept-encoding", "gzip, deflate")]), post]);
     cluster.stop().await;
 }

@@ -100,6 +100,11 @@ pub fn parse(raw: &Bytes, protocol: HttpProtocol, trailers: &[u8]) -> Result<Rec
             }
         }
     }
+    // Fields the request named in `Connection` were for that hop only (an h2c upgrade's
+    // `HTTP2-Settings`, say).
+    for named in connection_named(parsed.headers) {
+        headers.remove(named);
+    }
     let rest = &raw[header_len..];
     let body = if http2 {
         // Stored as received: never chunk-coded, and a cut body is what there is.
@@ -117,6 +122,15 @@ pub fn parse(raw: &Bytes, protocol: HttpProtocol, trailers: &[u8]) -> Result<Rec
     };
     let declares_length = !http2 || content_length.is_some();
     Ok(RecordedRequest { method, path_and_query, headers, host, body, version, trailers, declares_length })
+}
+
+/// The field names a message's `Connection` headers list.
+fn connection_named<'a>(fields: &'a [httparse::Header<'_>]) -> impl Iterator<Item = HeaderName> + 'a {
+    fields
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
 }
 
 /// Recorded trailer lines (`name: value\r\n` each) as a map; `None` if there are none.
@@ -278,13 +292,14 @@ mod tests {
 
     #[test]
     fn parses_method_path_headers_and_body() {
-        let raw = b"POST /api/items?x=1 HTTP/1.1\r\nHost: shop.example\r\nContent-Type: application/json\r\nContent-Length: 7\r\nConnection: keep-alive\r\nX-Id: 42\r\n\r\n{\"a\":1}";
+        let raw = b"POST /api/items?x=1 HTTP/1.1\r\nHost: shop.example\r\nContent-Type: application/json\r\nContent-Length: 7\r\nConnection: keep-alive, HTTP2-Settings\r\nHTTP2-Settings: AAMA\r\nX-Id: 42\r\n\r\n{\"a\":1}";
         let r = h1(raw).unwrap();
         assert_eq!(r.method, Method::POST);
         assert_eq!(r.path_and_query, "/api/items?x=1");
         assert_eq!(r.host.as_ref().unwrap(), "shop.example");
         assert_eq!(r.headers.get("x-id").unwrap(), "42");
         assert!(r.headers.get("connection").is_none());
+        assert!(r.headers.get("http2-settings").is_none(), "named in Connection: this hop's only");
         assert!(r.headers.get("content-length").is_none());
         assert_eq!(&r.body[..], b"{\"a\":1}");
     }
