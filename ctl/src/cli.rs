@@ -205,8 +205,8 @@ pub struct ReplayArgs {
     /// Per-request timeout in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
-    /// Send the recorded Host header instead of the target's. Over HTTP/2 it goes as a
-    /// `host` field; `:authority` stays the target's.
+    /// Send the recorded Host header (over HTTP/2, the recorded `:authority`) instead of
+    /// the target's; connections still go to the target.
     #[arg(long)]
     pub keep_host: bool,
     /// Speak HTTP/2 to the target for every request. Requests recorded on HTTP/2 go

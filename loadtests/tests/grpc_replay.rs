@@ -57,6 +57,8 @@ const SERVICE: &str = "reprise.test.Notes";
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Call {
     method: String,
+    /// `:authority` (HTTP/2; an HTTP/1.1 request's host is its `host` header).
+    authority: String,
     target: String,
     headers: BTreeMap<String, String>,
     body: Vec<u8>,
@@ -69,8 +71,9 @@ impl std::fmt::Debug for Call {
         let start = String::from_utf8_lossy(&self.body[..self.body.len().min(24)]);
         write!(
             f,
-            "{} {} {:?} body {} bytes {start:?}... trailers {:?}",
+            "{} {} {} {:?} body {} bytes {start:?}... trailers {:?}",
             self.method,
+            self.authority,
             self.target,
             self.headers,
             self.body.len(),
@@ -106,6 +109,7 @@ async fn keep(calls: &Calls, request: http::Request<tonic::body::Body>) -> http:
     let body = collected.to_bytes();
     calls.lock().unwrap().push(Call {
         method: parts.method.to_string(),
+        authority: parts.uri.authority().map_or(String::new(), |a| a.to_string()),
         target: parts.uri.path_and_query().map_or("/".into(), |p| p.to_string()),
         headers: fields(&parts.headers),
         body: body.to_vec(),
@@ -367,9 +371,10 @@ async fn grpc_and_http2_traffic_captured_live_replays_complete() {
     assert_eq!((report.requests, report.responses), (made as u64, made as u64), "{report:?}");
     assert_eq!((report.h2_connections, report.h2_mid_stream, report.h2_errors), (4, 0, 0), "{report:?}");
 
-    // To a second server, each response compared with the recorded one.
+    // To a second server, each response compared with the recorded one; `:authority`
+    // as recorded (`--keep-host`), so that every call must arrive exactly as it did.
     let second = Server::start().await;
-    let replay = ["replay", "--recording", recording, "--target", &second.url(), "--compare"];
+    let replay = ["replay", "--recording", recording, "--target", &second.url(), "--compare", "--keep-host"];
     let summary = common::ctl(&cluster, &replay).await;
     assert_eq!(summary["state"], "done", "{summary}");
     // The failed call came with HTTP 200; it counts as the 503 its UNAVAILABLE maps to.
@@ -385,8 +390,8 @@ async fn grpc_and_http2_traffic_captured_live_replays_complete() {
     // And with sessions: each recorded connection's streams in order over one HTTP/2
     // connection of its own.
     let third = Server::start().await;
-    let summary =
-        common::ctl(&cluster, &["replay", "--recording", recording, "--target", &third.url(), "--sessions"]).await;
+    let replay = ["replay", "--recording", recording, "--target", &third.url(), "--sessions", "--keep-host"];
+    let summary = common::ctl(&cluster, &replay).await;
     assert_eq!((summary["state"].as_str(), summary["ok"].as_u64()), (Some("done"), Some(made as u64 - 1)), "{summary}");
     assert_replayed_whole(third.calls(), &recorded, summary["id"].as_str().unwrap());
     cluster.stop().await;
@@ -448,6 +453,8 @@ async fn an_h2c_upgrade_taken_by_apache_is_stored_once_and_replayed_over_http2()
     let mark = summary["id"].as_str().unwrap();
     let get = |v: &str, more: &[(&str, &str)]| Call {
         method: "GET".into(),
+        // The target's: no --keep-host.
+        authority: target.addr.to_string(),
         target: format!("/plain/page.html?v={v}"),
         headers: fields(&[&[("accept", "*/*"), ("user-agent", "upgrader"), ("x-reprise-replay", mark)], more].concat()),
         body: vec![],
@@ -456,6 +463,7 @@ async fn an_h2c_upgrade_taken_by_apache_is_stored_once_and_replayed_over_http2()
     let host = target.addr.to_string();
     let post = Call {
         method: "POST".into(),
+        authority: String::new(),
         target: "/plain/form.html".into(),
         headers: fields(&[
             ("accept", "*/*"),

@@ -2,6 +2,7 @@
 //! pooled keep-alive connections, HTTP/1.1 or HTTP/2, https via rustls); [`SimulatedSender`]
 //! does everything but the socket write, to measure the dispatch path alone.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
@@ -107,6 +108,20 @@ impl http_body::Body for ReplayBody {
 /// A request as the worker sends it.
 pub type ReplayRequest = Request<ReplayBody>;
 
+/// `--keep-host`: the recorded host, sent as the Host header over HTTP/1.1 and as
+/// `:authority` over HTTP/2, while the connection goes to the request URI's authority.
+#[derive(Debug, Clone)]
+pub struct KeptHost(pub http::HeaderValue);
+
+impl KeptHost {
+    /// `uri` with the kept host as its authority (what HTTP/2 sends as `:authority`).
+    fn as_authority_of(&self, uri: &http::Uri) -> Result<http::Uri, ErrorKind> {
+        let mut parts = uri.clone().into_parts();
+        parts.authority = Some(http::uri::Authority::try_from(self.0.as_bytes()).map_err(|_| ErrorKind::Other)?);
+        http::Uri::from_parts(parts).map_err(|_| ErrorKind::Other)
+    }
+}
+
 /// Sends one request and classifies how it ended. Never panics on a bad target.
 pub trait Sender: Clone + Send + Sync + 'static {
     fn send(&self, request: ReplayRequest) -> impl Future<Output = Outcome> + Send;
@@ -180,20 +195,84 @@ impl Pool {
     }
 }
 
+impl Pool {
+    async fn connect(
+        &self,
+        uri: &http::Uri,
+    ) -> Result<<Connector as tower_service::Service<http::Uri>>::Response, ErrorKind> {
+        use tower_service::Service;
+        self.connector.clone().call(uri.clone()).await.map_err(|e| classify(e.as_ref()))
+    }
+
+    /// A connection of its own (outside the pool) to `uri`'s authority, its driver spawned.
+    async fn connect_http1(
+        &self,
+        uri: &http::Uri,
+    ) -> Result<hyper::client::conn::http1::SendRequest<ReplayBody>, ErrorKind> {
+        let (send, connection) =
+            hyper::client::conn::http1::handshake(self.connect(uri).await?).await.map_err(|e| classify(&e))?;
+        tokio::spawn(connection);
+        Ok(send)
+    }
+
+    async fn connect_http2(&self, uri: &http::Uri) -> Result<Http2Connection, ErrorKind> {
+        let io = self.connect(uri).await?;
+        let (send, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(|e| classify(&e))?;
+        tokio::spawn(connection);
+        Ok(send)
+    }
+}
+
 #[derive(Clone)]
 pub struct HttpSender {
     /// Requests recorded on HTTP/1.x.
     http1: Pool,
     /// Requests recorded on HTTP/2 (every request with `SenderConfig.http2`).
     http2: Pool,
+    /// HTTP/2 connections of this sender's own, one per target, for requests whose
+    /// `:authority` is not the target's ([`KeptHost`]): hyper's pool dials the
+    /// authority it keys a connection by.
+    http2_kept_host: Arc<tokio::sync::Mutex<HashMap<(http::uri::Scheme, http::uri::Authority), Http2Connection>>>,
     timeout: Duration,
 }
+
+type Http2Connection = hyper::client::conn::http2::SendRequest<ReplayBody>;
 
 impl HttpSender {
     pub fn new(config: &SenderConfig) -> Self {
         let http2 = Pool::new(config, true);
         let http1 = if config.http2 { http2.clone() } else { Pool::new(config, false) };
-        HttpSender { http1, http2, timeout: config.timeout }
+        HttpSender { http1, http2, http2_kept_host: Default::default(), timeout: config.timeout }
+    }
+
+    /// Sends an HTTP/2 request with `host` as its `:authority` over this sender's own
+    /// connection to the request URI's authority (made on first use, again once closed).
+    async fn send_http2_with_host(
+        &self,
+        mut request: ReplayRequest,
+        host: KeptHost,
+    ) -> Result<http::Response<hyper::body::Incoming>, ErrorKind> {
+        let uri = request.uri();
+        let key = (
+            uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP),
+            uri.authority().cloned().ok_or(ErrorKind::Other)?,
+        );
+        let mut connection = {
+            let mut connections = self.http2_kept_host.lock().await;
+            match connections.get(&key).filter(|c| !c.is_closed()) {
+                Some(connection) => connection.clone(),
+                None => {
+                    let connection = self.http2.connect_http2(uri).await?;
+                    connections.insert(key, connection.clone());
+                    connection
+                }
+            }
+        };
+        *request.uri_mut() = host.as_authority_of(request.uri())?;
+        *request.version_mut() = Version::HTTP_2;
+        connection.ready().await.map_err(|e| classify(&e))?;
+        connection.send_request(request).await.map_err(|e| classify(&e))
     }
 
     fn pool_for(&self, request: &ReplayRequest) -> &Pool {
@@ -203,19 +282,11 @@ impl HttpSender {
     /// A new connection to the request's host for the request's protocol, its driver
     /// spawned.
     async fn session_connection(&self, request: &ReplayRequest) -> Result<SessionConnection, ErrorKind> {
-        use tower_service::Service;
         let pool = self.pool_for(request);
-        let io = pool.connector.clone().call(request.uri().clone()).await.map_err(|e| classify(e.as_ref()))?;
-        if pool.http2 {
-            let (send, connection) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(|e| classify(&e))?;
-            tokio::spawn(connection);
-            Ok(SessionConnection::Http2(send))
-        } else {
-            let (send, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| classify(&e))?;
-            tokio::spawn(connection);
-            Ok(SessionConnection::Http1(send))
-        }
+        Ok(match pool.http2 {
+            true => SessionConnection::Http2(pool.connect_http2(request.uri()).await?),
+            false => SessionConnection::Http1(pool.connect_http1(request.uri()).await?),
+        })
     }
 
     /// One exchange over a session's connection. On HTTP/1.1 the request goes in origin
@@ -231,10 +302,13 @@ impl HttpSender {
             Some(connection) => connection,
             None => self.session_connection(&request).await?,
         };
+        let kept_host = request.extensions_mut().remove::<KeptHost>();
         let response = match &mut connection {
             SessionConnection::Http1(send) => {
                 let uri = request.uri().clone();
-                if let Some(authority) = uri.authority() {
+                if let Some(KeptHost(host)) = kept_host {
+                    request.headers_mut().insert(http::header::HOST, host);
+                } else if let Some(authority) = uri.authority() {
                     let host = http::HeaderValue::from_str(authority.as_str()).map_err(|_| ErrorKind::Other)?;
                     request.headers_mut().entry(http::header::HOST).or_insert(host);
                 }
@@ -245,6 +319,9 @@ impl HttpSender {
                 send.send_request(request).await.map_err(|e| classify(&e))?
             }
             SessionConnection::Http2(send) => {
+                if let Some(host) = kept_host {
+                    *request.uri_mut() = host.as_authority_of(request.uri())?;
+                }
                 *request.version_mut() = Version::HTTP_2;
                 send.ready().await.map_err(|e| classify(&e))?;
                 send.send_request(request).await.map_err(|e| classify(&e))?
@@ -257,10 +334,17 @@ impl HttpSender {
 impl HttpSender {
     /// Sends and reads the whole response (so the connection goes back to the pool); with
     /// `keep`, holds on to its headers, the start of its body and its trailers.
-    async fn exchange(&self, request: ReplayRequest, keep: bool) -> (Outcome, Response) {
+    async fn exchange(&self, mut request: ReplayRequest, keep: bool) -> (Outcome, Response) {
         let exchange = async {
-            let client = &self.pool_for(&request).client;
-            let response = client.request(request).await.map_err(|e| classify_client_error(&e))?;
+            let pool = self.pool_for(&request);
+            let response = match request.extensions_mut().remove::<KeptHost>() {
+                Some(host) if pool.http2 => self.send_http2_with_host(request, host).await?,
+                Some(KeptHost(host)) => {
+                    request.headers_mut().insert(http::header::HOST, host);
+                    pool.client.request(request).await.map_err(|e| classify_client_error(&e))?
+                }
+                None => pool.client.request(request).await.map_err(|e| classify_client_error(&e))?,
+            };
             read_response(response, keep).await
         };
         let failed = |kind: ErrorKind| (Outcome::Error(kind), Response::Failed(kind.name().to_string()));

@@ -23,7 +23,7 @@ use super::sides::send_all;
 use reprise_rules::endpoint::write_endpoint;
 
 use crate::request::{self, RecordedRequest};
-use crate::sender::{HttpSender, Outcome, ReplayBody, ReplayRequest, Sender, SenderConfig, SimulatedSender};
+use crate::sender::{HttpSender, KeptHost, Outcome, ReplayBody, ReplayRequest, Sender, SenderConfig, SimulatedSender};
 use crate::stats::{EndpointSlots, Stats};
 use crate::timer::PreciseTimer;
 
@@ -440,7 +440,8 @@ pub(super) fn build_request(recorded: &RecordedRequest, uri: http::Uri, keep_hos
     *request.uri_mut() = uri;
     *request.headers_mut() = recorded.headers.clone();
     if keep_host && let Some(host) = &recorded.host {
-        request.headers_mut().insert(http::header::HOST, host.clone());
+        // The sender makes it the Host header, or `:authority` over HTTP/2.
+        request.extensions_mut().insert(KeptHost(host.clone()));
     }
     request
 }
