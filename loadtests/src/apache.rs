@@ -4,10 +4,9 @@
 //! tests.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 pub struct Apache {
     child: Child,
@@ -45,21 +44,10 @@ DocumentRoot {d}/docs
 "#
         );
         std::fs::write(dir.join("httpd.conf"), config)?;
-        let child = Command::new("apache2")
-            .args(["-X", "-f", &format!("{d}/httpd.conf")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start apache2 (deploy/local/setup.sh installs apache2-bin)")?;
-        let apache = Apache { child, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(apache);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("apache2 did not start: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default())
+        let mut apache = Command::new("apache2");
+        apache.args(["-X", "-f", &format!("{d}/httpd.conf")]);
+        let child = crate::procs::start_server(&mut apache, port, &dir.join("error.log"))?;
+        Ok(Apache { child, port })
     }
 
     pub fn port(&self) -> u16 {

@@ -4,10 +4,8 @@
 //! competes with the sender for the CPU in ways a production target does not.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command};
 
-use anyhow::{Context, bail};
 use reprise_proto::v1::HttpProtocol;
 
 /// What nginx writes per request.
@@ -71,21 +69,10 @@ http {{
 "#
         );
         std::fs::write(dir.join("nginx.conf"), config)?;
-        let child = Command::new("nginx")
-            .args(["-p", &d.to_string(), "-c", &format!("{d}/nginx.conf"), "-e", &format!("{d}/error.log")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start nginx (deploy/local/setup.sh installs it)")?;
-        let nginx = Nginx { child, dir: dir.to_path_buf(), port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(nginx);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("nginx did not start: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default())
+        let mut nginx = Command::new("nginx");
+        nginx.args(["-p", &d.to_string(), "-c", &format!("{d}/nginx.conf"), "-e", &format!("{d}/error.log")]);
+        let child = crate::procs::start_server(&mut nginx, port, &dir.join("error.log"))?;
+        Ok(Nginx { child, dir: dir.to_path_buf(), port })
     }
 
     pub fn port(&self) -> u16 {

@@ -242,6 +242,28 @@ impl Drop for Services {
 /// Where [`binary`] looks instead of the test executable's target dir, if set: for
 /// binaries built elsewhere (a target dir shared with another checkout holds whichever
 /// checkout built last).
+/// Starts a third-party server (nginx, Apache) quietly and waits until it accepts
+/// connections on `port`; if it does not within 5 s, stops it and says what its
+/// `error_log` says.
+pub fn start_server(command: &mut Command, port: u16, error_log: &Path) -> anyhow::Result<Child> {
+    let name = command.get_program().to_string_lossy().into_owned();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {name} (deploy/local/setup.sh installs it)"))?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(child);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    bail!("{name} did not start: {}", std::fs::read_to_string(error_log).unwrap_or_default())
+}
+
 pub const BIN_DIR_VAR: &str = "REPRISE_TEST_BIN_DIR";
 
 /// A binary of this workspace next to the test executable (`target/debug/NAME`), or in

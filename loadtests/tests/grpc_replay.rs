@@ -118,16 +118,22 @@ async fn keep(calls: &Calls, request: http::Request<tonic::body::Body>) -> http:
     http::Request::from_parts(parts, tonic::body::Body::new(Full::new(body)))
 }
 
+/// The test server's two services, each keeping every call it receives: with `GRPC`,
 /// `reprise.test.Notes`: `Say` (unary) and `Collect` (client streaming), served by
-/// tonic's own gRPC handling, and `Fail`, which answers UNAVAILABLE.
+/// tonic's own gRPC handling, and `Fail`, which answers UNAVAILABLE; without, everything
+/// under `/plain/`, answered `ok`.
 #[derive(Clone)]
-struct Notes(Calls);
+struct Keeping<const GRPC: bool>(Calls);
 
-impl NamedService for Notes {
+impl NamedService for Keeping<true> {
     const NAME: &'static str = SERVICE;
 }
 
-impl Service<http::Request<tonic::body::Body>> for Notes {
+impl NamedService for Keeping<false> {
+    const NAME: &'static str = "plain";
+}
+
+impl<const GRPC: bool> Service<http::Request<tonic::body::Body>> for Keeping<GRPC> {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
     type Future = BoxFuture<Self::Response, Infallible>;
@@ -140,6 +146,9 @@ impl Service<http::Request<tonic::body::Body>> for Notes {
         let calls = self.0.clone();
         Box::pin(async move {
             let request = keep(&calls, request).await;
+            if !GRPC {
+                return Ok(http::Response::new(tonic::body::Body::new(Full::new(Bytes::from_static(b"ok")))));
+            }
             let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<Tally, Note>::default());
             Ok(match request.uri().path().rsplit('/').next() {
                 Some("Say") => grpc.unary(Say, request).await,
@@ -192,32 +201,6 @@ impl Service<tonic::Request<tonic::Streaming<Note>>> for Collect {
     }
 }
 
-/// Everything under `/plain/`: kept, and answered `ok`.
-#[derive(Clone)]
-struct Plain(Calls);
-
-impl NamedService for Plain {
-    const NAME: &'static str = "plain";
-}
-
-impl Service<http::Request<tonic::body::Body>> for Plain {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Infallible>;
-
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let calls = self.0.clone();
-        Box::pin(async move {
-            keep(&calls, request).await;
-            Ok(http::Response::new(tonic::body::Body::new(Full::new(Bytes::from_static(b"ok")))))
-        })
-    }
-}
-
 /// A tonic server on loopback that keeps every call it receives.
 struct Server {
     addr: SocketAddr,
@@ -233,8 +216,8 @@ impl Server {
         // HTTP/1.1 too: a request captured on HTTP/1.1 is replayed over it.
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
-            .add_service(Notes(calls.clone()))
-            .add_service(Plain(calls.clone()));
+            .add_service(Keeping::<true>(calls.clone()))
+            .add_service(Keeping::<false>(calls.clone()));
         let task = tokio::spawn(async move { router.serve_with_incoming(incoming).await.unwrap() });
         Server { addr, calls, task }
     }
