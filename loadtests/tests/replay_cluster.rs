@@ -133,8 +133,11 @@ async fn an_original_pace_replay_reports_its_real_duration_and_rate(kind: &str) 
 
 /// The timeline's per-second series is what the target counted per second: sends are
 /// counted in the Unix second they left, the sink counts arrivals in its own, and on
-/// loopback the two differ by the few requests in flight across a second's edge. Every
-/// full second (the first and last are partial) within 2%.
+/// loopback the two differ by the requests in flight across a second's edge. Every full
+/// second (the first and last are partial) within 5%: a fresh-clone CI run, its other
+/// suites running beside it, once had 67 of a second's 2930 sends (2.3%, about 20 ms of
+/// them) arrive in the next second. The bug this guards against swung the series
+/// between half and double.
 async fn the_per_second_series_matches_the_targets_own_counts(kind: &str) {
     let cluster = setup(kind, "seconds").await;
     let log_url = cluster.log_url.clone();
@@ -160,7 +163,7 @@ async fn the_per_second_series_matches_the_targets_own_counts(kind: &str) {
     for second in full {
         let (ours, theirs) = (series.get(second).copied().unwrap_or(0), arrivals[second]);
         eprintln!("second {second}: timeline {ours}, target {theirs}");
-        assert!(ours.abs_diff(theirs) as f64 <= 0.02 * theirs as f64, "second {second}: {ours} sent, {theirs} arrived");
+        assert!(ours.abs_diff(theirs) as f64 <= 0.05 * theirs as f64, "second {second}: {ours} sent, {theirs} arrived");
     }
     cluster.stop().await;
 }
