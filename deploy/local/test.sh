@@ -11,4 +11,5 @@ trap 'bash "$services" down' EXIT
 set -a
 eval "$(bash "$services" up)"
 set +a
-cargo test --workspace --all-targets "$@"
+# Every suite runs even after one fails, so that a CI run names every failure.
+cargo test --workspace --all-targets --no-fail-fast "$@"
