@@ -193,9 +193,7 @@ impl Pool {
             .build(connector.clone());
         Pool { client, connector, http2 }
     }
-}
 
-impl Pool {
     async fn connect(
         &self,
         uri: &http::Uri,
@@ -250,7 +248,7 @@ impl HttpSender {
     /// connection to the request URI's authority (made on first use, again once closed).
     async fn send_http2_with_host(
         &self,
-        mut request: ReplayRequest,
+        request: ReplayRequest,
         host: KeptHost,
     ) -> Result<http::Response<hyper::body::Incoming>, ErrorKind> {
         let uri = request.uri();
@@ -269,10 +267,7 @@ impl HttpSender {
                 }
             }
         };
-        *request.uri_mut() = host.as_authority_of(request.uri())?;
-        *request.version_mut() = Version::HTTP_2;
-        connection.ready().await.map_err(|e| classify(&e))?;
-        connection.send_request(request).await.map_err(|e| classify(&e))
+        send_http2(&mut connection, request, Some(host)).await
     }
 
     fn pool_for(&self, request: &ReplayRequest) -> &Pool {
@@ -314,18 +309,10 @@ impl HttpSender {
                 }
                 *request.uri_mut() =
                     uri.path_and_query().map_or("/", |p| p.as_str()).parse().map_err(|_| ErrorKind::Other)?;
-                *request.version_mut() = Version::HTTP_11;
                 send.ready().await.map_err(|e| classify(&e))?;
                 send.send_request(request).await.map_err(|e| classify(&e))?
             }
-            SessionConnection::Http2(send) => {
-                if let Some(host) = kept_host {
-                    *request.uri_mut() = host.as_authority_of(request.uri())?;
-                }
-                *request.version_mut() = Version::HTTP_2;
-                send.ready().await.map_err(|e| classify(&e))?;
-                send.send_request(request).await.map_err(|e| classify(&e))?
-            }
+            SessionConnection::Http2(send) => send_http2(send, request, kept_host).await?,
         };
         Ok((read_response(response, false).await?.0, connection))
     }
@@ -379,6 +366,21 @@ impl Sender for HttpSender {
             Err(_) => (Outcome::Error(ErrorKind::Timeout), None),
         }
     }
+}
+
+/// Sends `request` over an HTTP/2 connection of the sender's own, the kept host (if
+/// any) as its `:authority`.
+async fn send_http2(
+    connection: &mut Http2Connection,
+    mut request: ReplayRequest,
+    kept_host: Option<KeptHost>,
+) -> Result<http::Response<hyper::body::Incoming>, ErrorKind> {
+    if let Some(host) = kept_host {
+        *request.uri_mut() = host.as_authority_of(request.uri())?;
+    }
+    *request.version_mut() = Version::HTTP_2;
+    connection.ready().await.map_err(|e| classify(&e))?;
+    connection.send_request(request).await.map_err(|e| classify(&e))
 }
 
 /// Reads a whole response; with `keep`, holds on to its headers, the start of its body
@@ -451,7 +453,7 @@ fn grpc_status_class(code: u32) -> u16 {
 /// session's streams then go one at a time, in the order the client opened them).
 pub enum SessionConnection {
     Http1(hyper::client::conn::http1::SendRequest<ReplayBody>),
-    Http2(hyper::client::conn::http2::SendRequest<ReplayBody>),
+    Http2(Http2Connection),
 }
 
 impl SessionConnection {
